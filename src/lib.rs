@@ -1,0 +1,23 @@
+//! fluxk8s: a flux-core broker module that makes a Flux instance running on Kubernetes
+//! elastic, with Flux as the source of truth.
+//!
+//! The crate is laid out one concern per module:
+//! - [`flux`]: the safe layer over the broker's C API (all `unsafe` lives there);
+//! - [`model`]: Flux rank state and the Kubernetes view, parsed from real payloads;
+//! - [`planner`]: the pure decision logic (views in, actions out);
+//! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
+//! - [`sim`]: a simulated API server for tests and the demo;
+//! - `module`: `mod_main`, configuration and the RPC handlers.
+
+#[cfg(panic = "abort")]
+compile_error!("fluxk8s relies on unwinding: mod_main catches panics so none reaches the broker");
+
+mod sys;
+
+pub mod flux;
+pub mod k8s;
+pub mod model;
+pub mod planner;
+pub mod sim;
+
+mod module;

@@ -1,0 +1,42 @@
+//! What fluxk8s does: the planner's output, carried out by the module (Flux side) and the
+//! Kubernetes driver (Kubernetes side).
+
+use serde::Serialize;
+
+use super::idset::IdSet;
+
+/// Every drain fluxk8s makes starts with this, so it never touches anyone else's.
+pub const DRAIN_REASON_PREFIX: &str = "fluxk8s:";
+
+/// An action on the Flux side, carried out on the module thread.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum FluxAction {
+    /// `resource.drain` with a reason starting with [`DRAIN_REASON_PREFIX`].
+    Drain { ranks: IdSet, reason: String },
+    /// `resource.undrain`; only ever for drains fluxk8s set.
+    Undrain { ranks: IdSet },
+    /// `overlay.disconnect-subtree {"rank": N}`: broker N leaves and exits 0, so its pod
+    /// completes (with `completeWorkers`) and the Job does not recreate that index.
+    Disconnect { rank: u32 },
+}
+
+/// An action on the Kubernetes side, carried out by the driver.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum KubeAction {
+    /// DELETE the pod with a `preconditions.uid`, so a replacement is never hit.
+    DeletePod {
+        index: u32,
+        pod: String,
+        uid: String,
+        reason: String,
+    },
+    /// Set the size: `MiniCluster.spec.size` when an operator owns the Job, else the
+    /// Job's parallelism and completions together.
+    SetSize { size: u32, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Action {
+    Flux(FluxAction),
+    Kube(KubeAction),
+}

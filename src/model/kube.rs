@@ -1,0 +1,98 @@
+//! What fluxk8s knows of the Kubernetes side: the Indexed Job, the MiniCluster that owns
+//! it (if any), and the Job's pods by completion index (= Flux rank).
+//!
+//! The driver (`crate::k8s`) fills a [`KubeView`] from watches; the planner reads it.
+
+use serde::Serialize;
+
+use super::idset::IdSet;
+
+/// The Indexed Job that runs the brokers: pod with completion index N runs rank N.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    pub name: String,
+    pub uid: String,
+    pub parallelism: u32,
+    pub completions: u32,
+    pub backoff_limit: u32,
+    /// `spec.backoffLimitPerIndex`; `Some(0)` means a deleted pod fails its index for good.
+    pub backoff_limit_per_index: Option<u32>,
+    pub has_pod_failure_policy: bool,
+    pub completed_indexes: IdSet,
+    pub failed_indexes: IdSet,
+    pub active: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+}
+
+/// The Flux Operator MiniCluster that owns the Job. Its `spec.size` drives the Job's
+/// parallelism and completions, so sizes are changed here when it exists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MiniClusterView {
+    pub name: String,
+    pub uid: String,
+    pub size: u32,
+    pub max_size: u32,
+    /// `spec.flux.completeWorkers`: a worker broker that exits ends its pod Succeeded,
+    /// which completes the index so the Job does not recreate it.
+    pub complete_workers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+/// One pod of the Job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodView {
+    pub name: String,
+    pub uid: String,
+    /// `batch.kubernetes.io/job-completion-index`, which is the broker rank.
+    pub index: u32,
+    pub phase: PodPhase,
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+}
+
+impl PodView {
+    /// Running or about to run, and not on its way out.
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, PodPhase::Pending | PodPhase::Running) && !self.terminating
+    }
+}
+
+/// Everything observed on the Kubernetes side at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KubeView {
+    pub job: JobView,
+    pub minicluster: Option<MiniClusterView>,
+    /// Pods of the Job, sorted by index; an index may briefly have two (an old one
+    /// terminating beside its replacement).
+    pub pods: Vec<PodView>,
+}
+
+impl KubeView {
+    /// The size Kubernetes is asked to run: the MiniCluster's `spec.size` when an
+    /// operator manages the Job, else the Job's completions.
+    pub fn requested_size(&self) -> u32 {
+        self.minicluster
+            .as_ref()
+            .map_or(self.job.completions, |mc| mc.size)
+    }
+
+    /// The live pod at `index`, if any.
+    pub fn live_pod(&self, index: u32) -> Option<&PodView> {
+        self.pods.iter().find(|p| p.index == index && p.is_live())
+    }
+
+    /// Indexes the Job will not recreate while they stay below completions.
+    pub fn finished_indexes(&self) -> IdSet {
+        self.job.completed_indexes.union(&self.job.failed_indexes)
+    }
+}

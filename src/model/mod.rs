@@ -1,0 +1,10 @@
+//! The pure model: rank state as Flux reports it, the Kubernetes view, and the actions
+//! that join them. No I/O.
+
+pub mod action;
+pub mod idset;
+pub mod kube;
+
+pub use action::{Action, DRAIN_REASON_PREFIX, FluxAction, KubeAction};
+pub use idset::IdSet;
+pub use kube::{JobView, KubeView, MiniClusterView, PodPhase, PodView};
