@@ -40,9 +40,25 @@ fn main() {
         .expect("bindgen failed on flux-headers/wrapper.h (is libclang installed? apt-get install libclang-dev)");
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    build_fake_host_for_tests(&out);
     bindings
         .write_to_file(out.join("flux_bindings.rs"))
         .expect("cannot write flux_bindings.rs");
+}
+
+/// The FFI tests run `mod_main` against a fake broker. Its variadic calls (`flux_log`,
+/// `flux_conf_unpack`) must be C; they go into `libfakeflux.a`, which only
+/// `tests/ffi_module.rs` links (by `#[link]`), never the shipped library.
+fn build_fake_host_for_tests(out: &std::path::Path) {
+    println!("cargo::rerun-if-changed=tests/fakehost/variadic.c");
+    cc::Build::new()
+        .file("tests/fakehost/variadic.c")
+        .warnings(true)
+        // No automatic rustc-link-lib: that would put the fake into the cdylib.
+        .cargo_metadata(false)
+        .out_dir(out)
+        .compile("fakeflux");
+    println!("cargo::rustc-link-search=native={}", out.display());
 }
 
 /// Gives each macro constant the C type of the argument it is passed as, so the safe
@@ -57,7 +73,10 @@ impl ParseCallbacks for MacroTypes {
         if unsigned32.iter().any(|prefix| name.starts_with(prefix)) {
             Some(IntKind::U32)
         } else if name.starts_with("JSON_") {
-            Some(IntKind::Custom { name: "usize", is_signed: false })
+            Some(IntKind::Custom {
+                name: "usize",
+                is_signed: false,
+            })
         } else {
             Some(IntKind::Int)
         }

@@ -129,6 +129,7 @@ const char *flux_attr_get (flux_t *h, const char *name);
 
 /* conf.h: fmt is a jansson unpack format */
 int flux_conf_unpack (const flux_conf_t *conf, flux_error_t *error, const char *fmt, ...);
+void flux_conf_decref (const flux_conf_t *conf);
 
 /* module.h */
 int flux_module_set_running (flux_t *h);

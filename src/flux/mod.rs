@@ -1,1 +1,23 @@
-//! (in progress)
+//! The safe layer over the broker's C API. Every `unsafe` block of the crate is here.
+//!
+//! Everything in this module runs on the module thread (the handle is `!Send`), except
+//! [`Waker`], which other threads use to wake the reactor.
+
+mod callback;
+mod error;
+mod guard;
+mod handle;
+mod log;
+mod msg;
+mod rpc;
+mod wake;
+mod watcher;
+
+pub use error::{FluxError, Result};
+pub use guard::{ffi_guard, panic_message, panics_caught};
+pub use handle::{Handle, LogLevel};
+pub use log::{ForwardedLogs, LogLine, dispatcher};
+pub use msg::{Access, Message, MsgHandler};
+pub use rpc::{NODEID_ANY, Rpc, RpcError};
+pub use wake::{Waker, Wakeup};
+pub use watcher::Watcher;

@@ -1,0 +1,132 @@
+//! `tracing` to `flux_log`: events on the module thread go straight to the broker log;
+//! events on any other thread (the Kubernetes worker) are queued and written by the
+//! module thread, since only it may use the handle.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::{self, ThreadId};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+use super::handle::{Handle, LogLevel};
+use super::wake::Waker;
+
+/// A log line from another thread, waiting for the module thread.
+#[derive(Debug)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// The queue of [`LogLine`]s that the module thread writes out after each wake-up.
+pub struct ForwardedLogs {
+    rx: mpsc::Receiver<LogLine>,
+}
+
+impl ForwardedLogs {
+    /// Writes every queued line to the broker log.
+    pub fn flush(&self, handle: &Handle) {
+        while let Ok(line) = self.rx.try_recv() {
+            handle.log(line.level, &line.text);
+        }
+    }
+}
+
+struct FluxLogLayer {
+    /// The module's `flux_t`, only ever dereferenced on `owner`.
+    handle: usize,
+    owner: ThreadId,
+    forward: Mutex<mpsc::Sender<LogLine>>,
+    waker: Waker,
+}
+
+/// Builds the dispatcher that sends `tracing` events to the broker log. Install it with
+/// `tracing::dispatcher::set_default` on the module thread and on each worker thread
+/// (never as the process-wide default: the broker may load the module more than once).
+pub fn dispatcher(handle: &Handle, waker: Waker) -> (tracing::Dispatch, ForwardedLogs) {
+    let (tx, rx) = mpsc::channel();
+    let layer = FluxLogLayer {
+        handle: handle.as_ptr() as usize,
+        owner: thread::current().id(),
+        forward: Mutex::new(tx),
+        waker,
+    };
+    let subscriber = Registry::default().with(layer);
+    (tracing::Dispatch::new(subscriber), ForwardedLogs { rx })
+}
+
+fn level_of(level: &Level) -> LogLevel {
+    match *level {
+        Level::ERROR => LogLevel::Err,
+        Level::WARN => LogLevel::Warning,
+        Level::INFO => LogLevel::Info,
+        _ => LogLevel::Debug,
+    }
+}
+
+impl<S: Subscriber> Layer<S> for FluxLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut text = MessageText::default();
+        event.record(&mut text);
+        let level = level_of(event.metadata().level());
+        if thread::current().id() == self.owner {
+            // SAFETY: we are on the module thread, where the handle lives until mod_main
+            // returns; the dispatcher is uninstalled before that.
+            if let Some(handle) = unsafe { Handle::from_raw(self.handle as *mut _) } {
+                handle.log(level, &text.0);
+            }
+        } else if let Ok(tx) = self.forward.lock() {
+            // The module thread may already be gone at shutdown; then there is no log.
+            if tx
+                .send(LogLine {
+                    level,
+                    text: text.0,
+                })
+                .is_ok()
+            {
+                self.waker.wake();
+            }
+        }
+    }
+}
+
+/// `message` first, then `key=value` for the other fields.
+#[derive(Default)]
+struct MessageText(String);
+
+impl Visit for MessageText {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let rest = std::mem::take(&mut self.0);
+            let _ = write!(self.0, "{value:?}{rest}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_levels_to_syslog_priorities() {
+        assert_eq!(level_of(&Level::ERROR), LogLevel::Err);
+        assert_eq!(level_of(&Level::WARN), LogLevel::Warning);
+        assert_eq!(level_of(&Level::INFO), LogLevel::Info);
+        assert_eq!(level_of(&Level::DEBUG), LogLevel::Debug);
+        assert_eq!(level_of(&Level::TRACE), LogLevel::Debug);
+    }
+}
