@@ -1,1 +1,181 @@
-//! (in progress)
+//! The module wiring: `mod_main`, the RPC handlers and the reactor's life.
+
+pub mod config;
+mod rpc;
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_int};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use crate::flux::{self, Access, Handle, MsgHandler, Wakeup, Watcher, panic_message};
+use crate::sys;
+use config::Config;
+
+/// What the module knows and counts; shared by its callbacks on the module thread.
+pub(crate) struct Module {
+    pub(crate) name: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) config: Config,
+    pub(crate) loaded_at: f64,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Counters {
+    pub(crate) requests: u64,
+    pub(crate) request_errors: u64,
+    pub(crate) config_reloads: u64,
+    pub(crate) wakeups: u64,
+}
+
+/// Why the module refused to load; logged, then the load fails with the errno.
+struct LoadError {
+    errno: i32,
+    message: String,
+}
+
+impl LoadError {
+    fn invalid(message: String) -> Self {
+        LoadError {
+            errno: libc::EINVAL,
+            message,
+        }
+    }
+}
+
+impl From<flux::FluxError> for LoadError {
+    fn from(err: flux::FluxError) -> Self {
+        LoadError {
+            errno: err.errno(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// The entry point the broker calls on the module's own thread.
+///
+/// Before the reactor runs, a bad configuration fails the load (-1 with errno, and a
+/// log line saying why). Once it runs, the module only ever returns 0: the broker treats
+/// a -1 from a running module as fatal and exits. No panic crosses into C.
+///
+/// # Safety
+/// Called by the broker with its live module handle and an `argc`/`argv` pair of
+/// NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mod_main(
+    h: *mut sys::flux_t,
+    argc: c_int,
+    argv: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: the broker passes its live handle; we use it only on this thread.
+    let Some(handle) = (unsafe { Handle::from_raw(h) }) else {
+        set_errno(libc::EINVAL);
+        return -1;
+    };
+    // SAFETY: argv holds argc NUL-terminated strings (broker contract).
+    let args = unsafe { collect_args(argc, argv) };
+    let running = std::cell::Cell::new(false);
+    let outcome = catch_unwind(AssertUnwindSafe(|| run(&handle, args, &running)));
+    match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(err)) => {
+            handle.log(flux::LogLevel::Err, &err.message);
+            set_errno(err.errno);
+            -1
+        }
+        Err(payload) => {
+            let text = panic_message(payload.as_ref());
+            handle.log(
+                flux::LogLevel::Err,
+                &format!("panic contained in mod_main: {text}"),
+            );
+            if running.get() {
+                0
+            } else {
+                set_errno(libc::EINVAL);
+                -1
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `argv` must hold `argc` NUL-terminated strings (or be NULL with `argc` 0).
+unsafe fn collect_args(argc: c_int, argv: *mut *mut c_char) -> Vec<String> {
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: i < argc, and each entry is a NUL-terminated string (caller).
+            unsafe { CStr::from_ptr(*argv.add(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn set_errno(errno: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn run(
+    handle: &Handle,
+    args: Vec<String>,
+    running: &std::cell::Cell<bool>,
+) -> Result<(), LoadError> {
+    let wakeup = Wakeup::new().map_err(|e| LoadError::invalid(format!("eventfd: {e}")))?;
+    let (dispatch, forwarded_logs) = flux::dispatcher(handle, wakeup.waker());
+    let _log_guard = tracing::dispatcher::set_default(&dispatch);
+
+    let name = handle.module_name().unwrap_or_else(|| "fluxk8s".to_owned());
+    let rank = handle.rank()?;
+    if rank != 0 {
+        return Err(LoadError::invalid(format!(
+            "{name} runs on rank 0 only (this is rank {rank}): load it with ranks = \"0\""
+        )));
+    }
+    let table = handle.conf_table("fluxk8s")?;
+    let config =
+        Config::load(table.as_deref(), &args).map_err(|e| LoadError::invalid(e.to_string()))?;
+
+    let module = Rc::new(RefCell::new(Module {
+        name: name.clone(),
+        args,
+        config,
+        loaded_at: handle.now(),
+        counters: Counters::default(),
+    }));
+    let handlers = rpc::register(handle, &module)?;
+    let wake_watcher = {
+        let module = Rc::clone(&module);
+        Watcher::readable(handle, wakeup.fd(), move |handle| {
+            if wakeup.clear() > 0 {
+                module.borrow_mut().counters.wakeups += 1;
+            }
+            forwarded_logs.flush(handle);
+        })?
+    };
+    tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
+
+    running.set(true);
+    let result = handle.run();
+    // Teardown order: stop taking requests, then silence callbacks, then let go of the
+    // log dispatcher (dropped last, by scope).
+    drop(handlers);
+    drop(wake_watcher);
+    match result {
+        Ok(()) => tracing::info!("{name} unloading"),
+        // Never -1 now: the broker would take it as a runtime failure and exit.
+        Err(err) => tracing::error!("{name}: reactor failed: {err}; unloading"),
+    }
+    Ok(())
+}
+
+/// Handlers that must stay registered while the reactor runs.
+pub(crate) type Handlers = Vec<MsgHandler>;
+
+/// Owner-only unless said otherwise.
+pub(crate) const OWNER: Access = Access::Owner;
