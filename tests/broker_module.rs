@@ -1,0 +1,144 @@
+//! In-pod integration tests: the built `libfluxk8s.so` in a real flux-core broker.
+//! Skipped (and say so) where no flux-core is found; see tests/common/flux.rs.
+
+mod common;
+
+use common::flux::{Scratch, flux_or_skip, flux_start, transcript};
+
+/// The status RPC, through Flux's own Python bindings (as `flux k8s` does).
+const STATUS: &str =
+    r#"flux python -c "import flux,sys; print(flux.Flux().rpc(sys.argv[1]).get_str())""#;
+
+#[test]
+fn loads_by_path_reports_stats_and_unloads() {
+    let Some(flux) = flux_or_skip("loads_by_path_reports_stats_and_unloads") else {
+        return;
+    };
+    let script = format!(
+        r#"
+        flux module load $SO min-size=2
+        flux module list | grep -q '^libfluxk8s '
+        flux module stats libfluxk8s > stats.json
+        {STATUS} libfluxk8s.status > status.json
+        cat stats.json; echo; cat status.json
+        flux module remove libfluxk8s
+        ! flux module list | grep -q libfluxk8s
+        flux dmesg | grep libfluxk8s
+        "#
+    );
+    let scratch = Scratch::new("load");
+    let output = flux_start(
+        &flux,
+        2,
+        &format!("cd {}\n{script}", scratch.0.display()),
+        &[],
+    );
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.path("stats.json")).unwrap())
+            .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.path("status.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["name"], "libfluxk8s", "{text}");
+    assert_eq!(stats["config"]["min-size"], 2, "{text}");
+    assert_eq!(status["config"], stats["config"], "{text}");
+    assert!(
+        text.contains("libfluxk8s.info[0]: libfluxk8s 0.1.0 loaded on rank 0"),
+        "{text}"
+    );
+    assert!(text.contains("libfluxk8s unloading"), "{text}");
+}
+
+#[test]
+fn modprobe_loads_it_as_fluxk8s_and_rc3_removes_it() {
+    let Some(flux) = flux_or_skip("modprobe_loads_it_as_fluxk8s_and_rc3_removes_it") else {
+        return;
+    };
+    let scratch = Scratch::new("modprobe");
+    let modprobe = scratch.path("modprobe");
+    let shipped = env!("CARGO_MANIFEST_DIR").to_owned() + "/etc/modprobe";
+    std::fs::create_dir_all(modprobe.join("modprobe.d")).unwrap();
+    std::fs::create_dir_all(modprobe.join("rc1.d")).unwrap();
+    let entry = std::fs::read_to_string(format!("{shipped}/modprobe.d/fluxk8s.toml")).unwrap();
+    let so = common::flux::module_path();
+    let entry = entry.replace(
+        "/usr/local/lib/flux/modules/libfluxk8s.so",
+        so.to_str().unwrap(),
+    );
+    assert!(
+        entry.contains(so.to_str().unwrap()),
+        "the shipped entry names a module path"
+    );
+    std::fs::write(modprobe.join("modprobe.d/fluxk8s.toml"), entry).unwrap();
+    std::fs::copy(
+        format!("{shipped}/rc1.d/fluxk8s.py"),
+        modprobe.join("rc1.d/fluxk8s.py"),
+    )
+    .unwrap();
+
+    let script = format!(
+        r#"
+        flux module list | grep -q '^fluxk8s '
+        {STATUS} fluxk8s.status
+        flux module stats fluxk8s | grep -q '"name": "fluxk8s"'
+        "#
+    );
+    let output = flux_start(
+        &flux,
+        2,
+        &script,
+        &[("FLUX_MODPROBE_PATH_APPEND", modprobe.to_str().unwrap())],
+    );
+    let text = transcript(&output);
+    assert!(
+        output.status.success(),
+        "the instance exits 0 after rc3: {text}"
+    );
+    assert!(text.contains(r#""name":"fluxk8s""#), "{text}");
+}
+
+#[test]
+fn bad_key_fails_the_load_with_the_reason_in_dmesg() {
+    let Some(flux) = flux_or_skip("bad_key_fails_the_load_with_the_reason_in_dmesg") else {
+        return;
+    };
+    let script = r#"
+        if flux module load $SO colldown=5s; then echo "loaded?!"; exit 1; fi
+        flux dmesg | grep "unknown key 'colldown' (module argument); accepted keys: namespace"
+        if flux module load $SO min-size=zero; then exit 1; fi
+        flux dmesg | grep "bad value for 'min-size' (module argument): got \"zero\""
+        if flux exec -r 1 flux module load $SO; then exit 1; fi
+        flux dmesg | grep 'runs on rank 0 only (this is rank 1)' || flux exec -r 1 flux dmesg | grep 'runs on rank 0 only'
+        ! flux module list | grep -q libfluxk8s
+        "#;
+    let output = flux_start(&flux, 2, script, &[]);
+    assert!(output.status.success(), "{}", transcript(&output));
+}
+
+#[test]
+fn a_forced_panic_is_contained_and_the_broker_keeps_running() {
+    let Some(flux) = flux_or_skip("a_forced_panic_is_contained_and_the_broker_keeps_running")
+    else {
+        return;
+    };
+    let script = format!(
+        r#"
+        flux module load $SO
+        if flux python -c "import flux; flux.Flux().rpc('libfluxk8s.test-panic').get()" 2> panic.err; then exit 1; fi
+        cat panic.err
+        {STATUS} libfluxk8s.status | grep '"panics_contained":1'
+        flux dmesg | grep 'panic in request handler contained'
+        flux module remove libfluxk8s
+        flux getattr size
+        "#
+    );
+    let output = flux_start(&flux, 2, &script, &[("FLUXK8S_TEST_PANIC", "1")]);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("fluxk8s internal error (contained)"),
+        "the caller got an answer: {text}"
+    );
+}

@@ -1,0 +1,90 @@
+//! Finding and driving a real flux-core for the in-pod integration tests.
+//!
+//! flux-core is found through `FLUX_CORE_PREFIX` (`$FLUX_CORE_PREFIX/bin/flux`), else
+//! `flux` on `PATH`. Without one, each test prints `skipped: no flux-core` and passes.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `flux` command of the flux-core under test.
+pub fn flux_command() -> Option<PathBuf> {
+    if let Some(prefix) = std::env::var_os("FLUX_CORE_PREFIX") {
+        let flux = Path::new(&prefix).join("bin/flux");
+        return flux.is_file().then_some(flux);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("flux"))
+        .find(|flux| flux.is_file())
+}
+
+/// Returns the flux command, or prints the skip line and returns `None`.
+pub fn flux_or_skip(test: &str) -> Option<PathBuf> {
+    let flux = flux_command();
+    if flux.is_none() {
+        println!("{test}: skipped: no flux-core (set FLUX_CORE_PREFIX or put flux on PATH)");
+    }
+    flux
+}
+
+/// `libfluxk8s.so` built beside this test binary (target/<profile>/).
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let so = profile_dir.join("libfluxk8s.so");
+    assert!(so.is_file(), "{} not built", so.display());
+    so
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("fluxk8s-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `script` (bash) as the initial program of `flux start --test-size=SIZE`, with
+/// `$SO` set to the module path, `extra_env` added, and a bounded run time.
+pub fn flux_start(flux: &Path, size: u32, script: &str, extra_env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("timeout");
+    command
+        .arg("120")
+        .arg(flux)
+        .arg("start")
+        .arg(format!("--test-size={size}"))
+        .args(["bash", "-euo", "pipefail", "-c", script])
+        .env("SO", module_path());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.output().expect("run flux start")
+}
+
+/// stdout and stderr, for assertion messages.
+pub fn transcript(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
