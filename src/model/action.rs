@@ -40,3 +40,30 @@ pub enum Action {
     Flux(FluxAction),
     Kube(KubeAction),
 }
+
+/// One line for logs and status: what is done and why.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Flux(FluxAction::Drain { ranks, reason }) => {
+                write!(f, "drain rank(s) {ranks} ({reason})")
+            }
+            Action::Flux(FluxAction::Undrain { ranks }) => write!(f, "undrain rank(s) {ranks}"),
+            Action::Flux(FluxAction::Disconnect { rank }) => {
+                write!(
+                    f,
+                    "disconnect rank {rank} so its broker exits 0 and the index completes"
+                )
+            }
+            Action::Kube(KubeAction::DeletePod {
+                index,
+                pod,
+                uid,
+                reason,
+            }) => write!(f, "delete pod {pod} (index {index}, uid {uid}): {reason}"),
+            Action::Kube(KubeAction::SetSize { size, reason }) => {
+                write!(f, "set size to {size}: {reason}")
+            }
+        }
+    }
+}

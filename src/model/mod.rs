@@ -2,9 +2,12 @@
 //! that join them. No I/O.
 
 pub mod action;
+pub mod flux;
+pub mod hostlist;
 pub mod idset;
 pub mod kube;
 
 pub use action::{Action, DRAIN_REASON_PREFIX, FluxAction, KubeAction};
+pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
 pub use idset::IdSet;
 pub use kube::{JobView, KubeView, MiniClusterView, PodPhase, PodView};

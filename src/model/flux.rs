@@ -1,0 +1,956 @@
+//! Flux rank state, built from the `resource.journal` and `overlay.monitor` streams.
+//!
+//! The journal (rank 0) gives online/offline/torpid and drains; only the overlay monitor
+//! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::action::DRAIN_REASON_PREFIX;
+use super::hostlist;
+use super::idset::IdSet;
+
+/// A stream payload that does not have the expected shape: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload field {field}: {why}")]
+    Field { field: String, why: String },
+}
+
+/// An event that parses but cannot be applied to the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{event} event names rank {rank}, beyond the instance size {size}")]
+    RankOutOfRange { event: String, rank: u32, size: u32 },
+    #[error("restart event lists {ranks} ranks but {hosts} host names")]
+    NodelistMismatch { ranks: usize, hosts: usize },
+    #[error("restart event: online ranks {online} are not all among ranks 0-{last}")]
+    OnlineOutsideRanks { online: IdSet, last: u32 },
+}
+
+/// One `resource.journal` event (RFC 44 names).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalEvent {
+    /// First event of every backlog: all configured ranks and those online at the time.
+    Restart {
+        ranks: IdSet,
+        online: IdSet,
+        nodelist: Vec<String>,
+    },
+    ResourceDefine {
+        method: Option<String>,
+    },
+    Online(IdSet),
+    Offline(IdSet),
+    Torpid(IdSet),
+    Lively(IdSet),
+    Drain {
+        ranks: IdSet,
+        nodelist: Option<Vec<String>>,
+        reason: Option<String>,
+        /// 0 = plain, 1 = overwrite the reason, 2 = overwrite reason and timestamp.
+        overwrite: u8,
+    },
+    Undrain {
+        ranks: IdSet,
+        reason: Option<String>,
+    },
+    ResourceUpdate,
+    Truncate,
+    /// An event this version does not know; kept so callers can log it, otherwise ignored.
+    Other {
+        name: String,
+    },
+}
+
+impl JournalEvent {
+    fn name(&self) -> &str {
+        match self {
+            Self::Restart { .. } => "restart",
+            Self::ResourceDefine { .. } => "resource-define",
+            Self::Online(_) => "online",
+            Self::Offline(_) => "offline",
+            Self::Torpid(_) => "torpid",
+            Self::Lively(_) => "lively",
+            Self::Drain { .. } => "drain",
+            Self::Undrain { .. } => "undrain",
+            Self::ResourceUpdate => "resource-update",
+            Self::Truncate => "truncate",
+            Self::Other { name } => name,
+        }
+    }
+
+    /// The ranks the event is about, if it is about ranks.
+    fn ranks(&self) -> Option<&IdSet> {
+        match self {
+            Self::Online(ids) | Self::Offline(ids) | Self::Torpid(ids) | Self::Lively(ids) => {
+                Some(ids)
+            }
+            Self::Drain { ranks, .. } | Self::Undrain { ranks, .. } => Some(ranks),
+            _ => None,
+        }
+    }
+}
+
+/// One event with its timestamp (seconds since the epoch, as Flux writes it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub timestamp: f64,
+    pub event: JournalEvent,
+}
+
+/// One `resource.journal` response: `{"events":[...], "R":{...}?}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalResponse {
+    pub entries: Vec<JournalEntry>,
+    /// The resource set, sent with `resource-define`.
+    pub resources: Option<Value>,
+}
+
+impl JournalResponse {
+    /// Parses a response payload.
+    pub fn parse(payload: &str) -> Result<Self, PayloadError> {
+        let value: Value =
+            serde_json::from_str(payload).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let top = Fields::root(&value)?;
+        let events = top.array("events")?;
+        let entries = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| parse_entry(&format!("events[{i}]"), event))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            entries,
+            resources: top.map.get("R").cloned(),
+        })
+    }
+
+    /// The empty response that ends the backlog.
+    pub fn is_backlog_end(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn parse_entry(path: &str, value: &Value) -> Result<JournalEntry, PayloadError> {
+    let fields = Fields::object(path, value)?;
+    let timestamp = fields.number("timestamp")?;
+    let name = fields.string("name")?;
+    let empty = Value::Object(Map::new());
+    let context = Fields::object(
+        &format!("{path}.context"),
+        fields.map.get("context").unwrap_or(&empty),
+    )?;
+    let event = match name {
+        "restart" => JournalEvent::Restart {
+            ranks: context.idset("ranks")?,
+            online: context.idset("online")?,
+            nodelist: context.hostlist("nodelist")?,
+        },
+        "resource-define" => JournalEvent::ResourceDefine {
+            method: context.optional_string("method")?.map(str::to_owned),
+        },
+        "online" => JournalEvent::Online(context.idset("idset")?),
+        "offline" => JournalEvent::Offline(context.idset("idset")?),
+        "torpid" => JournalEvent::Torpid(context.idset("idset")?),
+        "lively" => JournalEvent::Lively(context.idset("idset")?),
+        "drain" => JournalEvent::Drain {
+            ranks: context.idset("idset")?,
+            nodelist: match context.map.contains_key("nodelist") {
+                true => Some(context.hostlist("nodelist")?),
+                false => None,
+            },
+            reason: context.optional_string("reason")?.map(str::to_owned),
+            overwrite: context.overwrite()?,
+        },
+        "undrain" => JournalEvent::Undrain {
+            ranks: context.idset("idset")?,
+            reason: context.optional_string("reason")?.map(str::to_owned),
+        },
+        "resource-update" => JournalEvent::ResourceUpdate,
+        "truncate" => JournalEvent::Truncate,
+        other => JournalEvent::Other {
+            name: other.to_owned(),
+        },
+    };
+    Ok(JournalEntry { timestamp, event })
+}
+
+/// Typed access to one JSON object, naming the full path of any bad field.
+struct Fields<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn root(value: &'a Value) -> Result<Self, PayloadError> {
+        Self::object("payload", value)
+    }
+
+    fn object(path: &str, value: &'a Value) -> Result<Self, PayloadError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                path: path.to_owned(),
+                map,
+            }),
+            _ => Err(PayloadError::Field {
+                field: path.to_owned(),
+                why: "not an object".into(),
+            }),
+        }
+    }
+
+    fn fail(&self, key: &str, why: impl Into<String>) -> PayloadError {
+        PayloadError::Field {
+            field: format!("{}.{key}", self.path),
+            why: why.into(),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<&'a Value, PayloadError> {
+        self.map.get(key).ok_or_else(|| self.fail(key, "missing"))
+    }
+
+    fn array(&self, key: &str) -> Result<&'a Vec<Value>, PayloadError> {
+        self.required(key)?
+            .as_array()
+            .ok_or_else(|| self.fail(key, "not an array"))
+    }
+
+    fn number(&self, key: &str) -> Result<f64, PayloadError> {
+        self.required(key)?
+            .as_f64()
+            .ok_or_else(|| self.fail(key, "not a number"))
+    }
+
+    fn string(&self, key: &str) -> Result<&'a str, PayloadError> {
+        self.required(key)?
+            .as_str()
+            .ok_or_else(|| self.fail(key, "not a string"))
+    }
+
+    fn optional_string(&self, key: &str) -> Result<Option<&'a str>, PayloadError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.fail(key, "not a string")),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, PayloadError> {
+        self.required(key)?
+            .as_bool()
+            .ok_or_else(|| self.fail(key, "not a boolean"))
+    }
+
+    fn rank(&self, key: &str) -> Result<u32, PayloadError> {
+        self.required(key)?
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.fail(key, "not a rank number"))
+    }
+
+    fn idset(&self, key: &str) -> Result<IdSet, PayloadError> {
+        self.string(key)?
+            .parse()
+            .map_err(|e: super::idset::IdSetError| self.fail(key, e.to_string()))
+    }
+
+    fn hostlist(&self, key: &str) -> Result<Vec<String>, PayloadError> {
+        hostlist::expand(self.string(key)?).map_err(|e| self.fail(key, e.to_string()))
+    }
+
+    fn overwrite(&self) -> Result<u8, PayloadError> {
+        match self.map.get("overwrite") {
+            None => Ok(0),
+            Some(value) => value
+                .as_u64()
+                .filter(|&n| n <= 2)
+                .map(|n| n as u8)
+                .ok_or_else(|| self.fail("overwrite", "not 0, 1 or 2")),
+        }
+    }
+}
+
+/// A child's status as the overlay monitor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildStatus {
+    Full,
+    Partial,
+    Degraded,
+    /// Connection lost without a goodbye: crash, kill, or an administrative disconnect.
+    Lost,
+    /// Clean shutdown.
+    Offline,
+}
+
+/// One `overlay.monitor` response: `{"rank":2,"status":"lost","torpid":false}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayStatus {
+    pub rank: u32,
+    pub status: ChildStatus,
+    pub torpid: bool,
+}
+
+impl OverlayStatus {
+    /// Parses a response payload.
+    pub fn parse(payload: &str) -> Result<Self, PayloadError> {
+        let value: Value =
+            serde_json::from_str(payload).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let top = Fields::root(&value)?;
+        let status = match top.string("status")? {
+            "full" => ChildStatus::Full,
+            "partial" => ChildStatus::Partial,
+            "degraded" => ChildStatus::Degraded,
+            "lost" => ChildStatus::Lost,
+            "offline" => ChildStatus::Offline,
+            other => return Err(top.fail("status", format!("unknown status {other:?}"))),
+        };
+        Ok(Self {
+            rank: top.rank("rank")?,
+            status,
+            torpid: top.bool("torpid")?,
+        })
+    }
+}
+
+/// A drain as Flux holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drain {
+    pub reason: String,
+    pub timestamp: f64,
+    /// Set by fluxk8s (the reason starts with [`DRAIN_REASON_PREFIX`]).
+    pub ours: bool,
+}
+
+impl Drain {
+    fn new(reason: Option<&str>, timestamp: f64) -> Self {
+        let reason = reason.unwrap_or_default().to_owned();
+        Self {
+            ours: reason.starts_with(DRAIN_REASON_PREFIX),
+            reason,
+            timestamp,
+        }
+    }
+}
+
+/// What is known of one broker rank.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RankState {
+    pub online: bool,
+    /// The overlay saw the connection drop without a goodbye; cleared when it is back.
+    pub lost: bool,
+    pub torpid: bool,
+    pub drain: Option<Drain>,
+    /// Seen online at least once since this view was created.
+    pub ever_online: bool,
+}
+
+/// The Flux side: every configured rank, 0..size.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FluxView {
+    hostnames: Vec<String>,
+    ranks: Vec<RankState>,
+    synced: bool,
+    busy: IdSet,
+}
+
+impl FluxView {
+    /// An empty view; it learns the size from the journal's `restart` event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configured ranks (the broker `size`, i.e. the maximum size), not running ones.
+    pub fn size(&self) -> u32 {
+        // `ranks` is built from an idset of u32 ranks, so its length fits.
+        self.ranks.len() as u32
+    }
+
+    /// Host names in rank order (empty if the restart event had no nodelist).
+    pub fn hostnames(&self) -> &[String] {
+        &self.hostnames
+    }
+
+    /// State of rank `k`, if it exists.
+    pub fn rank(&self, k: u32) -> Option<&RankState> {
+        self.ranks.get(k as usize)
+    }
+
+    /// The journal backlog has been replayed to its end since the last (re)subscription.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Ranks running jobs.
+    pub fn busy(&self) -> &IdSet {
+        &self.busy
+    }
+
+    /// Records which ranks run jobs; the module learns that from the scheduler side.
+    pub fn set_busy(&mut self, busy: IdSet) {
+        self.busy = busy;
+    }
+
+    /// A new journal subscription is starting: its backlog replays everything, so state
+    /// from the journal is rebuilt by its `restart` event and the view is unsynced until
+    /// the backlog ends.
+    pub fn restart_journal(&mut self) {
+        self.synced = false;
+    }
+
+    /// Applies one `resource.journal` response.
+    pub fn apply_journal(&mut self, response: &JournalResponse) -> Result<(), ApplyError> {
+        if response.is_backlog_end() {
+            self.synced = true;
+        }
+        response
+            .entries
+            .iter()
+            .try_for_each(|entry| self.apply_entry(entry))
+    }
+
+    /// Applies one journal event.
+    pub fn apply_entry(&mut self, entry: &JournalEntry) -> Result<(), ApplyError> {
+        let event = &entry.event;
+        if let Some(ranks) = event.ranks() {
+            self.check_range(event.name(), ranks.last())?;
+        }
+        let synced = self.synced;
+        match event {
+            JournalEvent::Restart {
+                ranks,
+                online,
+                nodelist,
+            } => self.restart(ranks, online, nodelist)?,
+            JournalEvent::Online(ids) => self.update(ids, |r| {
+                r.online = true;
+                r.ever_online = true;
+                // A replayed `online` is history; only a live one says the rank is back.
+                if synced {
+                    r.lost = false;
+                }
+            }),
+            JournalEvent::Offline(ids) => self.update(ids, |r| {
+                r.online = false;
+                r.torpid = false;
+            }),
+            JournalEvent::Torpid(ids) => self.update(ids, |r| r.torpid = true),
+            JournalEvent::Lively(ids) => self.update(ids, |r| r.torpid = false),
+            JournalEvent::Drain {
+                ranks,
+                reason,
+                overwrite,
+                ..
+            } => self.update(ranks, |r| match (&mut r.drain, overwrite) {
+                (None, _) => r.drain = Some(Drain::new(reason.as_deref(), entry.timestamp)),
+                (Some(_), 0) => {}
+                (Some(old), 1) => {
+                    *old = Drain::new(reason.as_deref(), old.timestamp);
+                }
+                (Some(old), _) => *old = Drain::new(reason.as_deref(), entry.timestamp),
+            }),
+            JournalEvent::Undrain { ranks, .. } => self.update(ranks, |r| r.drain = None),
+            JournalEvent::ResourceDefine { .. }
+            | JournalEvent::ResourceUpdate
+            | JournalEvent::Truncate
+            | JournalEvent::Other { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Applies one `overlay.monitor` response.
+    pub fn apply_overlay(&mut self, status: &OverlayStatus) -> Result<(), ApplyError> {
+        self.check_range("overlay", Some(status.rank))?;
+        let rank = &mut self.ranks[status.rank as usize];
+        rank.lost = status.status == ChildStatus::Lost;
+        rank.torpid = status.torpid;
+        Ok(())
+    }
+
+    fn check_range(&self, event: &str, highest: Option<u32>) -> Result<(), ApplyError> {
+        match highest {
+            Some(rank) if rank >= self.size() => Err(ApplyError::RankOutOfRange {
+                event: event.to_owned(),
+                rank,
+                size: self.size(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn update(&mut self, ids: &IdSet, change: impl Fn(&mut RankState)) {
+        for k in ids.iter() {
+            change(&mut self.ranks[k as usize]);
+        }
+    }
+
+    /// Rebuilds journal-derived state. Overlay-derived `lost` and the `ever_online`
+    /// history survive, since a resubscription does not replay them.
+    fn restart(
+        &mut self,
+        ranks: &IdSet,
+        online: &IdSet,
+        nodelist: &[String],
+    ) -> Result<(), ApplyError> {
+        let size = ranks.last().map_or(0, |last| last as usize + 1);
+        if !nodelist.is_empty() && nodelist.len() != size {
+            return Err(ApplyError::NodelistMismatch {
+                ranks: size,
+                hosts: nodelist.len(),
+            });
+        }
+        if let Some(last) = online.last()
+            && last as usize >= size
+        {
+            return Err(ApplyError::OnlineOutsideRanks {
+                online: online.clone(),
+                last: ranks.last().unwrap_or(0),
+            });
+        }
+        let previous = std::mem::take(&mut self.ranks);
+        self.ranks = (0..size)
+            .map(|k| {
+                let before = previous.get(k).cloned().unwrap_or_default();
+                let up = online.contains(k as u32);
+                RankState {
+                    online: up,
+                    lost: before.lost && !up,
+                    torpid: false,
+                    drain: None,
+                    ever_online: before.ever_online || up,
+                }
+            })
+            .collect();
+        self.hostnames = nodelist.to_vec();
+        Ok(())
+    }
+
+    fn select(&self, keep: impl Fn(&RankState) -> bool) -> IdSet {
+        (0..self.size())
+            .filter(|&k| keep(&self.ranks[k as usize]))
+            .collect()
+    }
+
+    /// Ranks whose broker is up.
+    pub fn online(&self) -> IdSet {
+        self.select(|r| r.online)
+    }
+
+    /// Ranks whose broker is not up (including never-started ones).
+    pub fn offline(&self) -> IdSet {
+        self.select(|r| !r.online)
+    }
+
+    /// Ranks whose connection dropped without a goodbye and that are not back.
+    pub fn lost(&self) -> IdSet {
+        self.select(|r| r.lost)
+    }
+
+    /// Ranks that stopped answering but are still connected.
+    pub fn torpid(&self) -> IdSet {
+        self.select(|r| r.torpid)
+    }
+
+    /// Drained ranks, whoever drained them.
+    pub fn drained(&self) -> IdSet {
+        self.select(|r| r.drain.is_some())
+    }
+
+    /// Ranks drained with a fluxk8s reason.
+    pub fn drained_by_us(&self) -> IdSet {
+        self.select(|r| r.drain.as_ref().is_some_and(|d| d.ours))
+    }
+
+    /// Ranks drained by someone else (an administrator, another tool).
+    pub fn drained_by_others(&self) -> IdSet {
+        self.select(|r| r.drain.as_ref().is_some_and(|d| !d.ours))
+    }
+
+    /// Ranks never seen online since this view was created.
+    pub fn never_started(&self) -> IdSet {
+        self.select(|r| !r.ever_online)
+    }
+
+    /// The real size: online ranks that are not drained.
+    pub fn real_size(&self) -> u32 {
+        self.select(|r| r.online && r.drain.is_none()).len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from flux-core 0.88 (10 configured hosts); see flux-facts.md §5.
+    const BACKLOG: [&str; 3] = [
+        r#"{"events":[{"timestamp":1795393304.173115,"name":"restart","context":{"ranks":"0-9","online":"","nodelist":"flux-sample-[0-9]"}}]}"#,
+        r#"{"events":[{"timestamp":1795393304.1731536,"name":"resource-define","context":{"method":"configuration"}}],"R":{"version":1,"execution":{"R_lite":[{"rank":"0-9","children":{"core":"0-1"}}],"starttime":0.0,"expiration":0.0,"nodelist":["flux-sample-[0-9]"]}}}"#,
+        r#"{"events":[]}"#,
+    ];
+    const ONLINE: &str = r#"{"events":[{"timestamp":1795393304.6674626,"name":"online","context":{"idset":"1-3"}}]}"#;
+    const DRAIN: &str = r#"{"events":[{"timestamp":1795393306.5007591,"name":"drain","context":{"idset":"2","nodelist":"flux-sample-2","reason":"scenario drain","overwrite":0}}]}"#;
+    const UNDRAIN: &str = r#"{"events":[{"timestamp":1795393306.7506676,"name":"undrain","context":{"idset":"2","nodelist":"flux-sample-2","overwrite":0}}]}"#;
+    const OFFLINE: &str =
+        r#"{"events":[{"timestamp":1795393308.2335818,"name":"offline","context":{"idset":"2"}}]}"#;
+    const TORPID: &str =
+        r#"{"events":[{"timestamp":1795393316.2341518,"name":"torpid","context":{"idset":"3"}}]}"#;
+    const OVERLAY: [&str; 4] = [
+        r#"{"rank":2,"status":"lost","torpid":false}"#,
+        r#"{"rank":2,"status":"full","torpid":false}"#,
+        r#"{"rank":3,"status":"full","torpid":true}"#,
+        r#"{"rank":1,"status":"offline","torpid":false}"#,
+    ];
+
+    fn apply(view: &mut FluxView, payloads: &[&str]) {
+        for payload in payloads {
+            let response = JournalResponse::parse(payload).unwrap();
+            view.apply_journal(&response).unwrap();
+        }
+    }
+
+    fn ids(text: &str) -> IdSet {
+        text.parse().unwrap()
+    }
+
+    fn journal_event(ts: f64, name: &str, context: &str) -> String {
+        format!(r#"{{"events":[{{"timestamp":{ts},"name":"{name}","context":{context}}}]}}"#)
+    }
+
+    #[test]
+    fn parses_the_captured_backlog() {
+        let restart = JournalResponse::parse(BACKLOG[0]).unwrap();
+        let hosts: Vec<String> = (0..10).map(|i| format!("flux-sample-{i}")).collect();
+        assert_eq!(
+            restart.entries,
+            vec![JournalEntry {
+                timestamp: 1795393304.173115,
+                event: JournalEvent::Restart {
+                    ranks: IdSet::range(0, 9),
+                    online: IdSet::new(),
+                    nodelist: hosts,
+                },
+            }]
+        );
+        let define = JournalResponse::parse(BACKLOG[1]).unwrap();
+        assert_eq!(
+            define.entries[0].event,
+            JournalEvent::ResourceDefine {
+                method: Some("configuration".into())
+            }
+        );
+        assert_eq!(define.resources.unwrap()["version"], 1);
+        assert!(JournalResponse::parse(BACKLOG[2]).unwrap().is_backlog_end());
+        assert!(!restart.is_backlog_end());
+    }
+
+    #[test]
+    fn parses_the_captured_live_events() {
+        let event = |payload| {
+            JournalResponse::parse(payload).unwrap().entries[0]
+                .event
+                .clone()
+        };
+        assert_eq!(event(ONLINE), JournalEvent::Online(ids("1-3")));
+        assert_eq!(
+            event(DRAIN),
+            JournalEvent::Drain {
+                ranks: ids("2"),
+                nodelist: Some(vec!["flux-sample-2".into()]),
+                reason: Some("scenario drain".into()),
+                overwrite: 0,
+            }
+        );
+        assert_eq!(
+            event(UNDRAIN),
+            JournalEvent::Undrain {
+                ranks: ids("2"),
+                reason: None
+            }
+        );
+        assert_eq!(event(OFFLINE), JournalEvent::Offline(ids("2")));
+        assert_eq!(event(TORPID), JournalEvent::Torpid(ids("3")));
+        let unknown = journal_event(1.0, "future-event", "{}");
+        assert_eq!(
+            event(&unknown),
+            JournalEvent::Other {
+                name: "future-event".into()
+            }
+        );
+    }
+
+    #[test]
+    fn parses_the_captured_overlay_statuses() {
+        let parsed: Vec<OverlayStatus> = OVERLAY
+            .iter()
+            .map(|p| OverlayStatus::parse(p).unwrap())
+            .collect();
+        assert_eq!(
+            parsed[0],
+            OverlayStatus {
+                rank: 2,
+                status: ChildStatus::Lost,
+                torpid: false
+            }
+        );
+        assert_eq!(parsed[1].status, ChildStatus::Full);
+        assert!(parsed[2].torpid);
+        assert_eq!(parsed[3].status, ChildStatus::Offline);
+    }
+
+    #[test]
+    fn malformed_payloads_name_the_field() {
+        let cases = [
+            ("not json", "not JSON"),
+            ("[]", "payload: not an object"),
+            (r#"{}"#, "payload.events: missing"),
+            (r#"{"events":{}}"#, "payload.events: not an array"),
+            (r#"{"events":[1]}"#, "events[0]: not an object"),
+            (
+                r#"{"events":[{"name":"online"}]}"#,
+                "events[0].timestamp: missing",
+            ),
+            (
+                r#"{"events":[{"timestamp":"x","name":"online"}]}"#,
+                "events[0].timestamp: not a number",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":7}]}"#,
+                "events[0].name: not a string",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"online","context":{}}]}"#,
+                "events[0].context.idset: missing",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"online","context":{"idset":"1-"}}]}"#,
+                "events[0].context.idset: invalid idset",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"drain","context":{"idset":"1","overwrite":5}}]}"#,
+                "events[0].context.overwrite: not 0, 1 or 2",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"drain","context":{"idset":"1","reason":3}}]}"#,
+                "events[0].context.reason: not a string",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"restart","context":{"ranks":"0-1","online":"","nodelist":"a[1-"}}]}"#,
+                "events[0].context.nodelist: invalid hostlist",
+            ),
+            (
+                r#"{"events":[{"timestamp":1,"name":"online","context":[]}]}"#,
+                "events[0].context: not an object",
+            ),
+        ];
+        for (payload, expected) in cases {
+            let err = JournalResponse::parse(payload).unwrap_err().to_string();
+            assert!(err.contains(expected), "{payload}: {err}");
+        }
+        let overlay_cases = [
+            (
+                r#"{"status":"lost","torpid":false}"#,
+                "payload.rank: missing",
+            ),
+            (
+                r#"{"rank":-1,"status":"lost","torpid":false}"#,
+                "payload.rank: not a rank",
+            ),
+            (
+                r#"{"rank":1,"status":"gone","torpid":false}"#,
+                "unknown status \"gone\"",
+            ),
+            (
+                r#"{"rank":1,"status":"lost","torpid":0}"#,
+                "payload.torpid: not a boolean",
+            ),
+        ];
+        for (payload, expected) in overlay_cases {
+            let err = OverlayStatus::parse(payload).unwrap_err().to_string();
+            assert!(err.contains(expected), "{payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_captured_session_builds_the_expected_view() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG[..2]);
+        assert!(!view.synced());
+        apply(&mut view, &BACKLOG[2..]);
+        assert!(view.synced());
+        assert_eq!(view.size(), 10);
+        assert_eq!(view.hostnames()[3], "flux-sample-3");
+        assert_eq!(view.never_started(), IdSet::range(0, 9));
+
+        apply(&mut view, &[ONLINE, DRAIN]);
+        assert_eq!(view.online(), ids("1-3"));
+        assert_eq!(view.drained(), ids("2"));
+        assert!(view.drained_by_us().is_empty());
+        assert_eq!(view.drained_by_others(), ids("2"));
+        assert_eq!(view.real_size(), 2);
+        let drain = view.rank(2).unwrap().drain.clone().unwrap();
+        assert_eq!(
+            (drain.reason.as_str(), drain.timestamp),
+            ("scenario drain", 1795393306.5007591)
+        );
+
+        apply(&mut view, &[UNDRAIN, OFFLINE, TORPID]);
+        assert!(view.drained().is_empty());
+        assert_eq!(view.online(), ids("1,3"));
+        assert_eq!(view.torpid(), ids("3"));
+        assert_eq!(view.never_started(), ids("0,4-9"));
+        assert_eq!(view.offline(), ids("0,2,4-9"));
+    }
+
+    #[test]
+    fn overlay_lost_lasts_until_the_rank_is_back() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        apply(&mut view, &[ONLINE]);
+        let overlay = |p| OverlayStatus::parse(p).unwrap();
+        view.apply_overlay(&overlay(OVERLAY[0])).unwrap();
+        apply(&mut view, &[OFFLINE]);
+        assert_eq!(view.lost(), ids("2"));
+        view.apply_overlay(&overlay(OVERLAY[1])).unwrap();
+        assert!(view.lost().is_empty());
+
+        view.apply_overlay(&overlay(OVERLAY[0])).unwrap();
+        apply(
+            &mut view,
+            &[&journal_event(2e9, "online", r#"{"idset":"2"}"#)],
+        );
+        assert!(view.lost().is_empty(), "a live online clears lost");
+
+        view.apply_overlay(&overlay(OVERLAY[2])).unwrap();
+        assert_eq!(view.torpid(), ids("3"));
+        view.apply_overlay(&overlay(OVERLAY[3])).unwrap();
+        assert!(view.lost().is_empty(), "a clean exit is not lost");
+    }
+
+    #[test]
+    fn ours_is_decided_by_the_reason_prefix() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        let ours = journal_event(
+            5.0,
+            "drain",
+            r#"{"idset":"4-5","reason":"fluxk8s: pod lost","overwrite":0}"#,
+        );
+        let bare = journal_event(6.0, "drain", r#"{"idset":"6"}"#);
+        apply(&mut view, &[&ours, &bare]);
+        assert_eq!(view.drained_by_us(), ids("4-5"));
+        assert_eq!(view.drained_by_others(), ids("6"));
+        assert_eq!(view.rank(6).unwrap().drain.as_ref().unwrap().reason, "");
+    }
+
+    #[test]
+    fn overwrite_modes_follow_flux() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        let drain = |ts: f64, reason: &str, overwrite: u8| {
+            journal_event(
+                ts,
+                "drain",
+                &format!(r#"{{"idset":"1","reason":"{reason}","overwrite":{overwrite}}}"#),
+            )
+        };
+        let state = |view: &FluxView| {
+            let d = view.rank(1).unwrap().drain.clone().unwrap();
+            (d.reason, d.timestamp)
+        };
+        apply(
+            &mut view,
+            &[&drain(1.0, "first", 0), &drain(2.0, "plain", 0)],
+        );
+        assert_eq!(state(&view), ("first".to_string(), 1.0));
+        apply(&mut view, &[&drain(3.0, "fluxk8s: forced", 1)]);
+        assert_eq!(state(&view), ("fluxk8s: forced".to_string(), 1.0));
+        assert!(view.rank(1).unwrap().drain.as_ref().unwrap().ours);
+        apply(&mut view, &[&drain(4.0, "twice forced", 2)]);
+        assert_eq!(state(&view), ("twice forced".to_string(), 4.0));
+    }
+
+    #[test]
+    fn resubscribing_rebuilds_without_duplicates() {
+        let history = [
+            BACKLOG[0],
+            BACKLOG[1],
+            ONLINE,
+            DRAIN,
+            UNDRAIN,
+            &journal_event(7.0, "drain", r#"{"idset":"3","reason":"fluxk8s: x"}"#),
+            BACKLOG[2],
+        ];
+        let mut view = FluxView::new();
+        apply(&mut view, &history);
+        view.apply_overlay(&OverlayStatus::parse(OVERLAY[0]).unwrap())
+            .unwrap();
+        apply(&mut view, &[OFFLINE]);
+        let before = view.clone();
+
+        view.restart_journal();
+        assert!(!view.synced());
+        // The new backlog replays history; rank 2's old `online` must not clear `lost`.
+        let mut replay = history.to_vec();
+        replay.insert(5, OFFLINE);
+        apply(&mut view, &replay);
+        assert!(view.synced());
+        assert_eq!(view, before);
+        assert_eq!(view.drained(), ids("3"));
+        assert_eq!(view.lost(), ids("2"));
+    }
+
+    #[test]
+    fn ranks_beyond_the_size_are_errors() {
+        let mut view = FluxView::new();
+        let early = JournalResponse::parse(ONLINE).unwrap();
+        assert_eq!(
+            view.apply_journal(&early).unwrap_err(),
+            ApplyError::RankOutOfRange {
+                event: "online".into(),
+                rank: 3,
+                size: 0
+            }
+        );
+        apply(&mut view, &BACKLOG);
+        let far = journal_event(1.0, "drain", r#"{"idset":"10","reason":"x"}"#);
+        let err = view
+            .apply_journal(&JournalResponse::parse(&far).unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rank 10, beyond the instance size 10"),
+            "{err}"
+        );
+        let overlay = OverlayStatus::parse(r#"{"rank":12,"status":"lost","torpid":false}"#);
+        assert!(view.apply_overlay(&overlay.unwrap()).is_err());
+
+        let mismatch = journal_event(
+            1.0,
+            "restart",
+            r#"{"ranks":"0-2","online":"","nodelist":"a[0-1]"}"#,
+        );
+        let err = view
+            .apply_journal(&JournalResponse::parse(&mismatch).unwrap())
+            .unwrap_err();
+        assert_eq!(err, ApplyError::NodelistMismatch { ranks: 3, hosts: 2 });
+        let outside = journal_event(
+            1.0,
+            "restart",
+            r#"{"ranks":"0-2","online":"5","nodelist":""}"#,
+        );
+        assert!(matches!(
+            view.apply_journal(&JournalResponse::parse(&outside).unwrap()),
+            Err(ApplyError::OnlineOutsideRanks { .. })
+        ));
+        assert_eq!(
+            view.size(),
+            10,
+            "a rejected restart leaves the view as it was"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The drain reasons fluxk8s writes, and how it reads them back after a restart: the
+//! reason is the only memory that survives one, so each kind has a fixed wording.
+
+use crate::model::DRAIN_REASON_PREFIX;
+use crate::model::flux::Drain;
+
+const LOST: &str = "fluxk8s: pod lost";
+
+/// Who drained a rank, and for what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainKind {
+    /// Someone else (an administrator): the rank must go, and the drain stays theirs.
+    Admin,
+    /// fluxk8s, because the pod vanished; lifted when the rank is back online.
+    OursLost,
+    /// fluxk8s, to retire the rank.
+    OursRetire,
+}
+
+/// Classifies a drain reason.
+pub(crate) fn kind_of_reason(reason: &str) -> DrainKind {
+    if !reason.starts_with(DRAIN_REASON_PREFIX) {
+        DrainKind::Admin
+    } else if reason.starts_with(LOST) {
+        DrainKind::OursLost
+    } else {
+        DrainKind::OursRetire
+    }
+}
+
+/// Classifies a drain Flux holds.
+pub(crate) fn kind_of(drain: &Drain) -> DrainKind {
+    kind_of_reason(&drain.reason)
+}
+
+pub(crate) fn pod_lost() -> String {
+    LOST.to_owned()
+}
+
+pub(crate) fn resize(size: u32) -> String {
+    format!("{DRAIN_REASON_PREFIX} retired by resize to {size}")
+}
+
+pub(crate) fn by_request() -> String {
+    format!("{DRAIN_REASON_PREFIX} retired by request")
+}
+
+pub(crate) fn never_online(timeout: f64) -> String {
+    format!("{DRAIN_REASON_PREFIX} never came online within {timeout}s")
+}
+
+/// Re-applied after a restart lost the drain; `why` says how the rank was retired.
+pub(crate) fn still_retired(why: &str) -> String {
+    format!("{DRAIN_REASON_PREFIX} retired ({why})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_we_write_reads_back_as_ours_with_its_kind() {
+        assert_eq!(kind_of_reason(&pod_lost()), DrainKind::OursLost);
+        for reason in [
+            resize(3),
+            by_request(),
+            never_online(300.0),
+            still_retired("index completed"),
+        ] {
+            assert!(reason.starts_with(DRAIN_REASON_PREFIX), "{reason}");
+            assert_eq!(kind_of_reason(&reason), DrainKind::OursRetire, "{reason}");
+        }
+        assert_eq!(kind_of_reason("bad disk"), DrainKind::Admin);
+        assert_eq!(kind_of_reason(""), DrainKind::Admin);
+        assert_eq!(
+            never_online(300.0),
+            "fluxk8s: never came online within 300s"
+        );
+    }
+}

@@ -1,0 +1,941 @@
+//! The reconciler: compares what should run with what runs and decides the next actions.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use super::reasons::{self, DrainKind};
+use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
+use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
+use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView};
+
+/// The rate limit counts actions over this window (seconds).
+const RATE_WINDOW: f64 = 60.0;
+/// Growth backoff after failed starts never exceeds this (seconds).
+const MAX_BACKOFF: f64 = 3600.0;
+
+/// An action issued and not yet seen to take effect.
+#[derive(Debug, Clone)]
+struct Pending {
+    action: Action,
+    issued_at: f64,
+    /// When it may be issued again if still not seen: retry interval after the issue or
+    /// after a reported failure.
+    retry_after: f64,
+    outcome: Option<Result<(), String>>,
+}
+
+/// Decides actions from the Flux and Kubernetes views. See the module docs of
+/// [`crate::planner`] for what it keeps and why.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    config: PlannerConfig,
+    /// The live size asked for; `None` until a request (nothing grows or shrinks).
+    desired: Option<u32>,
+    /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
+    /// use. Once drained, the drain itself carries the intent across restarts.
+    retiring: BTreeMap<u32, String>,
+    pending: Vec<Pending>,
+    /// Ranks seen up while their index was active; one that goes down after that was
+    /// lost behind our back. Rebuilt from the views after a restart.
+    seen_up: IdSet,
+    /// Active ranks not seen up yet, and when they were first expected.
+    waiting_since: BTreeMap<u32, f64>,
+    /// Retiring ranks that run jobs, and since when (for `drain_grace`).
+    busy_since: BTreeMap<u32, f64>,
+    /// Ranks already counted as failed starts (so a re-issued drain does not count twice).
+    startup_failed: IdSet,
+    /// Consecutive failed starts, for the growth backoff.
+    startup_failures: u32,
+    growth_blocked_until: f64,
+    last_grow: Option<f64>,
+    last_shrink: Option<f64>,
+    /// When rate-limited actions were issued, within the last window.
+    recent_moves: Vec<f64>,
+}
+
+/// What is known of one rank, with actions in flight folded in.
+#[derive(Debug, Clone)]
+struct Rank {
+    k: u32,
+    /// Below the size and not completed/failed: Kubernetes runs (or recreates) a pod.
+    active: bool,
+    /// Why the index does not run, when it is below the size.
+    finished: Option<&'static str>,
+    online: bool,
+    ever_online: bool,
+    /// Was seen up while active and is gone (lost, or offline).
+    down: bool,
+    seen_up: bool,
+    busy: bool,
+    /// The drain as it will be once pending drains/undrains land.
+    drain: Option<DrainKind>,
+    /// Flux has the drain now (the scheduler stopped using the rank).
+    flux_drained: bool,
+    protected: bool,
+    /// Should be removed: drained (not for a lost pod) or chosen, and removable.
+    retire: bool,
+    /// Expected to run: active and not on its way out.
+    counted: bool,
+    live_pod: Option<(String, String)>,
+}
+
+/// Both views, reduced to what the policies need.
+struct Scene<'a> {
+    kube: &'a KubeView,
+    /// The size asked of Kubernetes.
+    size: u32,
+    /// The most ranks there can be: broker size and MiniCluster `maxSize`.
+    max: u32,
+    ranks: Vec<Rank>,
+    frozen: Option<String>,
+}
+
+impl Scene<'_> {
+    fn counted(&self) -> u32 {
+        self.ranks.iter().filter(|r| r.counted).count() as u32
+    }
+
+    /// Kubernetes has applied the size it was asked, and truncated its index lists.
+    fn settled_at(&self, size: u32) -> bool {
+        settled_at(self.kube, size)
+    }
+}
+
+fn settled_at(kube: &KubeView, size: u32) -> bool {
+    let job = &kube.job;
+    kube.requested_size() == size
+        && job.completions == size
+        && job.parallelism == size
+        && kube.finished_indexes().last().is_none_or(|k| k < size)
+}
+
+/// What one pass decided, for `plan` to record and `status` to report.
+struct Assessment {
+    actions: Vec<Planned>,
+    ranks: Vec<RankStatus>,
+    waiting: Vec<String>,
+    limits: Vec<SizeLimit>,
+}
+
+/// An action with the bookkeeping its issue implies.
+struct Planned {
+    action: Action,
+    effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Effect {
+    None,
+    /// Counts against the rate limit.
+    Move,
+    /// A size raise: starts the cooldown before any shrink.
+    Grow,
+    /// Drains ranks that never came online: counts failures, backs growth off.
+    StartupTimeout(IdSet),
+}
+
+/// How the size changes next, if growth is wanted.
+#[derive(Debug, Default)]
+struct Growth {
+    /// Lower first to this size, so trailing retired indexes can run again.
+    lower_to: Option<u32>,
+    raise_to: Option<u32>,
+    /// Our drains on indexes about to run again.
+    undrain: IdSet,
+}
+
+fn both_synced<'a>(flux: &FluxView, kube: Option<&'a KubeView>) -> Option<&'a KubeView> {
+    kube.filter(|_| flux.synced() && flux.size() > 0)
+}
+
+impl Reconciler {
+    /// A reconciler with no request yet: it enforces drains but holds the size.
+    pub fn new(config: PlannerConfig) -> Self {
+        Self {
+            config,
+            desired: None,
+            retiring: BTreeMap::new(),
+            pending: Vec::new(),
+            seen_up: IdSet::new(),
+            waiting_since: BTreeMap::new(),
+            busy_since: BTreeMap::new(),
+            startup_failed: IdSet::new(),
+            startup_failures: 0,
+            growth_blocked_until: f64::NEG_INFINITY,
+            last_grow: None,
+            last_shrink: None,
+            recent_moves: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
+    /// Applies new tunables (a configuration reload); requests and actions in flight stay.
+    pub fn set_config(&mut self, config: PlannerConfig) {
+        self.config = config;
+    }
+
+    /// Asks for `n` live ranks. Asking the current target again changes nothing.
+    pub fn request_size(
+        &mut self,
+        n: u32,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        now: f64,
+    ) -> Result<ResizeAnswer, RequestError> {
+        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
+        if n == 0 {
+            return Err(RequestError::ZeroSize);
+        }
+        let scene = self.scene(flux, kube);
+        let mut limited_by = Vec::new();
+        let mut target = n;
+        if target > scene.max {
+            target = scene.max;
+            limited_by.push(SizeLimit::MaximumSize { max: scene.max });
+        }
+        if target < self.config.min_size {
+            target = self.config.min_size.min(scene.max);
+            limited_by.push(SizeLimit::MinSize {
+                min: self.config.min_size,
+            });
+        }
+        let (reachable, capacity_limits) = self.capacity(&scene, now);
+        if reachable < target {
+            limited_by.extend(capacity_limits);
+        }
+        let changed = self.desired != Some(target);
+        self.desired = Some(target);
+        Ok(ResizeAnswer {
+            requested: n,
+            target,
+            reachable,
+            limited_by,
+            changed,
+        })
+    }
+
+    /// Asks for these ranks to be retired for good (and not replaced).
+    pub fn request_retire(
+        &mut self,
+        ranks: &IdSet,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+    ) -> Result<RetireAnswer, RequestError> {
+        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
+        let scene = self.scene(flux, kube);
+        if ranks.contains(0) {
+            return Err(RequestError::RankZero);
+        }
+        if let Some(rank) = ranks.last().filter(|&k| k >= scene.max) {
+            return Err(RequestError::OutOfRange {
+                rank,
+                size: scene.max,
+            });
+        }
+        let protected = ranks.intersection(&self.config.protect);
+        if !protected.is_empty() {
+            return Err(RequestError::Protected(protected));
+        }
+        let rank = |k: u32| &scene.ranks[k as usize];
+        let accepted: IdSet = ranks
+            .iter()
+            .filter(|&k| rank(k).active && !rank(k).retire)
+            .collect();
+        let already = ranks.difference(&accepted);
+        let leaving = accepted.iter().filter(|&k| rank(k).counted).count() as u32;
+        let left = scene.counted() - leaving;
+        if leaving > 0 && left < self.config.min_size {
+            return Err(RequestError::BelowMinSize {
+                ranks: accepted,
+                left,
+                min_size: self.config.min_size,
+            });
+        }
+        for k in accepted.iter() {
+            self.retiring.insert(k, reasons::by_request());
+        }
+        if let Some(desired) = self.desired.as_mut() {
+            *desired = desired.saturating_sub(leaving).max(self.config.min_size);
+        }
+        Ok(RetireAnswer {
+            accepted,
+            already,
+            desired_size: self.desired,
+        })
+    }
+
+    /// Decides the next actions and records them as pending. Calling it again on the same
+    /// views returns nothing new; nothing is decided until both views are synced.
+    pub fn plan(&mut self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> Vec<Action> {
+        let Some(kube) = both_synced(flux, kube) else {
+            return Vec::new();
+        };
+        self.observe(flux, kube, now);
+        self.choose_victims(flux, kube, now);
+        let assessment = self.assess(flux, kube, now);
+        let mut actions = Vec::with_capacity(assessment.actions.len());
+        for planned in assessment.actions {
+            self.record(&planned, now);
+            actions.push(planned.action);
+        }
+        actions
+    }
+
+    /// The executor's report on an action `plan` returned. Success still waits for the
+    /// views to show the effect (a dry run reports success and changes nothing).
+    pub fn action_finished(&mut self, action: &Action, outcome: Result<(), String>, now: f64) {
+        let retry = self.config.retry_interval;
+        if let Some(pending) = self.pending.iter_mut().rev().find(|p| &p.action == action) {
+            if outcome.is_err() {
+                pending.retry_after = now + retry;
+            }
+            pending.outcome = Some(outcome);
+        }
+    }
+
+    /// The current picture: sizes, each rank and why, pending actions, limits.
+    pub fn status(&self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> PlanStatus {
+        let pending = self
+            .pending
+            .iter()
+            .map(|p| PendingStatus {
+                action: p.action.clone(),
+                issued_at: p.issued_at,
+                outcome: p.outcome.as_ref().map(|o| match o {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => e.clone(),
+                }),
+            })
+            .collect();
+        let Some(kube) = both_synced(flux, kube) else {
+            return PlanStatus {
+                synced: false,
+                desired_size: self.desired,
+                real_size: flux.real_size(),
+                expected_size: 0,
+                kube_size: kube.map(KubeView::requested_size),
+                max_size: flux.size(),
+                frozen: None,
+                limits: Vec::new(),
+                waiting: vec!["waiting for both views to sync".into()],
+                ranks: Vec::new(),
+                pending,
+                startup_failures: self.startup_failures,
+            };
+        };
+        let scene = self.scene(flux, kube);
+        let assessment = self.assess(flux, kube, now);
+        PlanStatus {
+            synced: true,
+            desired_size: self.desired,
+            real_size: flux.real_size(),
+            expected_size: scene.counted(),
+            kube_size: Some(scene.size),
+            max_size: scene.max,
+            frozen: scene.frozen,
+            limits: assessment.limits,
+            waiting: assessment.waiting,
+            ranks: assessment.ranks,
+            pending,
+            startup_failures: self.startup_failures,
+        }
+    }
+
+    /// The drain of rank `k` once our pending drains/undrains land (the latest wins).
+    /// A drain by others stays whatever we have in flight.
+    fn intended_drain(&self, k: u32, flux: &FluxView) -> Option<DrainKind> {
+        let now = flux.rank(k)?.drain.as_ref().map(reasons::kind_of);
+        let in_flight = self.pending.iter().rev().find_map(|p| match &p.action {
+            Action::Flux(FluxAction::Drain { ranks, reason }) if ranks.contains(k) => {
+                Some(Some(reasons::kind_of_reason(reason)))
+            }
+            Action::Flux(FluxAction::Undrain { ranks }) if ranks.contains(k) => Some(None),
+            _ => None,
+        });
+        match (now, in_flight) {
+            (Some(DrainKind::Admin), _) | (_, None) => now,
+            (Some(_), Some(None)) => None,
+            (Some(ours), Some(Some(_))) => Some(ours),
+            (None, Some(intended)) => intended,
+        }
+    }
+
+    fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
+        let max = kube
+            .minicluster
+            .as_ref()
+            .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
+        let size = kube.requested_size();
+        let ranks: Vec<Rank> = (0..max)
+            .map(|k| {
+                let state = flux.rank(k).cloned().unwrap_or_default();
+                let finished = if k >= size {
+                    None
+                } else if kube.job.completed_indexes.contains(k) {
+                    Some("index completed")
+                } else if kube.job.failed_indexes.contains(k) {
+                    Some("index failed")
+                } else {
+                    None
+                };
+                let active = k < size && finished.is_none();
+                let drain = self.intended_drain(k, flux);
+                let protected = self.config.protect.contains(k);
+                let retire = active
+                    && k != 0
+                    && !protected
+                    && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
+                        || self.retiring.contains_key(&k));
+                Rank {
+                    k,
+                    active,
+                    finished,
+                    online: state.online,
+                    ever_online: state.ever_online,
+                    down: self.seen_up.contains(k) && (state.lost || !state.online),
+                    seen_up: self.seen_up.contains(k),
+                    busy: flux.busy().contains(k),
+                    flux_drained: state.drain.is_some(),
+                    counted: active && !retire && matches!(drain, None | Some(DrainKind::OursLost)),
+                    drain,
+                    protected,
+                    retire,
+                    live_pod: kube
+                        .live_pod(k)
+                        .map(|pod| (pod.name.clone(), pod.uid.clone())),
+                }
+            })
+            .collect();
+        let active = ranks.iter().filter(|r| r.active).count();
+        let lost = ranks
+            .iter()
+            .filter(|r| r.active && r.k != 0 && r.down && !r.retire)
+            .count();
+        let frozen = (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64)
+            .then(|| {
+                format!(
+                    "{lost} of {active} ranks lost, more than max-lost-fraction {}",
+                    self.config.max_lost_fraction
+                )
+            });
+        Scene {
+            kube,
+            size,
+            max,
+            ranks,
+            frozen,
+        }
+    }
+
+    /// A retiring rank may go: Flux has drained it and it is idle (or past the grace).
+    fn ready(&self, rank: &Rank, now: f64) -> bool {
+        let grace_over = || match (self.config.drain_grace, self.busy_since.get(&rank.k)) {
+            (Some(grace), Some(since)) => now >= since + grace,
+            _ => false,
+        };
+        rank.flux_drained && (!rank.busy || grace_over())
+    }
+
+    /// The size to lower to so that every index above it is one that should not run:
+    /// 1 + the highest index that must stay.
+    fn lowering_base(&self, scene: &Scene<'_>, now: f64) -> u32 {
+        let top = scene.size.min(scene.max);
+        (0..top)
+            .rev()
+            .find(|&k| {
+                let rank = &scene.ranks[k as usize];
+                k == 0 || (rank.active && !(rank.retire && self.ready(rank, now)))
+            })
+            .map_or(1, |k| k + 1)
+    }
+
+    /// Indexes at or above `base` worth starting: those nobody else has drained.
+    fn usable_from(&self, scene: &Scene<'_>, base: u32) -> IdSet {
+        (base..scene.max)
+            .filter(|&k| scene.ranks[k as usize].drain != Some(DrainKind::Admin))
+            .collect()
+    }
+
+    /// How many live ranks the instance can reach, and what stops it reaching more.
+    fn capacity(&self, scene: &Scene<'_>, now: f64) -> (u32, Vec<SizeLimit>) {
+        let base = self.lowering_base(scene, now);
+        let usable = self.usable_from(scene, base);
+        let reachable = scene.counted() + usable.len() as u32;
+        let mut limits = Vec::new();
+        // Below the base, an index that does not count now never will.
+        let holes: IdSet = (1..base)
+            .filter(|&k| !scene.ranks[k as usize].counted)
+            .collect();
+        if !holes.is_empty() {
+            limits.push(SizeLimit::CannotComeBack { ranks: holes });
+        }
+        let drained = IdSet::range(base, scene.max.saturating_sub(1)).difference(&usable);
+        if base < scene.max && !drained.is_empty() {
+            limits.push(SizeLimit::DrainedByOthers { ranks: drained });
+        }
+        (reachable, limits)
+    }
+
+    /// Records what the views now show: actions that took effect or may be retried,
+    /// ranks waiting to start, retiring ranks that are busy.
+    fn observe(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
+        self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
+        self.pending
+            .retain(|p| now < p.retry_after && !took_effect(&p.action, flux, kube));
+        let scene = self.scene(flux, kube);
+        for rank in &scene.ranks {
+            let k = rank.k;
+            if rank.active && rank.online && !rank.down {
+                self.seen_up.insert(k);
+            } else if !rank.active {
+                self.seen_up.remove(k);
+            }
+            let starting =
+                rank.active && k != 0 && !rank.online && !rank.seen_up && rank.drain.is_none();
+            if starting {
+                self.waiting_since.entry(k).or_insert(now);
+            } else if self.waiting_since.remove(&k).is_some() && rank.online {
+                self.startup_failures = 0;
+            }
+            if rank.online || !rank.active {
+                self.startup_failed.remove(k);
+            }
+            if rank.retire && rank.busy {
+                self.busy_since.entry(k).or_insert(now);
+            } else {
+                self.busy_since.remove(&k);
+            }
+            if !rank.active {
+                self.retiring.remove(&k);
+            }
+        }
+    }
+
+    /// Picks the ranks a shrink retires: not running first, then idle, highest first;
+    /// never rank 0 or a protected rank.
+    fn choose_victims(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
+        let scene = self.scene(flux, kube);
+        let Some(target) = self.desired else { return };
+        let counted = scene.counted();
+        if counted <= target || scene.frozen.is_some() || self.cooling_after(self.last_grow, now) {
+            return;
+        }
+        let mut candidates: Vec<&Rank> = scene
+            .ranks
+            .iter()
+            .filter(|r| r.counted && r.k != 0 && !r.protected)
+            .collect();
+        candidates.sort_by_key(|r| (r.online && !r.down, r.busy, Reverse(r.k)));
+        let victims: Vec<u32> = candidates
+            .iter()
+            .take((counted - target) as usize)
+            .map(|r| r.k)
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        for k in victims {
+            self.retiring.insert(k, reasons::resize(target));
+        }
+        self.last_shrink = Some(now);
+    }
+
+    fn cooling_after(&self, last: Option<f64>, now: f64) -> bool {
+        last.is_some_and(|t| now < t + self.config.cooldown)
+    }
+
+    fn pending_size(&self) -> Option<u32> {
+        self.pending.iter().find_map(|p| match p.action {
+            Action::Kube(KubeAction::SetSize { size, .. }) => Some(size),
+            _ => None,
+        })
+    }
+
+    fn is_pending(&self, action: &Action) -> bool {
+        self.pending.iter().any(|p| match (&p.action, action) {
+            (
+                Action::Kube(KubeAction::DeletePod { uid: a, .. }),
+                Action::Kube(KubeAction::DeletePod { uid: b, .. }),
+            ) => a == b,
+            (a, b) => a == b,
+        })
+    }
+
+    /// The next growth step toward the desired size, or why there is none.
+    fn growth(&self, scene: &Scene<'_>, now: f64, waiting: &mut Vec<String>) -> Growth {
+        let Some(target) = self.desired else {
+            return Growth::default();
+        };
+        let need = target.saturating_sub(scene.counted());
+        if need == 0 {
+            return Growth::default();
+        }
+        let hold = |why: String, waiting: &mut Vec<String>| {
+            waiting.push(format!("growth by {need}: {why}"));
+            Growth::default()
+        };
+        if now < self.growth_blocked_until {
+            return hold(
+                format!(
+                    "backing off after {} failed start(s) until t={}",
+                    self.startup_failures, self.growth_blocked_until
+                ),
+                waiting,
+            );
+        }
+        if self.cooling_after(self.last_shrink, now) {
+            return hold("cooldown after a shrink".into(), waiting);
+        }
+        if let Some(size) = self.pending_size() {
+            return hold(format!("size change to {size} in flight"), waiting);
+        }
+        if !scene.settled_at(scene.size) {
+            return hold(
+                format!("waiting for the Job to reach size {}", scene.size),
+                waiting,
+            );
+        }
+        // Lowering kills the retiring pods above the base, so not while frozen.
+        let base = if scene.frozen.is_some() {
+            scene.size
+        } else {
+            self.lowering_base(scene, now)
+        };
+        let chosen: Vec<u32> = self
+            .usable_from(scene, base)
+            .iter()
+            .take(need as usize)
+            .collect();
+        let Some(&last) = chosen.last() else {
+            return hold("no index left that can run".into(), waiting);
+        };
+        if base < scene.size {
+            return Growth {
+                lower_to: Some(base),
+                ..Growth::default()
+            };
+        }
+        let raise_to = last + 1;
+        let undrain = (scene.size..raise_to)
+            .filter(|&k| {
+                matches!(
+                    scene.ranks[k as usize].drain,
+                    Some(DrainKind::OursLost | DrainKind::OursRetire)
+                )
+            })
+            .collect();
+        Growth {
+            lower_to: None,
+            raise_to: Some(raise_to),
+            undrain,
+        }
+    }
+
+    /// One pass of every policy over the views. Pure: `plan` records the result.
+    fn assess(&self, flux: &FluxView, kube: &KubeView, now: f64) -> Assessment {
+        let scene = self.scene(flux, kube);
+        let mut waiting = Vec::new();
+        let mut ranks = Vec::with_capacity(scene.ranks.len());
+        let mut drains: BTreeMap<String, IdSet> = BTreeMap::new();
+        let mut timed_out = IdSet::new();
+        let mut undrain = IdSet::new();
+        let mut removals: Vec<Action> = Vec::new();
+
+        let growth = self.growth(&scene, now, &mut waiting);
+        let growing_to = growth.raise_to.or(self.pending_size()).unwrap_or(0);
+        let base = if scene.frozen.is_some() {
+            scene.size
+        } else {
+            self.lowering_base(&scene, now)
+        };
+        if let Some(target) = self.desired
+            && scene.counted() > target
+        {
+            if let Some(frozen) = &scene.frozen {
+                waiting.push(format!("shrink to {target}: frozen ({frozen})"));
+            } else if self.cooling_after(self.last_grow, now) {
+                waiting.push(format!("shrink to {target}: cooldown after a grow"));
+            }
+        }
+
+        for rank in &scene.ranks {
+            let k = rank.k;
+            let mut say = |phase, why: String| {
+                ranks.push(RankStatus {
+                    rank: k,
+                    phase,
+                    why,
+                })
+            };
+            if k == 0 {
+                say(RankPhase::Up, "leader: runs fluxk8s, never retired".into());
+                continue;
+            }
+            if !rank.active {
+                let why = rank.finished.unwrap_or("above size");
+                // Restart recovery: a retired rank whose fluxk8s drain was lost.
+                let retired_by_us =
+                    rank.finished.is_some() || (rank.ever_online && k >= growing_to);
+                if rank.drain.is_none() && retired_by_us {
+                    drains
+                        .entry(reasons::still_retired(why))
+                        .or_default()
+                        .insert(k);
+                }
+                let drained = match rank.drain {
+                    None => "",
+                    Some(DrainKind::Admin) => ", drained by others",
+                    Some(_) => ", drained by fluxk8s",
+                };
+                say(RankPhase::Retired, format!("retired: {why}{drained}"));
+                continue;
+            }
+            if rank.retire {
+                let (phase, why) =
+                    self.retire_step(&scene, rank, base, now, &mut |action| removals.push(action));
+                if let Some(reason) = self.retiring.get(&k)
+                    && rank.drain.is_none()
+                {
+                    drains.entry(reason.clone()).or_default().insert(k);
+                }
+                if phase == RankPhase::Drained {
+                    waiting.push(format!("rank {k}: {why}"));
+                }
+                say(phase, why);
+                continue;
+            }
+            match rank.drain {
+                Some(DrainKind::OursLost) if rank.online && !rank.down => {
+                    undrain.insert(k);
+                    say(
+                        RankPhase::Up,
+                        "back online: lifting the fluxk8s lost drain".into(),
+                    );
+                }
+                Some(DrainKind::OursLost) => say(
+                    RankPhase::Lost,
+                    "lost: drained by fluxk8s, waiting for the pod to come back".into(),
+                ),
+                Some(_) => say(RankPhase::Drained, "drained, kept: protected".into()),
+                None if rank.online && !rank.down => say(RankPhase::Up, "up".into()),
+                None if rank.down => {
+                    drains.entry(reasons::pod_lost()).or_default().insert(k);
+                    say(RankPhase::Lost, "lost: draining".into());
+                }
+                None => {
+                    let since = self.waiting_since.get(&k).copied().unwrap_or(now);
+                    if now - since >= self.config.startup_timeout {
+                        drains
+                            .entry(reasons::never_online(self.config.startup_timeout))
+                            .or_default()
+                            .insert(k);
+                        timed_out.insert(k);
+                        say(RankPhase::Starting, "never came online: draining".into());
+                    } else {
+                        say(
+                            RankPhase::Starting,
+                            format!("starting for {}s", (now - since).max(0.0)),
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut actions = Vec::new();
+        for (reason, ids) in drains {
+            let effect = if reason == reasons::never_online(self.config.startup_timeout) {
+                Effect::StartupTimeout(timed_out.clone())
+            } else {
+                Effect::None
+            };
+            actions.push(Planned {
+                action: Action::Flux(FluxAction::Drain { ranks: ids, reason }),
+                effect,
+            });
+        }
+        let undrain = undrain.union(&growth.undrain);
+        if !undrain.is_empty() {
+            actions.push(Planned {
+                action: Action::Flux(FluxAction::Undrain { ranks: undrain }),
+                effect: Effect::None,
+            });
+        }
+        let lower_for_retirement = (base < scene.size.min(scene.max)
+            && scene.ranks[base as usize..scene.size.min(scene.max) as usize]
+                .iter()
+                .any(|r| r.retire))
+        .then_some(base);
+        let size_change = match (growth.lower_to, growth.raise_to, lower_for_retirement) {
+            (Some(size), _, _) => {
+                Some((size, "recycle retired indexes before growing", Effect::Move))
+            }
+            (None, Some(size), _) => Some((size, "grow", Effect::Grow)),
+            (None, None, Some(size)) => Some((size, "retire the highest ranks", Effect::Move)),
+            (None, None, None) => None,
+        };
+        let mut moves: Vec<Planned> = removals
+            .into_iter()
+            .map(|action| Planned {
+                action,
+                effect: Effect::Move,
+            })
+            .collect();
+        if let Some((size, why, effect)) = size_change {
+            if let Some(in_flight) = self.pending_size() {
+                waiting.push(format!(
+                    "size {size} ({why}): size change to {in_flight} in flight"
+                ));
+            } else {
+                moves.push(Planned {
+                    action: Action::Kube(KubeAction::SetSize {
+                        size,
+                        reason: format!("fluxk8s: {why}"),
+                    }),
+                    effect,
+                });
+            }
+        }
+        let budget = self.config.max_actions_per_minute as usize;
+        let mut used = self.recent_moves.len();
+        for planned in moves {
+            if self.is_pending(&planned.action) {
+                continue;
+            }
+            if used >= budget {
+                waiting.push(format!(
+                    "rate limit ({budget}/min): holding {:?}",
+                    planned.action
+                ));
+                continue;
+            }
+            used += 1;
+            actions.push(planned);
+        }
+        let limits = match self.desired {
+            Some(target) => {
+                let (reachable, limits) = self.capacity(&scene, now);
+                if reachable < target {
+                    limits
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
+        };
+        Assessment {
+            actions,
+            ranks,
+            waiting,
+            limits,
+        }
+    }
+
+    /// Where a retiring rank is on its way out, and the removal to issue if it can go now.
+    fn retire_step(
+        &self,
+        scene: &Scene<'_>,
+        rank: &Rank,
+        base: u32,
+        now: f64,
+        remove: &mut dyn FnMut(Action),
+    ) -> (RankPhase, String) {
+        let k = rank.k;
+        let retiring = |why: &str| (RankPhase::Retiring, why.to_owned());
+        if !rank.flux_drained {
+            return retiring("draining");
+        }
+        if !self.ready(rank, now) {
+            return match self.config.drain_grace {
+                Some(grace) => retiring(&format!("draining: busy, waiting idle or {grace}s")),
+                None => retiring("draining: busy, waiting idle"),
+            };
+        }
+        if k >= base {
+            return retiring(&format!("leaving: size lowered to {base}"));
+        }
+        if let Some(frozen) = &scene.frozen {
+            return retiring(&format!("drained, removal frozen: {frozen}"));
+        }
+        let kube = scene.kube;
+        if kube.job.backoff_limit_per_index == Some(0) {
+            return match &rank.live_pod {
+                Some((pod, uid)) => {
+                    remove(Action::Kube(KubeAction::DeletePod {
+                        index: k,
+                        pod: pod.clone(),
+                        uid: uid.clone(),
+                        reason: "fluxk8s: retire drained rank (index fails for good)".into(),
+                    }));
+                    retiring("leaving: deleting its pod (backoffLimitPerIndex 0)")
+                }
+                None => retiring("leaving: waiting for its index to fail"),
+            };
+        }
+        if kube
+            .minicluster
+            .as_ref()
+            .is_some_and(|mc| mc.complete_workers)
+        {
+            if rank.online {
+                remove(Action::Flux(FluxAction::Disconnect { rank: k }));
+                return retiring("leaving: broker told to exit (completeWorkers)");
+            }
+            return retiring("drained: waiting for the broker to come online to disconnect it");
+        }
+        (
+            RankPhase::Drained,
+            "drained, kept: no mechanism, its pod would be recreated".into(),
+        )
+    }
+
+    fn record(&mut self, planned: &Planned, now: f64) {
+        self.pending.push(Pending {
+            action: planned.action.clone(),
+            issued_at: now,
+            retry_after: now + self.config.retry_interval,
+            outcome: None,
+        });
+        match &planned.effect {
+            Effect::None => {}
+            Effect::Move => self.recent_moves.push(now),
+            Effect::Grow => {
+                self.recent_moves.push(now);
+                self.last_grow = Some(now);
+            }
+            Effect::StartupTimeout(ranks) => {
+                let fresh = ranks.difference(&self.startup_failed);
+                if !fresh.is_empty() {
+                    self.startup_failures += fresh.len() as u32;
+                    self.startup_failed = self.startup_failed.union(&fresh);
+                    let doubling = 2f64.powi(self.startup_failures.min(16) as i32 - 1);
+                    self.growth_blocked_until =
+                        now + (self.config.startup_backoff * doubling).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// The views show the action's effect.
+fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
+    let drained = |k: u32| flux.rank(k).is_some_and(|r| r.drain.is_some());
+    match action {
+        Action::Flux(FluxAction::Drain { ranks, .. }) => ranks.iter().all(drained),
+        Action::Flux(FluxAction::Undrain { ranks }) => !ranks.iter().any(|k| {
+            flux.rank(k)
+                .and_then(|r| r.drain.as_ref())
+                .is_some_and(|d| d.ours)
+        }),
+        Action::Flux(FluxAction::Disconnect { rank }) => {
+            !flux.rank(*rank).is_some_and(|r| r.online)
+        }
+        Action::Kube(KubeAction::DeletePod { uid, .. }) => {
+            !kube.pods.iter().any(|p| &p.uid == uid && p.is_live())
+        }
+        Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
+    }
+}

@@ -1,0 +1,578 @@
+//! One test (or a few) per policy, on small hand-built views.
+
+use super::*;
+use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
+use crate::model::{
+    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
+};
+
+fn ids(text: &str) -> IdSet {
+    text.parse().unwrap()
+}
+
+fn event(flux: &mut FluxView, event: JournalEvent) {
+    flux.apply_entry(&JournalEntry {
+        timestamp: 1.0,
+        event,
+    })
+    .unwrap();
+}
+
+/// A synced view of `size` configured ranks with `online` up.
+fn flux_view(size: u32, online: &str) -> FluxView {
+    let mut flux = FluxView::new();
+    event(
+        &mut flux,
+        JournalEvent::Restart {
+            ranks: IdSet::range(0, size - 1),
+            online: ids(online),
+            nodelist: Vec::new(),
+        },
+    );
+    flux.apply_journal(&crate::model::JournalResponse {
+        entries: Vec::new(),
+        resources: None,
+    })
+    .unwrap();
+    flux
+}
+
+fn drain(flux: &mut FluxView, ranks: &str, reason: &str) {
+    event(
+        flux,
+        JournalEvent::Drain {
+            ranks: ids(ranks),
+            nodelist: None,
+            reason: Some(reason.into()),
+            overwrite: 0,
+        },
+    );
+}
+
+fn lose(flux: &mut FluxView, rank: u32) {
+    flux.apply_overlay(&OverlayStatus {
+        rank,
+        status: ChildStatus::Lost,
+        torpid: false,
+    })
+    .unwrap();
+    event(flux, JournalEvent::Offline(IdSet::range(rank, rank)));
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    PerIndexZero,
+    CompleteWorkers,
+    Bare,
+}
+
+/// A Job of `size` with a live pod at every index in `live`.
+fn kube_view(kind: Kind, size: u32, max: u32, live: &str) -> KubeView {
+    let minicluster = match kind {
+        Kind::Bare => None,
+        _ => Some(MiniClusterView {
+            name: "mc".into(),
+            uid: "mc-uid".into(),
+            size,
+            max_size: max,
+            complete_workers: matches!(kind, Kind::CompleteWorkers),
+        }),
+    };
+    KubeView {
+        job: JobView {
+            name: "mc".into(),
+            uid: "job-uid".into(),
+            parallelism: size,
+            completions: size,
+            backoff_limit: 100,
+            backoff_limit_per_index: matches!(kind, Kind::PerIndexZero).then_some(0),
+            has_pod_failure_policy: false,
+            completed_indexes: IdSet::new(),
+            failed_indexes: IdSet::new(),
+            active: 0,
+            succeeded: 0,
+            failed: 0,
+        },
+        minicluster,
+        pods: ids(live)
+            .iter()
+            .map(|index| PodView {
+                name: format!("mc-{index}"),
+                uid: format!("uid-{index}"),
+                index,
+                phase: PodPhase::Running,
+                ready: true,
+                terminating: false,
+            })
+            .collect(),
+    }
+}
+
+fn drain_action(ranks: &str, reason: &str) -> Action {
+    Action::Flux(FluxAction::Drain {
+        ranks: ids(ranks),
+        reason: reason.into(),
+    })
+}
+
+fn set_size(actions: &[Action]) -> Option<u32> {
+    actions.iter().find_map(|a| match a {
+        Action::Kube(KubeAction::SetSize { size, .. }) => Some(*size),
+        _ => None,
+    })
+}
+
+#[test]
+fn nothing_is_decided_before_both_views_sync() {
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "3", "admin");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    assert!(reconciler.plan(&flux, None, 0.0).is_empty());
+    let err = reconciler.request_size(2, &flux, None, 0.0).unwrap_err();
+    assert_eq!(err, RequestError::NotSynced);
+    flux.restart_journal();
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    assert!(!reconciler.status(&flux, Some(&kube), 0.0).synced);
+}
+
+#[test]
+fn an_admin_drain_is_retired_with_the_mechanism_that_works() {
+    let cases = [
+        // Top rank: lowering the size works for any Job.
+        (Kind::Bare, "3", Some(3), None),
+        // Middle rank: delete with the uid when the index then fails for good ...
+        (Kind::PerIndexZero, "1", None, Some("delete")),
+        // ... or make the broker exit so the index completes.
+        (Kind::CompleteWorkers, "1", None, Some("disconnect")),
+    ];
+    for (kind, rank, expected_size, removal) in cases {
+        let mut flux = flux_view(4, "0-3");
+        drain(&mut flux, rank, "bad disk");
+        let kube = kube_view(kind, 4, 4, "0-3");
+        let mut reconciler = Reconciler::new(PlannerConfig::default());
+        let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+        assert_eq!(set_size(&actions), expected_size, "{actions:?}");
+        let removed = actions.iter().find_map(|a| match a {
+            Action::Kube(KubeAction::DeletePod { index: 1, uid, .. }) => {
+                assert_eq!(uid, "uid-1");
+                Some("delete")
+            }
+            Action::Flux(FluxAction::Disconnect { rank: 1 }) => Some("disconnect"),
+            _ => None,
+        });
+        assert_eq!(removed, removal, "{actions:?}");
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Flux(_)) && removal.is_none()),
+            "the admin drain is left alone: {actions:?}"
+        );
+        assert!(
+            reconciler.plan(&flux, Some(&kube), 1.0).is_empty(),
+            "idempotent"
+        );
+    }
+}
+
+#[test]
+fn a_drained_middle_rank_of_a_bare_job_stays_drained_and_the_status_says_why() {
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::Bare, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), 0.0);
+    assert_eq!(status.ranks[1].phase, RankPhase::Drained);
+    assert!(
+        status.ranks[1].why.contains("no mechanism"),
+        "{:?}",
+        status.ranks[1]
+    );
+    assert_eq!((status.real_size, status.expected_size), (3, 3));
+}
+
+#[test]
+fn a_busy_rank_is_retired_when_idle_or_after_the_grace() {
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "1", "bad disk");
+    flux.set_busy(ids("1"));
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let deletes = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Kube(KubeAction::DeletePod { .. })))
+            .count()
+    };
+
+    let mut patient = Reconciler::new(PlannerConfig::default());
+    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 0.0)), 0);
+    let status = patient.status(&flux, Some(&kube), 0.0);
+    assert_eq!(status.ranks[1].why, "draining: busy, waiting idle");
+    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 1e6)), 0);
+
+    let config = PlannerConfig {
+        drain_grace: Some(60.0),
+        ..PlannerConfig::default()
+    };
+    let mut graceful = Reconciler::new(config);
+    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 0.0)), 0);
+    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 59.0)), 0);
+    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 60.0)), 1);
+
+    flux.set_busy(IdSet::new());
+    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 1e6 + 1.0)), 1);
+}
+
+#[test]
+fn shrinking_picks_idle_ranks_highest_first_never_rank_0_or_protected() {
+    let mut flux = flux_view(6, "0-5");
+    flux.set_busy(ids("4"));
+    let kube = kube_view(Kind::PerIndexZero, 6, 6, "0-5");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    reconciler.request_size(3, &flux, Some(&kube), 0.0).unwrap();
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    assert_eq!(
+        actions,
+        vec![drain_action("2-3,5", "fluxk8s: retired by resize to 3")]
+    );
+
+    let config = PlannerConfig {
+        protect: ids("5"),
+        min_size: 2,
+        ..PlannerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(config);
+    let answer = reconciler.request_size(1, &flux, Some(&kube), 0.0).unwrap();
+    assert_eq!(answer.target, 2);
+    assert_eq!(answer.limited_by, vec![SizeLimit::MinSize { min: 2 }]);
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    // Idle ranks first (3, 2, 1), then the busy one (4); 5 is protected, 0 never goes.
+    assert_eq!(
+        actions,
+        vec![drain_action("1-4", "fluxk8s: retired by resize to 2")]
+    );
+}
+
+#[test]
+fn a_lost_rank_that_was_down_first_is_a_shrink_victim_before_running_ones() {
+    let mut flux = flux_view(4, "0-3");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    lose(&mut flux, 1);
+    let actions = reconciler.plan(&flux, Some(&kube), 1.0);
+    assert_eq!(actions, vec![drain_action("1", "fluxk8s: pod lost")]);
+    drain(&mut flux, "1", "fluxk8s: pod lost");
+    reconciler.request_size(3, &flux, Some(&kube), 2.0).unwrap();
+    let status = reconciler.status(&flux, Some(&kube), 2.0);
+    assert_eq!(status.expected_size, 4, "a lost pod is expected back");
+    reconciler.plan(&flux, Some(&kube), 2.0);
+    let status = reconciler.status(&flux, Some(&kube), 2.0);
+    assert_eq!(
+        status.ranks[1].phase,
+        RankPhase::Retiring,
+        "{:?}",
+        status.ranks
+    );
+    assert_eq!(status.ranks[3].phase, RankPhase::Up);
+}
+
+#[test]
+fn growth_counts_holes_and_uses_the_lowest_free_indexes() {
+    let flux = flux_view(10, "0-1,3");
+    let mut kube = kube_view(Kind::PerIndexZero, 4, 10, "0-1,3");
+    kube.job.failed_indexes = ids("2");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let answer = reconciler.request_size(5, &flux, Some(&kube), 0.0).unwrap();
+    assert_eq!(
+        (answer.target, answer.reachable, answer.changed),
+        (5, 9, true)
+    );
+    assert!(answer.limited_by.is_empty());
+    let again = reconciler.request_size(5, &flux, Some(&kube), 0.0).unwrap();
+    assert!(!again.changed, "the same size twice is one change");
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    // Live 0,1,3 + two more: indexes 4 and 5, so size 6 (the hole at 2 does not come back).
+    assert_eq!(set_size(&actions), Some(6));
+    assert!(reconciler.plan(&flux, Some(&kube), 1.0).is_empty());
+
+    let answer = reconciler
+        .request_size(12, &flux, Some(&kube), 2.0)
+        .unwrap();
+    assert_eq!((answer.target, answer.reachable), (10, 9));
+    assert_eq!(
+        answer.limited_by,
+        vec![
+            SizeLimit::MaximumSize { max: 10 },
+            SizeLimit::CannotComeBack { ranks: ids("2") }
+        ]
+    );
+}
+
+#[test]
+fn trailing_retired_indexes_are_recycled_by_lowering_then_raising() {
+    let mut flux = flux_view(8, "0-3");
+    drain(&mut flux, "4-5", "fluxk8s: retired by resize to 4");
+    let mut kube = kube_view(Kind::PerIndexZero, 6, 8, "0-3");
+    kube.job.failed_indexes = ids("4-5");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    reconciler.request_size(6, &flux, Some(&kube), 0.0).unwrap();
+    assert_eq!(set_size(&reconciler.plan(&flux, Some(&kube), 0.0)), Some(4));
+
+    // Kubernetes applied size 4 and dropped 4-5 from its failed indexes.
+    let mut lowered = kube_view(Kind::PerIndexZero, 4, 8, "0-3");
+    lowered.job.failed = 2;
+    let actions = reconciler.plan(&flux, Some(&lowered), 1.0);
+    assert_eq!(set_size(&actions), Some(6));
+    assert!(
+        actions.contains(&Action::Flux(FluxAction::Undrain { ranks: ids("4-5") })),
+        "our retirement drains are lifted on indexes that run again: {actions:?}"
+    );
+}
+
+#[test]
+fn a_lost_pod_is_drained_and_undrained_when_it_is_back() {
+    let mut flux = flux_view(4, "0-3");
+    let kube = kube_view(Kind::Bare, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    lose(&mut flux, 2);
+    assert_eq!(
+        reconciler.plan(&flux, Some(&kube), 1.0),
+        vec![drain_action("2", "fluxk8s: pod lost")]
+    );
+    drain(&mut flux, "2", "fluxk8s: pod lost");
+    assert!(reconciler.plan(&flux, Some(&kube), 2.0).is_empty());
+    event(&mut flux, JournalEvent::Online(ids("2")));
+    assert_eq!(
+        reconciler.plan(&flux, Some(&kube), 3.0),
+        vec![Action::Flux(FluxAction::Undrain { ranks: ids("2") })]
+    );
+
+    // An admin drain on a rank that comes back is never lifted.
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "2", "bad disk");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Flux(FluxAction::Undrain { .. })))
+    );
+}
+
+#[test]
+fn a_rank_that_never_comes_online_is_drained_and_growth_backs_off() {
+    let flux = flux_view(6, "0-2");
+    let kube = kube_view(Kind::PerIndexZero, 4, 6, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    assert!(reconciler.plan(&flux, Some(&kube), 299.0).is_empty());
+    let actions = reconciler.plan(&flux, Some(&kube), 300.0);
+    assert_eq!(
+        actions,
+        vec![drain_action("3", "fluxk8s: never came online within 300s")]
+    );
+    let status = reconciler.status(&flux, Some(&kube), 300.0);
+    assert_eq!(status.startup_failures, 1);
+
+    let mut flux = flux;
+    drain(&mut flux, "3", "fluxk8s: never came online within 300s");
+    reconciler
+        .request_size(4, &flux, Some(&kube), 301.0)
+        .unwrap();
+    let actions = reconciler.plan(&flux, Some(&kube), 301.0);
+    assert_eq!(set_size(&actions), Some(3), "the top rank goes by lowering");
+    let status = reconciler.status(&flux, Some(&kube), 301.0);
+    assert!(
+        status.waiting.iter().any(|w| w.contains("backing off")),
+        "{:?}",
+        status.waiting
+    );
+}
+
+#[test]
+fn removals_freeze_when_too_many_ranks_are_lost() {
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    for (fraction, frozen) in [(0.5, false), (0.25, true)] {
+        let mut flux = flux_view(4, "0-3");
+        let config = PlannerConfig {
+            max_lost_fraction: fraction,
+            ..PlannerConfig::default()
+        };
+        let mut reconciler = Reconciler::new(config);
+        assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+        drain(&mut flux, "1", "bad disk");
+        lose(&mut flux, 2);
+        lose(&mut flux, 3);
+        let actions = reconciler.plan(&flux, Some(&kube), 1.0);
+        assert_eq!(actions[0], drain_action("2-3", "fluxk8s: pod lost"));
+        let deleted = actions
+            .iter()
+            .any(|a| matches!(a, Action::Kube(KubeAction::DeletePod { index: 1, .. })));
+        assert_eq!(deleted, !frozen, "{actions:?}");
+        let status = reconciler.status(&flux, Some(&kube), 1.0);
+        assert_eq!(status.frozen.is_some(), frozen);
+        if frozen {
+            assert!(status.frozen.unwrap().contains("2 of 4 ranks lost"));
+            assert!(
+                status.ranks[1].why.contains("frozen"),
+                "{:?}",
+                status.ranks[1]
+            );
+        }
+    }
+}
+
+#[test]
+fn after_a_restart_retired_ranks_are_drained_again_and_nothing_repeats() {
+    // Rank 2's index failed and 5 was retired above the size; the leader lost both drains.
+    let mut flux = flux_view(8, "0-1,3");
+    event(&mut flux, JournalEvent::Online(ids("5")));
+    event(&mut flux, JournalEvent::Offline(ids("5")));
+    drain(&mut flux, "6", "fluxk8s: retired by resize to 3");
+    let mut kube = kube_view(Kind::PerIndexZero, 4, 8, "0-1,3");
+    kube.job.failed_indexes = ids("2");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    assert_eq!(
+        actions,
+        vec![
+            drain_action("5", "fluxk8s: retired (above size)"),
+            drain_action("2", "fluxk8s: retired (index failed)"),
+        ]
+    );
+    drain(&mut flux, "2", "fluxk8s: retired (index failed)");
+    drain(&mut flux, "5", "fluxk8s: retired (above size)");
+    // A second restart finds everything in place: no action.
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 1.0).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), 1.0);
+    assert_eq!(
+        status.ranks[2].why,
+        "retired: index failed, drained by fluxk8s"
+    );
+    assert_eq!(status.ranks[7].why, "retired: above size");
+}
+
+#[test]
+fn requests_are_checked() {
+    let flux = flux_view(6, "0-3");
+    let kube = kube_view(Kind::PerIndexZero, 4, 6, "0-3");
+    let config = PlannerConfig {
+        protect: ids("3"),
+        min_size: 3,
+        ..PlannerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(config);
+    let retire =
+        |r: &mut Reconciler, ranks: &str| r.request_retire(&ids(ranks), &flux, Some(&kube));
+    assert_eq!(retire(&mut reconciler, "0-1"), Err(RequestError::RankZero));
+    assert_eq!(
+        retire(&mut reconciler, "3"),
+        Err(RequestError::Protected(ids("3")))
+    );
+    assert_eq!(
+        retire(&mut reconciler, "6"),
+        Err(RequestError::OutOfRange { rank: 6, size: 6 })
+    );
+    assert!(matches!(
+        retire(&mut reconciler, "1-2"),
+        Err(RequestError::BelowMinSize { left: 2, .. })
+    ));
+    assert_eq!(
+        reconciler.request_size(0, &flux, Some(&kube), 0.0),
+        Err(RequestError::ZeroSize)
+    );
+
+    reconciler.request_size(4, &flux, Some(&kube), 0.0).unwrap();
+    let answer = retire(&mut reconciler, "2,5").unwrap();
+    assert_eq!((answer.accepted, answer.already), (ids("2"), ids("5")));
+    assert_eq!(
+        answer.desired_size,
+        Some(3),
+        "a retired rank is not replaced"
+    );
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    assert_eq!(
+        actions,
+        vec![drain_action("2", "fluxk8s: retired by request")]
+    );
+}
+
+#[test]
+fn opposite_moves_wait_for_the_cooldown() {
+    let flux = flux_view(8, "0-3");
+    let kube = kube_view(Kind::PerIndexZero, 4, 8, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    reconciler.request_size(6, &flux, Some(&kube), 0.0).unwrap();
+    assert_eq!(set_size(&reconciler.plan(&flux, Some(&kube), 0.0)), Some(6));
+    let grown = kube_view(Kind::PerIndexZero, 6, 8, "0-5");
+    let flux = flux_view(8, "0-5");
+    reconciler
+        .request_size(2, &flux, Some(&grown), 1.0)
+        .unwrap();
+    assert!(reconciler.plan(&flux, Some(&grown), 1.0).is_empty());
+    let status = reconciler.status(&flux, Some(&grown), 1.0);
+    assert!(
+        status.waiting.iter().any(|w| w.contains("cooldown")),
+        "{:?}",
+        status.waiting
+    );
+    let actions = reconciler.plan(&flux, Some(&grown), 30.0);
+    assert_eq!(
+        actions,
+        vec![drain_action("2-5", "fluxk8s: retired by resize to 2")]
+    );
+}
+
+#[test]
+fn the_rate_limit_holds_extra_removals() {
+    let mut flux = flux_view(6, "0-5");
+    drain(&mut flux, "1-2", "bad disk");
+    let kube = kube_view(Kind::PerIndexZero, 6, 6, "0-5");
+    let config = PlannerConfig {
+        max_actions_per_minute: 1,
+        ..PlannerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(config);
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 0.0).len(), 1);
+    let status = reconciler.status(&flux, Some(&kube), 0.0);
+    assert!(
+        status.waiting.iter().any(|w| w.contains("rate limit")),
+        "{:?}",
+        status.waiting
+    );
+    assert!(reconciler.plan(&flux, Some(&kube), 59.0).is_empty());
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 61.0).len(), 1);
+}
+
+#[test]
+fn a_failed_action_is_retried_after_the_interval_only() {
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::CompleteWorkers, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    assert_eq!(
+        actions,
+        vec![Action::Flux(FluxAction::Disconnect { rank: 1 })]
+    );
+    reconciler.action_finished(&actions[0], Err("EHOSTUNREACH".into()), 10.0);
+    let status = reconciler.status(&flux, Some(&kube), 10.0);
+    assert_eq!(status.pending[0].outcome.as_deref(), Some("EHOSTUNREACH"));
+    assert!(reconciler.plan(&flux, Some(&kube), 39.0).is_empty());
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 40.0), actions);
+}
+
+#[test]
+fn the_status_serializes() {
+    let flux = flux_view(4, "0-3");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let reconciler = Reconciler::new(PlannerConfig::default());
+    let json = serde_json::to_value(reconciler.status(&flux, Some(&kube), 0.0)).unwrap();
+    assert_eq!(json["real_size"], 4);
+    assert_eq!(json["ranks"][0]["phase"], "up");
+    assert_eq!(json["max_size"], 4);
+}
