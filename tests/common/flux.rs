@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The `flux` command of the flux-core under test.
 pub fn flux_command() -> Option<PathBuf> {
@@ -28,16 +29,38 @@ pub fn flux_or_skip(test: &str) -> Option<PathBuf> {
     flux
 }
 
-/// `libfluxk8s.so` built beside this test binary (target/<profile>/).
+/// `libfluxk8s.so` beside this test binary (target/<profile>/), built first if needed:
+/// `cargo test` builds the library only as an rlib for the tests themselves.
 pub fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let so = profile_dir.join("libfluxk8s.so");
-    assert!(so.is_file(), "{} not built", so.display());
-    so
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("target/");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "--lib", "--manifest-path"])
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(target_dir);
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build --lib");
+            assert!(status.success(), "cargo build --lib failed");
+            let so = profile_dir.join("libfluxk8s.so");
+            assert!(so.is_file(), "{} not built", so.display());
+            so
+        })
+        .clone()
 }
 
 /// A scratch directory removed on drop.
