@@ -1,1 +1,371 @@
-//! (in progress)
+//! The Kubernetes driver: a kube client on its own thread, so the Flux reactor never waits
+//! on the API server.
+//!
+//! The worker is a named `std::thread` running a current-thread tokio runtime. The module
+//! sends [`Command`]s (never blocking), and drains [`Report`]s with [`Driver::try_recv`]
+//! after the `wake` callback fires (the module makes it write an eventfd its reactor
+//! watches). The worker finds the Job (and MiniCluster) of this broker, watches them and the
+//! Job's pods, sends a full [`KubeView`] whenever what it sees changes, and carries out
+//! [`KubeAction`]s with retries, reporting exactly one [`Outcome`] per command.
+
+mod actions;
+pub mod backoff;
+pub mod failure;
+pub mod state;
+pub mod target;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+use crate::model::{KubeAction, KubeView};
+use target::{Lookup, LookupError};
+
+/// Name of the worker thread (shows in `ps -T` and in panics).
+const THREAD_NAME: &str = "fluxk8s-kube";
+
+/// How the driver finds its cluster and target, from the module's settings.
+#[derive(Debug, Clone, Default)]
+pub struct DriverConfig {
+    /// `kubeconfig=PATH`; else `KUBECONFIG` or `~/.kube/config`, else in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// `namespace=`; else the kubeconfig context's or the in-cluster namespace, else
+    /// `default`.
+    pub namespace: Option<String>,
+    /// `job=`: the Indexed Job running the brokers.
+    pub job: Option<String>,
+    /// `minicluster=`: the MiniCluster (its Job has the same name); wins over `job=`.
+    pub minicluster: Option<String>,
+    /// The broker's hostname, `<job>-<index>`, used when neither name is set.
+    pub hostname: Option<String>,
+    /// Timeouts and retry pacing.
+    pub tuning: Tuning,
+}
+
+/// Timeouts and retry pacing; the defaults suit a real cluster, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Longest wait for one (non-watch) request before it counts as failed and is retried.
+    pub request_timeout: Duration,
+    /// First retry delay after a transient failure; doubles up to `retry_cap`, with jitter.
+    pub retry_base: Duration,
+    /// Longest delay between retries of a transient failure.
+    pub retry_cap: Duration,
+    /// Delay between retries of a 403 (RBAC changes are rare, but do happen).
+    pub forbidden_retry: Duration,
+    /// Server-side watch timeout; a watch silent for this long (plus a margin) is restarted.
+    pub watch_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(15),
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(30),
+            forbidden_retry: Duration::from_secs(60),
+            watch_timeout: Duration::from_secs(290),
+        }
+    }
+}
+
+/// A request from the module.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Carry out `action`; answered by exactly one [`Report::Finished`] with the same `id`.
+    Apply { id: u64, action: KubeAction },
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done as asked.
+    Done,
+    /// The pod with the given uid is no longer there (the uid precondition failed or the
+    /// pod is gone); `current_uid` is the pod now holding that name, if any. Nothing was
+    /// deleted; re-plan from the next view.
+    Replaced { current_uid: Option<String> },
+    /// Not attempted: it would touch index 0, a pod the Job does not own, or an
+    /// impossible size.
+    Refused(String),
+    /// Kubernetes rejected it in a way retrying cannot fix (e.g. 422, or the object is gone).
+    Failed(String),
+    /// The driver shut down before it finished.
+    Abandoned,
+}
+
+/// A current trouble, for the module's status and `flux dmesg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What is affected, e.g. `watch pods` or `command 7`; a later [`Report::Cleared`]
+    /// with the same area ends it.
+    pub area: String,
+    /// What went wrong; for a 403, which verb on which resource the Role lacks.
+    pub what: String,
+    /// A 403: an administrator has to fix RBAC.
+    pub forbidden: bool,
+    /// When the next attempt is made, if one is scheduled.
+    pub retrying_in: Option<Duration>,
+}
+
+/// What the worker tells the module.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A full snapshot, sent after each change (bursts are coalesced).
+    View(KubeView),
+    /// Every watch has listed once; sent once, right after the first [`Report::View`].
+    Synced,
+    /// The one answer to [`Command::Apply`] `id`.
+    Finished { id: u64, outcome: Outcome },
+    /// Something is wrong (and being retried, if `retrying_in` says so).
+    Problem(Problem),
+    /// The problem in `area` is over.
+    Cleared { area: String },
+}
+
+/// Why the driver could not start or take a command.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    /// The kube client could not be built from its configuration.
+    #[error("kube client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The `kubeconfig=` file is missing or unusable.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// Neither a kubeconfig nor an in-cluster service account was found.
+    #[error("no Kubernetes configuration found: {0}")]
+    Infer(#[from] InferConfigError),
+    /// The settings name no Job or MiniCluster.
+    #[error(transparent)]
+    Target(#[from] LookupError),
+    /// The worker thread or its runtime could not be created.
+    #[error("cannot start the Kubernetes driver thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The worker is gone (it stopped or panicked).
+    #[error("the Kubernetes driver has stopped")]
+    Stopped,
+}
+
+/// Where the worker gets its kube client configuration.
+enum ClientSource {
+    /// Resolve it from `DriverConfig::kubeconfig`, the environment or the pod.
+    Resolve(Option<PathBuf>),
+    /// Given by the caller (tests).
+    Given(Box<kube::Config>),
+}
+
+/// Handle on the worker thread; dropping it stops and joins the worker.
+pub struct Driver {
+    commands: mpsc::UnboundedSender<Command>,
+    reports: std_mpsc::Receiver<Report>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    namespace: String,
+}
+
+impl Driver {
+    /// Starts the worker. The client configuration is resolved first (local files only,
+    /// no network), so a bad kubeconfig is an error here; finding the Job happens on the
+    /// worker, whose troubles arrive as [`Report::Problem`].
+    pub fn spawn(
+        config: DriverConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, K8sError> {
+        let source = ClientSource::Resolve(config.kubeconfig.clone());
+        Self::start(source, config, wake)
+    }
+
+    /// Starts the worker with a ready client configuration; `config.kubeconfig` is unused.
+    pub fn spawn_with_config(
+        kube_config: kube::Config,
+        config: DriverConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, K8sError> {
+        Self::start(ClientSource::Given(Box::new(kube_config)), config, wake)
+    }
+
+    fn start(
+        source: ClientSource,
+        config: DriverConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, K8sError> {
+        let lookup = Lookup::from_settings(
+            config.minicluster.as_deref(),
+            config.job.as_deref(),
+            config.hostname.as_deref(),
+        )?;
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let (report_tx, report_rx) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let reporter = worker::Reporter::new(report_tx, wake);
+        // The caller's tracing dispatcher goes with the worker: inside the broker it is the
+        // one that forwards to flux_log (the module installs it per thread, not globally).
+        let dispatch = tracing::dispatcher::get_default(|current| current.clone());
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                worker_thread(
+                    source, config, lookup, reporter, command_rx, stop_rx, ready_tx,
+                )
+            })
+            .map_err(K8sError::Thread)?;
+        let started = ready_rx.recv();
+        match started {
+            Ok(Ok(namespace)) => Ok(Self {
+                commands: command_tx,
+                reports: report_rx,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+                namespace,
+            }),
+            Ok(Err(err)) => {
+                join(thread);
+                Err(err)
+            }
+            Err(_) => {
+                join(thread);
+                Err(K8sError::Stopped)
+            }
+        }
+    }
+
+    /// The namespace the driver works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Queues a command; never blocks.
+    pub fn send(&self, command: Command) -> Result<(), K8sError> {
+        self.commands.send(command).map_err(|_| K8sError::Stopped)
+    }
+
+    /// The next report, if one is waiting; never blocks.
+    pub fn try_recv(&self) -> Option<Report> {
+        self.reports.try_recv().ok()
+    }
+
+    /// Stops the worker and waits for its thread to end.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error only means the worker has already ended.
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            join(thread);
+        }
+    }
+}
+
+fn join(thread: JoinHandle<()>) {
+    if thread.join().is_err() {
+        error!("the Kubernetes driver thread panicked");
+    }
+}
+
+/// How long the runtime may wait, at shutdown, for blocking work such as a DNS lookup.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Body of the worker thread: build the runtime and client, say whether that worked, then
+/// run until told to stop.
+fn worker_thread(
+    source: ClientSource,
+    config: DriverConfig,
+    lookup: Lookup,
+    reporter: worker::Reporter,
+    commands: mpsc::UnboundedReceiver<Command>,
+    stop: oneshot::Receiver<()>,
+    ready: std_mpsc::SyncSender<Result<String, K8sError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = ready.send(Err(K8sError::Thread(err)));
+            return;
+        }
+    };
+    let panic_reporter = reporter.clone();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            let (client, namespace) = match connect(source, config.namespace.clone()).await {
+                Ok(connected) => connected,
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+            };
+            if ready.send(Ok(namespace.clone())).is_err() {
+                return;
+            }
+            let ctx = worker::Ctx::new(client, namespace, config, reporter);
+            worker::run(ctx, lookup, commands, stop).await;
+        })
+    }));
+    if let Err(panic) = run {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        error!("the Kubernetes driver stopped after a panic: {what}");
+        panic_reporter.send(Report::Problem(Problem {
+            area: "driver".to_owned(),
+            what: format!("the Kubernetes driver stopped after a panic: {what}"),
+            forbidden: false,
+            retrying_in: None,
+        }));
+    }
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+}
+
+/// Builds the client and picks the namespace.
+///
+/// In-cluster, kube 5 reads the service-account token through a token *file* that it
+/// re-reads at least once a minute (`kube-client` `TokenFile`, like client-go), and the CA
+/// file likewise, so rotated bound tokens are picked up without help from us.
+async fn connect(
+    source: ClientSource,
+    namespace: Option<String>,
+) -> Result<(kube::Client, String), K8sError> {
+    let mut kube_config = match source {
+        ClientSource::Given(config) => *config,
+        ClientSource::Resolve(Some(path)) => {
+            let kubeconfig =
+                Kubeconfig::read_from(&path).map_err(|source| K8sError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| K8sError::Kubeconfig { path, source })?
+        }
+        ClientSource::Resolve(None) => kube::Config::infer().await?,
+    };
+    // The driver retries (and reports) every failure itself; kube's own retry layer would
+    // hide 503s from the status.
+    kube_config.default_retry = false;
+    let namespace = namespace.unwrap_or_else(|| kube_config.default_namespace.clone());
+    let client = kube::Client::try_from(kube_config)?;
+    Ok((client, namespace))
+}

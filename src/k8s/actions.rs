@@ -1,0 +1,406 @@
+//! Carrying out [`KubeAction`]s: pod deletes with a uid precondition, size patches on the
+//! right object, and a Kubernetes Event for each.
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, VecDeque};
+
+use futures::future::{FutureExt, LocalBoxFuture};
+use futures::stream::{FuturesUnordered, StreamExt};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::Outcome;
+use super::failure::{Failure, Request};
+use super::state::{ClusterState, completion_index, controller_uid};
+use super::target::{MINICLUSTER_GROUP, MINICLUSTER_KIND, MINICLUSTER_VERSION, Target};
+use super::worker::Ctx;
+use crate::model::{KubeAction, MiniClusterView};
+
+/// Name under which fluxk8s records Events and patches objects.
+pub const COMPONENT: &str = "fluxk8s";
+
+/// Event reason for a pod removed so its rank retires.
+pub const REASON_RETIRED: &str = "RetiredRank";
+/// Event reason for a size change.
+pub const REASON_RESIZED: &str = "Resized";
+
+const GET_POD: Request = Request {
+    verb: "get",
+    resource: "pods",
+};
+const DELETE_POD: Request = Request {
+    verb: "delete",
+    resource: "pods",
+};
+const PATCH_MINICLUSTER: Request = Request {
+    verb: "patch",
+    resource: "miniclusters",
+};
+const PATCH_JOB: Request = Request {
+    verb: "patch",
+    resource: "jobs",
+};
+
+/// Runs on the worker's current-thread runtime, so it need not be `Send`.
+type Running = LocalBoxFuture<'static, (u64, Outcome)>;
+
+/// Commands in hand: waiting to start, or running.
+pub struct Actions {
+    /// Not started yet: nothing starts before the first sync, and a resize waits for the
+    /// one before it so sizes land in the order they were asked for.
+    waiting: VecDeque<(u64, KubeAction)>,
+    running: FuturesUnordered<Running>,
+    running_ids: BTreeSet<u64>,
+    resize_running: Option<u64>,
+}
+
+impl Actions {
+    pub fn new() -> Self {
+        Self {
+            waiting: VecDeque::new(),
+            running: FuturesUnordered::new(),
+            running_ids: BTreeSet::new(),
+            resize_running: None,
+        }
+    }
+
+    /// Takes a command; it starts at the next [`Actions::start_ready`].
+    pub fn submit(&mut self, id: u64, action: KubeAction) {
+        debug!("command {id}: {action:?}");
+        self.waiting.push_back((id, action));
+    }
+
+    /// Starts what may start, against what the watches show now.
+    pub fn start_ready(&mut self, ctx: &Ctx, target: &Target, state: &ClusterState) {
+        if !state.synced() {
+            return;
+        }
+        let mut held = VecDeque::new();
+        while let Some((id, action)) = self.waiting.pop_front() {
+            let is_resize = matches!(action, KubeAction::SetSize { .. });
+            if is_resize && self.resize_running.is_some() {
+                held.push_back((id, action));
+                continue;
+            }
+            if is_resize {
+                self.resize_running = Some(id);
+            }
+            self.running_ids.insert(id);
+            self.running
+                .push(start(ctx.clone(), Scene::new(target, state), id, action));
+        }
+        self.waiting = held;
+    }
+
+    /// The next command to finish; `None` at once when nothing is running.
+    pub async fn next_finished(&mut self) -> Option<(u64, Outcome)> {
+        let (id, outcome) = self.running.next().await?;
+        self.running_ids.remove(&id);
+        if self.resize_running == Some(id) {
+            self.resize_running = None;
+        }
+        Some((id, outcome))
+    }
+
+    /// Answers every command still in hand with [`Outcome::Abandoned`] (at shutdown).
+    pub fn abandon_all(&mut self, reporter: &super::worker::Reporter) {
+        let ids = self
+            .waiting
+            .drain(..)
+            .map(|(id, _)| id)
+            .chain(std::mem::take(&mut self.running_ids));
+        for id in ids {
+            reporter.send(super::Report::Finished {
+                id,
+                outcome: Outcome::Abandoned,
+            });
+        }
+        self.running = FuturesUnordered::new();
+        self.resize_running = None;
+    }
+}
+
+/// What an action needs to know of the cluster when it starts.
+#[derive(Debug, Clone)]
+struct Scene {
+    job: String,
+    /// uid of the Job now; `None` while the Job does not exist.
+    job_uid: Option<String>,
+    /// The Job's completions now (its size when no MiniCluster manages it).
+    job_completions: u32,
+    /// Whether an operator's MiniCluster owns the Job (sizes then go there).
+    has_minicluster: bool,
+    minicluster: Option<MiniClusterView>,
+    namespace: String,
+}
+
+impl Scene {
+    fn new(target: &Target, state: &ClusterState) -> Self {
+        Self {
+            job: target.job.clone(),
+            job_uid: state.job().map(|j| j.uid.clone()),
+            job_completions: state.job().map_or(0, |j| j.completions),
+            has_minicluster: target.minicluster.is_some(),
+            minicluster: state.minicluster().cloned(),
+            namespace: target.namespace.clone(),
+        }
+    }
+
+    /// The object Events are recorded on: the MiniCluster if there is one, else the Job.
+    fn event_object(&self) -> ObjectReference {
+        match &self.minicluster {
+            Some(mc) => ObjectReference {
+                api_version: Some(format!("{MINICLUSTER_GROUP}/{MINICLUSTER_VERSION}")),
+                kind: Some(MINICLUSTER_KIND.to_owned()),
+                name: Some(mc.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                uid: Some(mc.uid.clone()),
+                ..ObjectReference::default()
+            },
+            None => ObjectReference {
+                api_version: Some("batch/v1".to_owned()),
+                kind: Some("Job".to_owned()),
+                name: Some(self.job.clone()),
+                namespace: Some(self.namespace.clone()),
+                uid: self.job_uid.clone(),
+                ..ObjectReference::default()
+            },
+        }
+    }
+}
+
+fn start(ctx: Ctx, scene: Scene, id: u64, action: KubeAction) -> Running {
+    async move {
+        let area = format!("command {id}");
+        let outcome = match action {
+            KubeAction::DeletePod {
+                index,
+                pod,
+                uid,
+                reason,
+            } => delete_pod(&ctx, &scene, &area, index, &pod, &uid, &reason).await,
+            KubeAction::SetSize { size, reason } => {
+                set_size(&ctx, &scene, &area, size, &reason).await
+            }
+        };
+        (id, outcome)
+    }
+    .boxed_local()
+}
+
+/// Why a pod may not be deleted, judged on the live object; `None` when it may.
+fn refusal(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    name: &str,
+    index: u32,
+    scene: &Scene,
+) -> Option<String> {
+    let Some(job_uid) = scene.job_uid.as_deref() else {
+        return Some(format!("Job {:?} does not exist", scene.job));
+    };
+    if controller_uid(pod).as_deref() != Some(job_uid) {
+        return Some(format!(
+            "pod {name} is not controlled by Job {:?}",
+            scene.job
+        ));
+    }
+    match completion_index(pod) {
+        Some(0) => Some(format!(
+            "pod {name} is index 0 (rank 0); it is never removed"
+        )),
+        Some(actual) if actual != index => {
+            Some(format!("pod {name} has index {actual}, not {index}"))
+        }
+        Some(_) => None,
+        None => Some(format!("pod {name} has no completion index")),
+    }
+}
+
+async fn delete_pod(
+    ctx: &Ctx,
+    scene: &Scene,
+    area: &str,
+    index: u32,
+    name: &str,
+    uid: &str,
+    reason: &str,
+) -> Outcome {
+    if index == 0 {
+        return Outcome::Refused("index 0 runs rank 0; it is never removed".to_owned());
+    }
+    let pods = ctx.pods();
+    // Judge ownership on the live object, not on a watch that may lag.
+    let current = match ctx.retrying(area, GET_POD, || pods.get_opt(name)).await {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return Outcome::Replaced { current_uid: None },
+        Err(failure) => return Outcome::Failed(failure.describe()),
+    };
+    if let Some(why) = refusal(&current, name, index, scene) {
+        return Outcome::Refused(why);
+    }
+    // The uid precondition makes the API server refuse (409) if the name now belongs to
+    // another pod than the one the planner chose, even one created after our read.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let sent = Cell::new(0u32);
+    let answered = Cell::new(0u32);
+    let deleted = ctx
+        .retrying(area, DELETE_POD, || {
+            sent.set(sent.get() + 1);
+            let request = pods.delete(name, &params);
+            async {
+                let result = request.await;
+                if matches!(result, Ok(_) | Err(kube::Error::Api(_))) {
+                    answered.set(answered.get() + 1);
+                }
+                result
+            }
+        })
+        .await;
+    match deleted {
+        Ok(_) => {}
+        // An earlier attempt got no answer, so it may have landed: "gone" is our delete.
+        Err(Failure::NotFound) if sent.get() > answered.get() => {}
+        Err(Failure::NotFound) => return Outcome::Replaced { current_uid: None },
+        Err(Failure::Conflict(why)) => {
+            debug!("{area}: delete of {name} refused ({why}); re-reading");
+            let current_uid = match ctx.retrying(area, GET_POD, || pods.get_opt(name)).await {
+                Ok(pod) => pod.and_then(|p| p.uid()),
+                Err(failure) => {
+                    warn!("{area}: re-reading {name} failed: {}", failure.describe());
+                    None
+                }
+            };
+            if current_uid.as_deref() == Some(uid) {
+                // Same pod, so the conflict was about something else; the module re-plans.
+                return Outcome::Failed(why);
+            }
+            return Outcome::Replaced { current_uid };
+        }
+        Err(failure) => return Outcome::Failed(failure.describe()),
+    }
+    info!("{area}: deleted pod {name} (rank {index}): {reason}");
+    record_event(
+        ctx,
+        scene,
+        REASON_RETIRED,
+        format!("rank {index} (pod {name}) removed: {reason}"),
+    )
+    .await;
+    Outcome::Done
+}
+
+async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str) -> Outcome {
+    if size == 0 {
+        return Outcome::Refused("size 0 would remove index 0 (rank 0)".to_owned());
+    }
+    let params = PatchParams {
+        field_manager: Some(COMPONENT.to_owned()),
+        ..PatchParams::default()
+    };
+    let (patched, old, object) = if scene.has_minicluster {
+        let Some(mc) = &scene.minicluster else {
+            return Outcome::Failed(format!("MiniCluster of Job {:?} does not exist", scene.job));
+        };
+        if size > mc.max_size {
+            return Outcome::Refused(format!(
+                "size {size} is above the MiniCluster's maxSize {}",
+                mc.max_size
+            ));
+        }
+        // CRDs accept only JSON merge patches, not strategic merge.
+        let patch = Patch::Merge(json!({"spec": {"size": size}}));
+        let api = ctx.miniclusters();
+        let result = ctx
+            .retrying(area, PATCH_MINICLUSTER, || {
+                api.patch(&mc.name, &params, &patch)
+            })
+            .await
+            .map(drop);
+        (result, mc.size, format!("MiniCluster {}", mc.name))
+    } else {
+        if scene.job_uid.is_none() {
+            return Outcome::Failed(format!("Job {:?} does not exist", scene.job));
+        }
+        // An Indexed Job scales only with parallelism and completions moving together.
+        let patch = Patch::Merge(json!({"spec": {"parallelism": size, "completions": size}}));
+        let api = ctx.jobs();
+        let result = ctx
+            .retrying(area, PATCH_JOB, || api.patch(&scene.job, &params, &patch))
+            .await
+            .map(drop);
+        (result, scene.job_completions, format!("Job {}", scene.job))
+    };
+    match patched {
+        Ok(()) => {
+            info!("{area}: {object} size {old} -> {size}: {reason}");
+            record_event(
+                ctx,
+                scene,
+                REASON_RESIZED,
+                format!("size {old} -> {size}: {reason}"),
+            )
+            .await;
+            Outcome::Done
+        }
+        Err(Failure::NotFound) => Outcome::Failed(format!("{object} not found")),
+        Err(failure) => Outcome::Failed(failure.describe()),
+    }
+}
+
+/// Records a core/v1 Event on the MiniCluster (else the Job). Best effort: a failure is
+/// logged and otherwise ignored, since the action itself is done.
+async fn record_event(ctx: &Ctx, scene: &Scene, reason: &str, message: String) {
+    let involved = scene.event_object();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let object_name = involved.name.clone().unwrap_or_default();
+    let event = CoreEvent {
+        metadata: ObjectMeta {
+            // client-go's naming: the object's name and a nanosecond timestamp.
+            name: Some(format!("{object_name}.{:x}", now.as_nanosecond())),
+            namespace: Some(ctx.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: involved,
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        type_: Some("Normal".to_owned()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.to_owned()),
+            host: None,
+        }),
+        reporting_component: Some(COMPONENT.to_owned()),
+        reporting_instance: ctx.instance.clone(),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..CoreEvent::default()
+    };
+    let events = ctx.events();
+    let sent = tokio::time::timeout(
+        ctx.tuning.request_timeout,
+        events.create(&PostParams::default(), &event),
+    )
+    .await;
+    let request = Request {
+        verb: "create",
+        resource: "events",
+    };
+    match sent {
+        Ok(Ok(_)) => debug!("recorded Event {reason} on {object_name}"),
+        Ok(Err(err)) => warn!(
+            "could not record Event {reason} on {object_name}: {}",
+            Failure::classify(&err, request).describe()
+        ),
+        Err(_) => warn!("could not record Event {reason} on {object_name}: no answer"),
+    }
+}
