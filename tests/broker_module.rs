@@ -134,6 +134,8 @@ fn a_forced_panic_is_contained_and_the_broker_keeps_running() {
         flux getattr size
         "#
     );
+    let scratch = Scratch::new("panic");
+    let script = format!("cd {}\n{script}", scratch.0.display());
     let output = flux_start(&flux, 2, &script, &[("FLUXK8S_TEST_PANIC", "1")]);
     let text = transcript(&output);
     assert!(output.status.success(), "{text}");

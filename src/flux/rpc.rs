@@ -45,19 +45,22 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// Sends `payload` (JSON) to `topic` and calls `on_reply` for each reply on the
-    /// module's reactor. With `streaming`, replies keep coming until an error reply.
+    /// Sends `payload` (JSON, or no payload at all) to `topic` and calls `on_reply` for
+    /// each reply on the module's reactor. With `streaming`, replies keep coming until an
+    /// error reply.
     pub fn call(
         handle: &Handle,
         topic: &str,
-        payload: &str,
+        payload: Option<&str>,
         nodeid: u32,
         streaming: bool,
         on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
     ) -> Result<Rpc> {
         let topic_c = CString::new(topic).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
-        let payload_c =
-            CString::new(payload).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
+        let payload_c = payload
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
         let flags = if streaming {
             sys::FLUX_RPC_STREAMING
         } else {
@@ -69,7 +72,7 @@ impl Rpc {
             sys::flux_rpc(
                 handle.as_ptr(),
                 topic_c.as_ptr(),
-                payload_c.as_ptr(),
+                payload_c.as_ref().map_or(ptr::null(), |p| p.as_ptr()),
                 nodeid,
                 flags,
             )

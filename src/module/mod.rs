@@ -1,16 +1,30 @@
 //! The module wiring: `mod_main`, the RPC handlers and the reactor's life.
 
+mod busy;
 pub mod config;
+mod execute;
 mod rpc;
+mod streams;
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use crate::flux::{self, Access, Handle, MsgHandler, Wakeup, Watcher, panic_message};
+use crate::flux::{
+    self, Access, ForwardedLogs, Handle, MsgHandler, Wakeup, Watcher, panic_message,
+};
+use crate::k8s::{Driver, DriverConfig, Problem};
+use crate::model::KubeView;
+use crate::model::flux::FluxView;
+use crate::planner::{PlannerConfig, Reconciler};
 use crate::sys;
 use config::Config;
+
+/// How many recent errors the status keeps.
+const PROBLEMS_KEPT: usize = 20;
 
 /// What the module knows and counts; shared by its callbacks on the module thread.
 pub(crate) struct Module {
@@ -19,6 +33,44 @@ pub(crate) struct Module {
     pub(crate) config: Config,
     pub(crate) loaded_at: f64,
     pub(crate) counters: Counters,
+    pub(crate) flux: FluxView,
+    pub(crate) kube: KubeSide,
+    pub(crate) reconciler: Reconciler,
+    /// `None` when no Kubernetes configuration could be found (see `problems`).
+    pub(crate) driver: Option<Driver>,
+    pub(crate) kube_problems: BTreeMap<String, Problem>,
+    pub(crate) problems: VecDeque<(f64, String)>,
+    pub(crate) streams: streams::Streams,
+    pub(crate) in_flight: execute::InFlight,
+    pub(crate) busy: busy::BusyProbe,
+    logs: ForwardedLogs,
+    now: f64,
+}
+
+impl Module {
+    /// Logs an error and keeps it for the status.
+    pub(crate) fn note_problem(&mut self, text: String) {
+        tracing::error!("{text}");
+        if self.problems.len() == PROBLEMS_KEPT {
+            self.problems.pop_front();
+        }
+        self.problems.push_back((self.now, text));
+    }
+}
+
+/// The latest Kubernetes view from the driver.
+#[derive(Default)]
+pub(crate) struct KubeSide {
+    pub(crate) view: Option<KubeView>,
+    /// Every watch has listed once: decisions may use the view.
+    pub(crate) synced: bool,
+}
+
+impl KubeSide {
+    /// The view, once the driver has listed everything.
+    pub(crate) fn synced(&self) -> Option<&KubeView> {
+        self.view.as_ref().filter(|_| self.synced)
+    }
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -27,6 +79,42 @@ pub(crate) struct Counters {
     pub(crate) request_errors: u64,
     pub(crate) config_reloads: u64,
     pub(crate) wakeups: u64,
+    pub(crate) plans: u64,
+    pub(crate) actions: u64,
+}
+
+/// The planner's knobs, from the module configuration.
+fn planner_config(config: &Config) -> PlannerConfig {
+    PlannerConfig {
+        min_size: config.min_size,
+        protect: config.protect.clone(),
+        drain_grace: config.drain_grace,
+        startup_timeout: config.startup_timeout,
+        max_lost_fraction: config.max_lost_fraction,
+        cooldown: config.cooldown,
+        ..PlannerConfig::default()
+    }
+}
+
+/// Something changed (a stream event, a Kubernetes report, a request): plan, and carry
+/// out what the plan says.
+pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    if busy::refresh_if_needed(shared, handle) {
+        // Which drained ranks still run jobs is being asked; plan with the answer.
+        return;
+    }
+    let actions = {
+        let mut guard = shared.borrow_mut();
+        let module = &mut *guard;
+        module.now = handle.now();
+        module.counters.plans += 1;
+        module
+            .reconciler
+            .plan(&module.flux, module.kube.synced(), module.now)
+    };
+    for action in actions {
+        execute::execute(shared, handle, action);
+    }
 }
 
 /// Why the module refused to load; logged, then the load fails with the errno.
@@ -141,13 +229,43 @@ fn run(
     let config =
         Config::load(table.as_deref(), &args).map_err(|e| LoadError::invalid(e.to_string()))?;
 
-    let module = Rc::new(RefCell::new(Module {
+    let waker = wakeup.waker();
+    let driver = Driver::spawn(
+        DriverConfig {
+            kubeconfig: config.kubeconfig.clone(),
+            namespace: config.namespace.clone(),
+            job: config.job.clone(),
+            minicluster: config.minicluster.clone(),
+            hostname: handle.attr("hostname"),
+            tuning: Default::default(),
+        },
+        Arc::new(move || waker.wake()),
+    );
+    let now = handle.now();
+    let mut module = Module {
         name: name.clone(),
         args,
+        reconciler: Reconciler::new(planner_config(&config)),
         config,
-        loaded_at: handle.now(),
+        loaded_at: now,
         counters: Counters::default(),
-    }));
+        flux: FluxView::new(),
+        kube: KubeSide::default(),
+        driver: None,
+        kube_problems: BTreeMap::new(),
+        problems: VecDeque::new(),
+        streams: streams::Streams::default(),
+        in_flight: execute::InFlight::default(),
+        busy: busy::BusyProbe::default(),
+        logs: forwarded_logs,
+        now,
+    };
+    match driver {
+        Ok(driver) => module.driver = Some(driver),
+        // Flux-side work goes on; the status says why nothing happens on Kubernetes.
+        Err(err) => module.note_problem(format!("kubernetes unavailable: {err}")),
+    }
+    let module = Rc::new(RefCell::new(module));
     let handlers = rpc::register(handle, &module)?;
     let wake_watcher = {
         let module = Rc::clone(&module);
@@ -155,22 +273,31 @@ fn run(
             if wakeup.clear() > 0 {
                 module.borrow_mut().counters.wakeups += 1;
             }
-            forwarded_logs.flush(handle);
+            module.borrow().logs.flush(handle);
+            execute::drain_reports(&module, handle);
         })?
     };
+    streams::subscribe(&module, handle, streams::Stream::Journal);
+    streams::subscribe(&module, handle, streams::Stream::Overlay);
     tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
 
     running.set(true);
     let result = handle.run();
-    // Teardown order: stop taking requests, then silence callbacks, then let go of the
-    // log dispatcher (dropped last, by scope).
+    // Teardown: stop taking requests and wake-ups, stop and join the Kubernetes worker,
+    // write what it logged last, then drop streams and timers while the handle is live.
     drop(handlers);
     drop(wake_watcher);
+    let driver = module.borrow_mut().driver.take();
+    if let Some(driver) = driver {
+        driver.shutdown();
+    }
+    module.borrow().logs.flush(handle);
     match result {
         Ok(()) => tracing::info!("{name} unloading"),
         // Never -1 now: the broker would take it as a runtime failure and exit.
         Err(err) => tracing::error!("{name}: reactor failed: {err}; unloading"),
     }
+    drop(module);
     Ok(())
 }
 

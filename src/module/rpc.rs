@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 use super::config::Config;
 use super::{Handlers, Module, OWNER};
 use crate::flux::{self, Access, Handle, Message, MsgHandler};
+use crate::model::IdSet;
+use crate::planner::RequestError;
 
 /// A request that cannot be served: errno and a message for the caller.
 pub(crate) struct Refusal {
@@ -40,18 +42,27 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
     let mut handlers = Vec::new();
     let mut add =
         |method: &str, access: Access, serve: fn(&Handle, &Message<'_>, &mut Module) -> Reply| {
-            let module = Rc::clone(module);
+            let shared = Rc::clone(module);
             let topic = format!("{name}.{method}");
             MsgHandler::request(handle, &topic, access, move |handle, msg| {
-                let mut module = module.borrow_mut();
+                let mut module = shared.borrow_mut();
                 module.counters.requests += 1;
+                module.now = handle.now();
                 let reply = serve(handle, msg, &mut module);
+                let acted = reply.is_ok() && access == OWNER;
                 answer(handle, msg, &mut module, reply);
+                drop(module);
+                if acted {
+                    // A resize, retire or reload may call for actions now.
+                    super::state_changed(&shared, handle);
+                }
             })
             .map(|h| handlers.push(h))
         };
     add("status", Access::AnyUser, status)?;
     add("stats-get", Access::AnyUser, status)?;
+    add("resize", OWNER, resize)?;
+    add("retire", OWNER, retire)?;
     add("config-reload", OWNER, config_reload)?;
     add("shutdown", OWNER, shutdown)?;
     if std::env::var_os("FLUXK8S_TEST_PANIC").is_some() {
@@ -90,16 +101,124 @@ pub(crate) fn request_object(msg: &Message<'_>) -> Result<Map<String, Value>, Re
     }
 }
 
-fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    request_object(msg)?;
+/// Rejects fields a method does not take: a typo must not pass silently.
+fn only_fields(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refusal> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(Refusal::proto(format!(
+            "unknown field '{key}' (accepted: {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn status(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+    only_fields(&request_object(msg)?, &[])?;
+    let flux = &module.flux;
+    let plan = module
+        .reconciler
+        .status(flux, module.kube.synced(), module.now);
+    let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
+    let kube_problems: Vec<Value> = module
+        .kube_problems
+        .values()
+        .map(|p| {
+            json!({
+                "area": p.area,
+                "what": p.what,
+                "forbidden": p.forbidden,
+                "retrying_in": p.retrying_in.map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect();
+    let problems: Vec<Value> = module
+        .problems
+        .iter()
+        .map(|(time, what)| json!({"time": time, "what": what}))
+        .collect();
     Ok(json!({
         "name": module.name,
         "version": env!("CARGO_PKG_VERSION"),
         "config": module.config,
-        "uptime": handle.now() - module.loaded_at,
+        "uptime": module.now - module.loaded_at,
+        "real_size": flux.real_size(),
+        "desired_size": plan.desired_size,
+        "max_size": flux.size(),
+        "flux": {
+            "synced": flux.synced(),
+            "size": flux.size(),
+            "online": flux.online(),
+            "offline": flux.offline(),
+            "lost": flux.lost(),
+            "torpid": flux.torpid(),
+            "drained": flux.drained(),
+            "drained_by_fluxk8s": flux.drained_by_us(),
+            "never_started": flux.never_started(),
+            "busy": flux.busy(),
+            "journal": stream(&module.streams.journal),
+            "overlay": stream(&module.streams.overlay),
+        },
+        "kubernetes": {
+            "connected": module.driver.is_some(),
+            "synced": module.kube.synced,
+            "namespace": module.driver.as_ref().map(|d| d.namespace()),
+            "view": module.kube.view,
+            "problems": kube_problems,
+        },
+        "plan": plan,
+        "in_flight": module.in_flight.len(),
+        "problems": problems,
         "counters": module.counters,
         "panics_contained": flux::panics_caught(),
     }))
+}
+
+fn refusal(err: RequestError) -> Refusal {
+    match err {
+        RequestError::NotSynced => Refusal {
+            errno: libc::EAGAIN,
+            message: err.to_string(),
+        },
+        _ => Refusal::invalid(err.to_string()),
+    }
+}
+
+fn resize(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+    let object = request_object(msg)?;
+    only_fields(&object, &["size"])?;
+    let size = object
+        .get("size")
+        .ok_or_else(|| Refusal::proto("resize needs {\"size\": N}"))?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| Refusal::proto("size must be a whole number >= 0"))?;
+    let answer = module
+        .reconciler
+        .request_size(size, &module.flux, module.kube.synced(), module.now)
+        .map_err(refusal)?;
+    if answer.changed {
+        tracing::info!("resize to {size} requested (target {})", answer.target);
+    }
+    serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
+}
+
+fn retire(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+    let object = request_object(msg)?;
+    only_fields(&object, &["ranks"])?;
+    let text = object
+        .get("ranks")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Refusal::proto("retire needs {\"ranks\": \"IDSET\"}"))?;
+    let ranks: IdSet = text.parse().map_err(|e| Refusal::invalid(format!("{e}")))?;
+    if ranks.is_empty() {
+        return Err(Refusal::invalid("no ranks given"));
+    }
+    let answer = module
+        .reconciler
+        .request_retire(&ranks, &module.flux, module.kube.synced())
+        .map_err(refusal)?;
+    tracing::info!("retire {ranks} requested (accepted {})", answer.accepted);
+    serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
 
 fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
@@ -114,6 +233,7 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
             module.name
         )));
     }
+    module.reconciler.set_config(super::planner_config(&config));
     module.config = config;
     module.counters.config_reloads += 1;
     tracing::info!("{}: configuration reloaded", module.name);

@@ -1,0 +1,174 @@
+//! The Flux-side streams: `resource.journal` (online/offline, drains, torpid) and
+//! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit).
+//! Both are resubscribed with backoff when they end: ENODATA when the resource module
+//! unloads, ENOSYS before it is loaded, anything else on error.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::Module;
+use crate::flux::{Handle, Rpc, RpcError, Watcher};
+use crate::model::flux::{JournalResponse, OverlayStatus};
+
+/// First retry after a stream ends, doubled per failure up to [`RETRY_MAX`].
+const RETRY_FIRST: f64 = 0.5;
+const RETRY_MAX: f64 = 30.0;
+
+/// Which stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Journal,
+    Overlay,
+}
+
+impl Stream {
+    fn topic(self) -> &'static str {
+        match self {
+            Stream::Journal => "resource.journal",
+            Stream::Overlay => "overlay.monitor",
+        }
+    }
+}
+
+/// One subscription and its retry state.
+#[derive(Default)]
+pub(crate) struct Subscription {
+    rpc: Option<Rpc>,
+    retry: Option<Watcher>,
+    failures: u32,
+    pub(crate) replies: u64,
+    pub(crate) resubscribes: u64,
+}
+
+impl Subscription {
+    pub(crate) fn is_open(&self) -> bool {
+        self.rpc.is_some()
+    }
+}
+
+/// Both subscriptions.
+#[derive(Default)]
+pub(crate) struct Streams {
+    pub(crate) journal: Subscription,
+    pub(crate) overlay: Subscription,
+}
+
+impl Streams {
+    fn get(&mut self, stream: Stream) -> &mut Subscription {
+        match stream {
+            Stream::Journal => &mut self.journal,
+            Stream::Overlay => &mut self.overlay,
+        }
+    }
+}
+
+/// Opens `stream` (rank 0's services, we are on rank 0).
+pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: Stream) {
+    let weak = Rc::downgrade(shared);
+    let payload = match stream {
+        Stream::Journal => Some("{}"),
+        Stream::Overlay => None,
+    };
+    let opened = Rpc::call(
+        handle,
+        stream.topic(),
+        payload,
+        0,
+        true,
+        move |handle, reply| {
+            if let Some(shared) = weak.upgrade() {
+                on_reply(&shared, handle, stream, reply);
+            }
+        },
+    );
+    let mut module = shared.borrow_mut();
+    if stream == Stream::Journal {
+        // The backlog replays everything: the view is rebuilt from it.
+        module.flux.restart_journal();
+    }
+    match opened {
+        Ok(rpc) => module.streams.get(stream).rpc = Some(rpc),
+        Err(err) => {
+            tracing::error!("cannot send {}: {err}", stream.topic());
+            drop(module);
+            retry_later(shared, handle, stream);
+        }
+    }
+}
+
+fn on_reply(
+    shared: &Rc<RefCell<Module>>,
+    handle: &Handle,
+    stream: Stream,
+    reply: Result<String, RpcError>,
+) {
+    let payload = match reply {
+        Ok(payload) => payload,
+        Err(err) => {
+            if err.is_end_of_stream() {
+                tracing::info!(
+                    "{} ended (resource or overlay unloaded); resubscribing",
+                    stream.topic()
+                );
+            } else {
+                tracing::warn!("{} failed: {err}; resubscribing", stream.topic());
+            }
+            shared.borrow_mut().streams.get(stream).rpc = None;
+            retry_later(shared, handle, stream);
+            return;
+        }
+    };
+    let mut module = shared.borrow_mut();
+    let subscription = module.streams.get(stream);
+    subscription.replies += 1;
+    subscription.failures = 0;
+    let applied = match stream {
+        Stream::Journal => JournalResponse::parse(&payload)
+            .map_err(|e| e.to_string())
+            .and_then(|response| {
+                module
+                    .flux
+                    .apply_journal(&response)
+                    .map_err(|e| e.to_string())
+            }),
+        Stream::Overlay => OverlayStatus::parse(&payload)
+            .map_err(|e| e.to_string())
+            .and_then(|status| {
+                module
+                    .flux
+                    .apply_overlay(&status)
+                    .map_err(|e| e.to_string())
+            }),
+    };
+    if let Err(err) = applied {
+        // One bad event must not stop the stream: log it, keep the rest.
+        module.note_problem(format!("{}: {err}: {payload}", stream.topic()));
+    }
+    drop(module);
+    super::state_changed(shared, handle);
+}
+
+fn retry_later(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: Stream) {
+    let delay = {
+        let mut module = shared.borrow_mut();
+        let subscription = module.streams.get(stream);
+        let delay = (RETRY_FIRST * 2f64.powi(subscription.failures.min(16) as i32)).min(RETRY_MAX);
+        subscription.failures += 1;
+        delay
+    };
+    let weak = Rc::downgrade(shared);
+    let timer = Watcher::timer(handle, delay, 0.0, move |handle| {
+        if let Some(shared) = weak.upgrade() {
+            let mut module = shared.borrow_mut();
+            module.streams.get(stream).resubscribes += 1;
+            // Dropping the timer that is running this callback is safe (see flux::callback).
+            module.streams.get(stream).retry = None;
+            drop(module);
+            subscribe(&shared, handle, stream);
+        }
+    });
+    match timer {
+        Ok(timer) => shared.borrow_mut().streams.get(stream).retry = Some(timer),
+        Err(err) => tracing::error!("cannot arm the {} retry timer: {err}", stream.topic()),
+    }
+}
