@@ -5,6 +5,8 @@
 //! - [`flux`]: the safe layer over the broker's C API (all `unsafe` lives there);
 //! - [`model`]: Flux rank state and the Kubernetes view, parsed from real payloads;
 //! - [`planner`]: the pure decision logic (views in, actions out);
+//! - [`engine`]: the sans-I/O core around it (payloads and reports in, effects out),
+//!   shared by the module, the demo and the end-to-end tests;
 //! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
 //! - [`sim`]: a simulated API server for tests and the demo;
 //! - `module`: `mod_main`, configuration and the RPC handlers.
@@ -14,6 +16,7 @@ compile_error!("fluxk8s relies on unwinding: mod_main catches panics so none rea
 
 mod sys;
 
+pub mod engine;
 pub mod flux;
 pub mod k8s;
 pub mod model;

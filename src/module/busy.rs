@@ -24,16 +24,11 @@ pub(crate) struct BusyProbe {
     pub(crate) pending: bool,
 }
 
-/// Drained ranks that are still up: the ones whose business matters.
-fn candidates(module: &Module) -> IdSet {
-    module.flux.drained().intersection(&module.flux.online())
-}
-
 /// Asks again if the candidates changed; keeps a recheck timer while there are any.
 /// Returns true while an answer is awaited (planning should wait for it).
 pub(crate) fn refresh_if_needed(shared: &Rc<RefCell<Module>>, handle: &Handle) -> bool {
     let mut module = shared.borrow_mut();
-    let wanted = candidates(&module);
+    let wanted = module.engine.busy_candidates();
     if wanted.is_empty() {
         module.busy.timer = None;
         module.busy.asked_for = wanted;
@@ -98,7 +93,7 @@ fn answered(shared: &Rc<RefCell<Module>>, handle: &Handle, reply: Result<String,
         Err(err) => Err(err.to_string()),
     };
     match busy {
-        Ok(busy) => module.flux.set_busy(busy),
+        Ok(busy) => module.engine.set_busy(busy),
         // Keep the last known set: treating unknown as idle could kill running jobs.
         Err(err) => module.note_problem(format!("job-manager.resource-status: {err}")),
     }

@@ -2,74 +2,50 @@
 
 mod busy;
 pub mod config;
-mod execute;
+mod effects;
 mod rpc;
 mod streams;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::engine::Engine;
 use crate::flux::{
-    self, Access, ForwardedLogs, Handle, MsgHandler, Wakeup, Watcher, panic_message,
+    self, Access, ForwardedLogs, Handle, MsgHandler, Rpc, Wakeup, Watcher, panic_message,
 };
-use crate::k8s::{Driver, DriverConfig, Problem};
-use crate::model::KubeView;
-use crate::model::flux::FluxView;
-use crate::planner::{PlannerConfig, Reconciler};
+use crate::k8s::{Driver, DriverConfig};
+use crate::planner::PlannerConfig;
 use crate::sys;
 use config::Config;
 
-/// How many recent errors the status keeps.
-const PROBLEMS_KEPT: usize = 20;
-
-/// What the module knows and counts; shared by its callbacks on the module thread.
+/// The module's state, shared by its callbacks on the module thread: the engine that
+/// decides, and the I/O around it.
 pub(crate) struct Module {
     pub(crate) name: String,
     pub(crate) args: Vec<String>,
     pub(crate) config: Config,
     pub(crate) loaded_at: f64,
     pub(crate) counters: Counters,
-    pub(crate) flux: FluxView,
-    pub(crate) kube: KubeSide,
-    pub(crate) reconciler: Reconciler,
-    /// `None` when no Kubernetes configuration could be found (see `problems`).
+    pub(crate) engine: Engine,
+    /// `None` when no Kubernetes configuration could be found (see the problems).
     pub(crate) driver: Option<Driver>,
-    pub(crate) kube_problems: BTreeMap<String, Problem>,
-    pub(crate) problems: VecDeque<(f64, String)>,
     pub(crate) streams: streams::Streams,
-    pub(crate) in_flight: execute::InFlight,
+    /// Flux-side actions sent and not yet answered, by effect id.
+    pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
     pub(crate) busy: busy::BusyProbe,
     logs: ForwardedLogs,
-    now: f64,
+    /// The reactor clock at the current callback.
+    pub(crate) now: f64,
 }
 
 impl Module {
-    /// Logs an error and keeps it for the status.
     pub(crate) fn note_problem(&mut self, text: String) {
-        tracing::error!("{text}");
-        if self.problems.len() == PROBLEMS_KEPT {
-            self.problems.pop_front();
-        }
-        self.problems.push_back((self.now, text));
-    }
-}
-
-/// The latest Kubernetes view from the driver.
-#[derive(Default)]
-pub(crate) struct KubeSide {
-    pub(crate) view: Option<KubeView>,
-    /// Every watch has listed once: decisions may use the view.
-    pub(crate) synced: bool,
-}
-
-impl KubeSide {
-    /// The view, once the driver has listed everything.
-    pub(crate) fn synced(&self) -> Option<&KubeView> {
-        self.view.as_ref().filter(|_| self.synced)
+        let now = self.now;
+        self.engine.note_problem(now, text);
     }
 }
 
@@ -79,8 +55,6 @@ pub(crate) struct Counters {
     pub(crate) request_errors: u64,
     pub(crate) config_reloads: u64,
     pub(crate) wakeups: u64,
-    pub(crate) plans: u64,
-    pub(crate) actions: u64,
 }
 
 /// The planner's knobs, from the module configuration.
@@ -103,18 +77,13 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
         // Which drained ranks still run jobs is being asked; plan with the answer.
         return;
     }
-    let actions = {
-        let mut guard = shared.borrow_mut();
-        let module = &mut *guard;
+    let effects = {
+        let mut module = shared.borrow_mut();
         module.now = handle.now();
-        module.counters.plans += 1;
-        module
-            .reconciler
-            .plan(&module.flux, module.kube.synced(), module.now)
+        let now = module.now;
+        module.engine.step(now)
     };
-    for action in actions {
-        execute::execute(shared, handle, action);
-    }
+    effects::run(shared, handle, effects);
 }
 
 /// Why the module refused to load; logged, then the load fails with the errno.
@@ -245,17 +214,13 @@ fn run(
     let mut module = Module {
         name: name.clone(),
         args,
-        reconciler: Reconciler::new(planner_config(&config)),
+        engine: Engine::new(planner_config(&config), config.dry_run),
         config,
         loaded_at: now,
         counters: Counters::default(),
-        flux: FluxView::new(),
-        kube: KubeSide::default(),
         driver: None,
-        kube_problems: BTreeMap::new(),
-        problems: VecDeque::new(),
         streams: streams::Streams::default(),
-        in_flight: execute::InFlight::default(),
+        flux_rpcs: BTreeMap::new(),
         busy: busy::BusyProbe::default(),
         logs: forwarded_logs,
         now,
@@ -274,7 +239,7 @@ fn run(
                 module.borrow_mut().counters.wakeups += 1;
             }
             module.borrow().logs.flush(handle);
-            execute::drain_reports(&module, handle);
+            effects::drain_reports(&module, handle);
         })?
     };
     streams::subscribe(&module, handle, streams::Stream::Journal);

@@ -114,63 +114,19 @@ fn only_fields(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refu
 
 fn status(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     only_fields(&request_object(msg)?, &[])?;
-    let flux = &module.flux;
-    let plan = module
-        .reconciler
-        .status(flux, module.kube.synced(), module.now);
     let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
-    let kube_problems: Vec<Value> = module
-        .kube_problems
-        .values()
-        .map(|p| {
-            json!({
-                "area": p.area,
-                "what": p.what,
-                "forbidden": p.forbidden,
-                "retrying_in": p.retrying_in.map(|d| d.as_secs_f64()),
-            })
-        })
-        .collect();
-    let problems: Vec<Value> = module
-        .problems
-        .iter()
-        .map(|(time, what)| json!({"time": time, "what": what}))
-        .collect();
-    Ok(json!({
-        "name": module.name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "config": module.config,
-        "uptime": module.now - module.loaded_at,
-        "real_size": flux.real_size(),
-        "desired_size": plan.desired_size,
-        "max_size": flux.size(),
-        "flux": {
-            "synced": flux.synced(),
-            "size": flux.size(),
-            "online": flux.online(),
-            "offline": flux.offline(),
-            "lost": flux.lost(),
-            "torpid": flux.torpid(),
-            "drained": flux.drained(),
-            "drained_by_fluxk8s": flux.drained_by_us(),
-            "never_started": flux.never_started(),
-            "busy": flux.busy(),
-            "journal": stream(&module.streams.journal),
-            "overlay": stream(&module.streams.overlay),
-        },
-        "kubernetes": {
-            "connected": module.driver.is_some(),
-            "synced": module.kube.synced,
-            "namespace": module.driver.as_ref().map(|d| d.namespace()),
-            "view": module.kube.view,
-            "problems": kube_problems,
-        },
-        "plan": plan,
-        "in_flight": module.in_flight.len(),
-        "problems": problems,
-        "counters": module.counters,
-        "panics_contained": flux::panics_caught(),
-    }))
+    let mut view = module.engine.status(module.now);
+    view["name"] = json!(module.name);
+    view["version"] = json!(env!("CARGO_PKG_VERSION"));
+    view["config"] = json!(module.config);
+    view["uptime"] = json!(module.now - module.loaded_at);
+    view["flux"]["journal"] = stream(&module.streams.journal);
+    view["flux"]["overlay"] = stream(&module.streams.overlay);
+    view["kubernetes"]["connected"] = json!(module.driver.is_some());
+    view["kubernetes"]["namespace"] = json!(module.driver.as_ref().map(|d| d.namespace()));
+    view["counters"] = json!(module.counters);
+    view["panics_contained"] = json!(flux::panics_caught());
+    Ok(view)
 }
 
 fn refusal(err: RequestError) -> Refusal {
@@ -192,13 +148,8 @@ fn resize(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| Refusal::proto("size must be a whole number >= 0"))?;
-    let answer = module
-        .reconciler
-        .request_size(size, &module.flux, module.kube.synced(), module.now)
-        .map_err(refusal)?;
-    if answer.changed {
-        tracing::info!("resize to {size} requested (target {})", answer.target);
-    }
+    let now = module.now;
+    let answer = module.engine.request_size(size, now).map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
 
@@ -213,11 +164,7 @@ fn retire(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     if ranks.is_empty() {
         return Err(Refusal::invalid("no ranks given"));
     }
-    let answer = module
-        .reconciler
-        .request_retire(&ranks, &module.flux, module.kube.synced())
-        .map_err(refusal)?;
-    tracing::info!("retire {ranks} requested (accepted {})", answer.accepted);
+    let answer = module.engine.request_retire(&ranks).map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
 
@@ -233,7 +180,9 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
             module.name
         )));
     }
-    module.reconciler.set_config(super::planner_config(&config));
+    module
+        .engine
+        .reconfigure(super::planner_config(&config), config.dry_run);
     module.config = config;
     module.counters.config_reloads += 1;
     tracing::info!("{}: configuration reloaded", module.name);

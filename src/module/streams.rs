@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use super::Module;
 use crate::flux::{Handle, Rpc, RpcError, Watcher};
-use crate::model::flux::{JournalResponse, OverlayStatus};
 
 /// First retry after a stream ends, doubled per failure up to [`RETRY_MAX`].
 const RETRY_FIRST: f64 = 0.5;
@@ -84,7 +83,7 @@ pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: S
     let mut module = shared.borrow_mut();
     if stream == Stream::Journal {
         // The backlog replays everything: the view is rebuilt from it.
-        module.flux.restart_journal();
+        module.engine.journal_restarted();
     }
     match opened {
         Ok(rpc) => module.streams.get(stream).rpc = Some(rpc),
@@ -122,27 +121,11 @@ fn on_reply(
     let subscription = module.streams.get(stream);
     subscription.replies += 1;
     subscription.failures = 0;
-    let applied = match stream {
-        Stream::Journal => JournalResponse::parse(&payload)
-            .map_err(|e| e.to_string())
-            .and_then(|response| {
-                module
-                    .flux
-                    .apply_journal(&response)
-                    .map_err(|e| e.to_string())
-            }),
-        Stream::Overlay => OverlayStatus::parse(&payload)
-            .map_err(|e| e.to_string())
-            .and_then(|status| {
-                module
-                    .flux
-                    .apply_overlay(&status)
-                    .map_err(|e| e.to_string())
-            }),
-    };
-    if let Err(err) = applied {
-        // One bad event must not stop the stream: log it, keep the rest.
-        module.note_problem(format!("{}: {err}: {payload}", stream.topic()));
+    module.now = handle.now();
+    let now = module.now;
+    match stream {
+        Stream::Journal => module.engine.journal(&payload, now),
+        Stream::Overlay => module.engine.overlay(&payload, now),
     }
     drop(module);
     super::state_changed(shared, handle);

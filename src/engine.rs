@@ -1,0 +1,318 @@
+//! The sans-I/O core that the broker module, the demo and the end-to-end tests share:
+//! Flux stream payloads, Kubernetes driver reports and requests go in; [`Effect`]s (RPCs
+//! to send, driver commands to queue) come out, each with an id whose result comes back
+//! through [`Engine::finished`]. Time comes in as `now`; nothing here blocks or does I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::k8s::{Outcome, Problem, Report};
+use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
+use crate::model::{Action, FluxAction, IdSet, KubeAction, KubeView};
+use crate::planner::{PlannerConfig, Reconciler, RequestError, ResizeAnswer, RetireAnswer};
+
+/// How many recent errors the status keeps.
+const PROBLEMS_KEPT: usize = 20;
+
+/// Something the shell must do; its result comes back through [`Engine::finished`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send this RPC to rank 0 (one response expected).
+    FluxRpc {
+        id: u64,
+        topic: &'static str,
+        payload: String,
+    },
+    /// Queue this command on the Kubernetes driver.
+    Kube { id: u64, action: KubeAction },
+}
+
+/// The RPC that carries out a Flux-side action: topic and payload.
+pub fn flux_request(action: &FluxAction) -> (&'static str, String) {
+    match action {
+        // "update" keeps a drain someone set meanwhile instead of failing with EEXIST.
+        FluxAction::Drain { ranks, reason } => (
+            "resource.drain",
+            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}).to_string(),
+        ),
+        FluxAction::Undrain { ranks } => (
+            "resource.undrain",
+            json!({"targets": ranks.to_string()}).to_string(),
+        ),
+        // Rank 0 is the parent of every rank in the flat topology the Flux Operator uses.
+        FluxAction::Disconnect { rank } => (
+            "overlay.disconnect-subtree",
+            json!({"rank": rank}).to_string(),
+        ),
+    }
+}
+
+/// The latest Kubernetes view from the driver.
+#[derive(Debug, Default)]
+struct KubeSide {
+    view: Option<KubeView>,
+    /// Every watch has listed once: decisions may use the view.
+    synced: bool,
+    problems: BTreeMap<String, Problem>,
+}
+
+impl KubeSide {
+    fn synced(&self) -> Option<&KubeView> {
+        self.view.as_ref().filter(|_| self.synced)
+    }
+}
+
+/// Counters for the status.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct EngineCounters {
+    pub journal_events: u64,
+    pub overlay_events: u64,
+    pub kube_reports: u64,
+    pub plans: u64,
+    pub actions: u64,
+    pub actions_failed: u64,
+}
+
+/// Views, reconciler, and the actions in flight.
+#[derive(Debug)]
+pub struct Engine {
+    flux: FluxView,
+    kube: KubeSide,
+    reconciler: Reconciler,
+    dry_run: bool,
+    next_id: u64,
+    in_flight: BTreeMap<u64, Action>,
+    problems: VecDeque<(f64, String)>,
+    counters: EngineCounters,
+}
+
+impl Engine {
+    pub fn new(planner: PlannerConfig, dry_run: bool) -> Self {
+        Engine {
+            flux: FluxView::new(),
+            kube: KubeSide::default(),
+            reconciler: Reconciler::new(planner),
+            dry_run,
+            next_id: 0,
+            in_flight: BTreeMap::new(),
+            problems: VecDeque::new(),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    /// New tunables from a configuration reload; requests and actions in flight stay.
+    pub fn reconfigure(&mut self, planner: PlannerConfig, dry_run: bool) {
+        self.reconciler.set_config(planner);
+        self.dry_run = dry_run;
+    }
+
+    pub fn flux(&self) -> &FluxView {
+        &self.flux
+    }
+
+    pub fn kube(&self) -> Option<&KubeView> {
+        self.kube.view.as_ref()
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    /// Logs an error and keeps it for the status.
+    pub fn note_problem(&mut self, now: f64, text: String) {
+        tracing::error!("{text}");
+        if self.problems.len() == PROBLEMS_KEPT {
+            self.problems.pop_front();
+        }
+        self.problems.push_back((now, text));
+    }
+
+    /// A new `resource.journal` subscription starts: its backlog replays everything.
+    pub fn journal_restarted(&mut self) {
+        self.flux.restart_journal();
+    }
+
+    /// One `resource.journal` response. A bad one is reported and skipped, not fatal.
+    pub fn journal(&mut self, payload: &str, now: f64) {
+        self.counters.journal_events += 1;
+        let applied = JournalResponse::parse(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.flux.apply_journal(&r).map_err(|e| e.to_string()));
+        if let Err(err) = applied {
+            self.note_problem(now, format!("resource.journal: {err}: {payload}"));
+        }
+    }
+
+    /// One `overlay.monitor` response.
+    pub fn overlay(&mut self, payload: &str, now: f64) {
+        self.counters.overlay_events += 1;
+        let applied = OverlayStatus::parse(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|s| self.flux.apply_overlay(&s).map_err(|e| e.to_string()));
+        if let Err(err) = applied {
+            self.note_problem(now, format!("overlay.monitor: {err}: {payload}"));
+        }
+    }
+
+    /// Ranks running jobs, as the scheduler side reports them.
+    pub fn set_busy(&mut self, busy: IdSet) {
+        self.flux.set_busy(busy);
+    }
+
+    /// Drained ranks still online: the ones whose jobs decide when they may go.
+    pub fn busy_candidates(&self) -> IdSet {
+        self.flux.drained().intersection(&self.flux.online())
+    }
+
+    /// One report from the Kubernetes driver.
+    pub fn kube_report(&mut self, report: Report, now: f64) {
+        self.counters.kube_reports += 1;
+        match report {
+            Report::View(view) => self.kube.view = Some(view),
+            Report::Synced => {
+                self.kube.synced = true;
+                tracing::info!("Kubernetes view synced");
+            }
+            Report::Finished { id, outcome } => {
+                let outcome = match outcome {
+                    Outcome::Done => Ok(()),
+                    Outcome::Replaced { current_uid } => Err(format!(
+                        "pod was replaced (now uid {})",
+                        current_uid.as_deref().unwrap_or("none")
+                    )),
+                    Outcome::Refused(why) => Err(format!("refused: {why}")),
+                    Outcome::Failed(why) => Err(format!("failed: {why}")),
+                    Outcome::Abandoned => Err("abandoned at shutdown".to_owned()),
+                };
+                self.finished(id, outcome, now);
+            }
+            Report::Problem(problem) => {
+                let text = format!("kubernetes {}: {}", problem.area, problem.what);
+                if problem.forbidden {
+                    tracing::error!("{text}");
+                } else {
+                    tracing::warn!("{text}");
+                }
+                self.kube.problems.insert(problem.area.clone(), problem);
+            }
+            Report::Cleared { area } => {
+                if self.kube.problems.remove(&area).is_some() {
+                    tracing::info!("kubernetes {area}: recovered");
+                }
+            }
+        }
+    }
+
+    /// The result of effect `id`. Unknown ids (e.g. after a reload) are ignored.
+    pub fn finished(&mut self, id: u64, outcome: Result<(), String>, now: f64) {
+        let Some(action) = self.in_flight.remove(&id) else {
+            return;
+        };
+        if let Err(err) = &outcome {
+            self.counters.actions_failed += 1;
+            self.note_problem(now, format!("{action}: {err}"));
+        }
+        self.reconciler.action_finished(&action, outcome, now);
+    }
+
+    pub fn request_size(&mut self, n: u32, now: f64) -> Result<ResizeAnswer, RequestError> {
+        let answer = self
+            .reconciler
+            .request_size(n, &self.flux, self.kube.synced(), now)?;
+        if answer.changed {
+            tracing::info!("resize to {n} requested (target {})", answer.target);
+        }
+        Ok(answer)
+    }
+
+    pub fn request_retire(&mut self, ranks: &IdSet) -> Result<RetireAnswer, RequestError> {
+        let answer = self
+            .reconciler
+            .request_retire(ranks, &self.flux, self.kube.synced())?;
+        tracing::info!("retire {ranks} requested (accepted {})", answer.accepted);
+        Ok(answer)
+    }
+
+    /// Plans and returns what to do now. In dry run every action is only logged and
+    /// counted as done.
+    pub fn step(&mut self, now: f64) -> Vec<Effect> {
+        self.counters.plans += 1;
+        let actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
+        let mut effects = Vec::with_capacity(actions.len());
+        for action in actions {
+            self.counters.actions += 1;
+            if self.dry_run {
+                tracing::info!("dry-run: would {action}");
+                self.reconciler.action_finished(&action, Ok(()), now);
+                continue;
+            }
+            tracing::info!("{action}");
+            self.next_id += 1;
+            let id = self.next_id;
+            effects.push(match &action {
+                Action::Flux(flux_action) => {
+                    let (topic, payload) = flux_request(flux_action);
+                    Effect::FluxRpc { id, topic, payload }
+                }
+                Action::Kube(kube_action) => Effect::Kube {
+                    id,
+                    action: kube_action.clone(),
+                },
+            });
+            self.in_flight.insert(id, action);
+        }
+        effects
+    }
+
+    /// Sizes, rank states, the Kubernetes view and the plan, as JSON.
+    pub fn status(&self, now: f64) -> Value {
+        let flux = &self.flux;
+        let plan = self.reconciler.status(flux, self.kube.synced(), now);
+        let kube_problems: Vec<Value> = self
+            .kube
+            .problems
+            .values()
+            .map(|p| {
+                json!({
+                    "area": p.area,
+                    "what": p.what,
+                    "forbidden": p.forbidden,
+                    "retrying_in": p.retrying_in.map(|d| d.as_secs_f64()),
+                })
+            })
+            .collect();
+        let problems: Vec<Value> = self
+            .problems
+            .iter()
+            .map(|(time, what)| json!({"time": time, "what": what}))
+            .collect();
+        json!({
+            "real_size": flux.real_size(),
+            "desired_size": plan.desired_size,
+            "max_size": flux.size(),
+            "flux": {
+                "synced": flux.synced(),
+                "size": flux.size(),
+                "online": flux.online(),
+                "offline": flux.offline(),
+                "lost": flux.lost(),
+                "torpid": flux.torpid(),
+                "drained": flux.drained(),
+                "drained_by_fluxk8s": flux.drained_by_us(),
+                "never_started": flux.never_started(),
+                "busy": flux.busy(),
+            },
+            "kubernetes": {
+                "synced": self.kube.synced,
+                "view": self.kube.view,
+                "problems": kube_problems,
+            },
+            "plan": plan,
+            "in_flight": self.in_flight.len(),
+            "problems": problems,
+            "engine": self.counters,
+        })
+    }
+}

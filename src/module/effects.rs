@@ -1,0 +1,89 @@
+//! Carrying out the engine's effects: RPCs on the module thread, commands to the
+//! Kubernetes driver; and feeding their results and the driver's reports back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::Module;
+use crate::engine::Effect;
+use crate::flux::{Handle, Rpc, RpcError};
+use crate::k8s::Command;
+
+pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Effect>) {
+    for effect in effects {
+        let mut module = shared.borrow_mut();
+        let now = module.now;
+        match effect {
+            Effect::FluxRpc { id, topic, payload } => {
+                let weak = Rc::downgrade(shared);
+                let sent = Rpc::call(
+                    handle,
+                    topic,
+                    Some(&payload),
+                    0,
+                    false,
+                    move |handle, reply| {
+                        if let Some(shared) = weak.upgrade() {
+                            rpc_answered(&shared, handle, id, reply);
+                        }
+                    },
+                );
+                match sent {
+                    Ok(rpc) => {
+                        module.flux_rpcs.insert(id, rpc);
+                    }
+                    Err(err) => module
+                        .engine
+                        .finished(id, Err(format!("{topic}: {err}")), now),
+                }
+            }
+            Effect::Kube { id, action } => {
+                let sent = match &module.driver {
+                    Some(driver) => driver
+                        .send(Command::Apply { id, action })
+                        .map_err(|e| e.to_string()),
+                    None => Err("no Kubernetes connection".to_owned()),
+                };
+                if let Err(err) = sent {
+                    module.engine.finished(id, Err(err), now);
+                }
+            }
+        }
+    }
+}
+
+fn rpc_answered(
+    shared: &Rc<RefCell<Module>>,
+    handle: &Handle,
+    id: u64,
+    reply: Result<String, RpcError>,
+) {
+    let mut module = shared.borrow_mut();
+    // The Rpc is dropped here, inside its own continuation (see flux::callback).
+    module.flux_rpcs.remove(&id);
+    module.now = handle.now();
+    let now = module.now;
+    module
+        .engine
+        .finished(id, reply.map(drop).map_err(|e| e.to_string()), now);
+    drop(module);
+    super::state_changed(shared, handle);
+}
+
+/// Takes every waiting report from the driver.
+pub(crate) fn drain_reports(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    let mut changed = false;
+    loop {
+        let mut module = shared.borrow_mut();
+        let Some(report) = module.driver.as_ref().and_then(|d| d.try_recv()) else {
+            break;
+        };
+        changed = true;
+        module.now = handle.now();
+        let now = module.now;
+        module.engine.kube_report(report, now);
+    }
+    if changed {
+        super::state_changed(shared, handle);
+    }
+}
