@@ -56,6 +56,31 @@ impl Rpc {
         streaming: bool,
         on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
     ) -> Result<Rpc> {
+        Self::send(handle, topic, payload, nodeid, streaming, -1.0, on_reply)
+    }
+
+    /// Like [`Rpc::call`] for one reply, which must come within `timeout` seconds: past
+    /// that `on_reply` gets ETIMEDOUT, so a stalled service cannot stall the caller.
+    pub fn call_within(
+        handle: &Handle,
+        topic: &str,
+        payload: Option<&str>,
+        nodeid: u32,
+        timeout: f64,
+        on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
+    ) -> Result<Rpc> {
+        Self::send(handle, topic, payload, nodeid, false, timeout, on_reply)
+    }
+
+    fn send(
+        handle: &Handle,
+        topic: &str,
+        payload: Option<&str>,
+        nodeid: u32,
+        streaming: bool,
+        timeout: f64,
+        on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
+    ) -> Result<Rpc> {
         let topic_c = CString::new(topic).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
         let payload_c = payload
             .map(CString::new)
@@ -88,11 +113,11 @@ impl Rpc {
             _pending: pending,
         };
         // SAFETY: the future is live; the slot box lives as long as `rpc`, which destroys
-        // the future before freeing it. Timeout -1 means none.
+        // the future before freeing it. A negative timeout means none.
         let rc = unsafe {
             sys::flux_future_then(
                 rpc.raw.as_ptr(),
-                -1.0,
+                timeout,
                 Some(reply_trampoline),
                 slot_arg(&rpc._pending),
             )

@@ -15,8 +15,9 @@ pub enum FluxAction {
     Drain { ranks: IdSet, reason: String },
     /// `resource.undrain`; only ever for drains fluxk8s set.
     Undrain { ranks: IdSet },
-    /// `overlay.disconnect-subtree {"rank": N}`: broker N leaves and exits 0, so its pod
-    /// completes (with `completeWorkers`) and the Job does not recreate that index.
+    /// `overlay.disconnect-subtree {"rank": N}`: broker N leaves (flux-core 0.88 exits 1
+    /// there); with `completeWorkers` the Flux Operator's worker loop then ends, the pod
+    /// completes and the Job does not recreate that index.
     Disconnect { rank: u32 },
 }
 
@@ -52,7 +53,7 @@ impl std::fmt::Display for Action {
             Action::Flux(FluxAction::Disconnect { rank }) => {
                 write!(
                     f,
-                    "disconnect rank {rank} so its broker exits 0 and the index completes"
+                    "disconnect rank {rank} so its broker leaves and the index completes"
                 )
             }
             Action::Kube(KubeAction::DeletePod {
