@@ -19,33 +19,48 @@ const PROBLEMS_KEPT: usize = 20;
 /// Something the shell must do; its result comes back through [`Engine::finished`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send this RPC to rank 0 (one response expected).
-    FluxRpc {
-        id: u64,
-        topic: &'static str,
-        payload: String,
-    },
+    /// Send this request to a broker.
+    FluxRpc { id: u64, request: FluxRequest },
     /// Queue this command on the Kubernetes driver.
     Kube { id: u64, action: KubeAction },
 }
 
-/// The RPC that carries out a Flux-side action: topic and payload.
-pub fn flux_request(action: &FluxAction) -> (&'static str, String) {
+/// A request to a broker service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FluxRequest {
+    pub topic: &'static str,
+    pub payload: String,
+    /// The rank whose broker serves it.
+    pub nodeid: u32,
+    /// False for a one-way request (no response is sent): it is done once sent.
+    pub expects_reply: bool,
+}
+
+/// The request that carries out a Flux-side action.
+pub fn flux_request(action: &FluxAction) -> FluxRequest {
+    let to_leader = |topic, payload: Value| FluxRequest {
+        topic,
+        payload: payload.to_string(),
+        nodeid: 0,
+        expects_reply: true,
+    };
     match action {
         // "update" keeps a drain someone set meanwhile instead of failing with EEXIST.
-        FluxAction::Drain { ranks, reason } => (
+        FluxAction::Drain { ranks, reason } => to_leader(
             "resource.drain",
-            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}).to_string(),
+            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}),
         ),
-        FluxAction::Undrain { ranks } => (
-            "resource.undrain",
-            json!({"targets": ranks.to_string()}).to_string(),
-        ),
-        // Rank 0 is the parent of every rank in the flat topology the Flux Operator uses.
-        FluxAction::Disconnect { rank } => (
-            "overlay.disconnect-subtree",
-            json!({"rank": rank}).to_string(),
-        ),
+        FluxAction::Undrain { ranks } => {
+            to_leader("resource.undrain", json!({"targets": ranks.to_string()}))
+        }
+        // The broker's own state machine: "shutdown" takes a follower through cleanup and
+        // rc3 to exit 0. The service only takes one-way requests.
+        FluxAction::Shutdown { rank } => FluxRequest {
+            topic: "state-machine.post",
+            payload: json!({"event": "shutdown", "error": false}).to_string(),
+            nodeid: *rank,
+            expects_reply: false,
+        },
     }
 }
 
@@ -252,10 +267,10 @@ impl Engine {
             self.next_id += 1;
             let id = self.next_id;
             effects.push(match &action {
-                Action::Flux(flux_action) => {
-                    let (topic, payload) = flux_request(flux_action);
-                    Effect::FluxRpc { id, topic, payload }
-                }
+                Action::Flux(flux_action) => Effect::FluxRpc {
+                    id,
+                    request: flux_request(flux_action),
+                },
                 Action::Kube(kube_action) => Effect::Kube {
                     id,
                     action: kube_action.clone(),

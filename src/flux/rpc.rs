@@ -72,6 +72,30 @@ impl Rpc {
         Self::send(handle, topic, payload, nodeid, false, timeout, on_reply)
     }
 
+    /// Sends a one-way request (`FLUX_RPC_NORESPONSE`): the service sends no response,
+    /// so success means it was sent.
+    pub fn send_one_way(handle: &Handle, topic: &str, payload: &str, nodeid: u32) -> Result<()> {
+        let topic_c = CString::new(topic).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
+        let payload_c =
+            CString::new(payload).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
+        // SAFETY: the handle is live; topic and payload are NUL-terminated and copied into
+        // the request before flux_rpc returns.
+        let raw = unsafe {
+            sys::flux_rpc(
+                handle.as_ptr(),
+                topic_c.as_ptr(),
+                payload_c.as_ptr(),
+                nodeid,
+                sys::FLUX_RPC_NORESPONSE,
+            )
+        };
+        let raw = check_ptr(raw, "flux_rpc")?;
+        // SAFETY: the future of a one-way request is fulfilled at once and owned by us;
+        // it is destroyed exactly once, here.
+        unsafe { sys::flux_future_destroy(raw.as_ptr()) };
+        Ok(())
+    }
+
     fn send(
         handle: &Handle,
         topic: &str,
