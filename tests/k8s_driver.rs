@@ -384,6 +384,34 @@ fn delete_removes_the_pod_and_records_a_retired_rank_event() {
 }
 
 #[test]
+fn evict_mode_removes_the_pod_through_the_eviction_api() {
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
+        .unwrap();
+    let config = DriverConfig {
+        evict: true,
+        ..config_for("flux-sample-0")
+    };
+    let mut module = Module::start(&sim, config);
+    module.wait_synced();
+    let view = module.wait_running(3);
+    let action = delete_action(&view, 2, "rank 2 drained");
+    let KubeAction::DeletePod { uid, .. } = &action else {
+        unreachable!()
+    };
+    let uid = uid.clone();
+    let id = module.apply(action);
+    assert_eq!(module.outcome(id), Outcome::Done);
+    module.wait_view("evicted pod 2 no longer live", |v| {
+        !v.pods.iter().any(|p| p.uid == uid && p.is_live())
+    });
+    let log = sim.requests();
+    assert_eq!(log.count(Verb::Create, "pods/eviction"), 1);
+    assert_eq!(log.count(Verb::Delete, "pods"), 0, "no plain DELETE");
+    assert_eq!(events_with_reason(&sim, "RetiredRank").len(), 1);
+}
+
+#[test]
 fn stale_uid_is_refused_by_the_server_and_reported_as_replaced() {
     let sim = sim();
     sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
