@@ -18,7 +18,7 @@
 //! (an application asks fluxk8s), `retire RANKS`; `kill-pod RANK` (another client deletes
 //! the pod); `restart-leader`; `wait converged`, `wait 2s`, `wait 500ms`; `expect live
 //! RANKS`, `expect pods INDEXES`, `expect drained RANKS`, `expect size N`, `expect phase
-//! RANK PHASE`, `expect deletes N`.
+//! RANK PHASE`, `expect deletes N`. RANKS is an idset such as `0-1,3`, or `-` for none.
 
 use std::path::Path;
 use std::time::Duration;
@@ -248,8 +248,11 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// Ranks below the instance size.
+/// Ranks below the instance size; `-` is the empty set.
 fn ranks(text: &str, spec: &ClusterSpec) -> Result<IdSet, String> {
+    if text == "-" {
+        return Ok(IdSet::new());
+    }
     let ranks: IdSet = text.parse().map_err(|e| format!("{e}"))?;
     match ranks.last() {
         Some(last) if last >= spec.max_size => Err(format!(

@@ -594,3 +594,324 @@ fn string_field<'a>(
         Some(_) => Err(RpcFailure::new("EPROTO", format!("{key} must be a string"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{self, Sender};
+
+    use super::*;
+    use crate::model::flux::{ChildStatus, FluxView, JournalEvent, JournalResponse};
+    use crate::model::OverlayStatus;
+    use crate::sim::SimOptions;
+
+    const NS: &str = "flux";
+    const JOB: &str = "demo";
+
+    fn ids(text: &str) -> IdSet {
+        text.parse().unwrap()
+    }
+
+    /// A SimFlux of 4 ranks fed by hand-made pod events.
+    fn flux() -> (SimFlux, Sender<PodEvent>) {
+        let (tx, rx) = mpsc::channel();
+        (SimFlux::new(NS, JOB, 4, rx), tx)
+    }
+
+    fn event(tx: &Sender<PodEvent>, index: u32, pod: &str, kind: PodEventKind) {
+        tx.send(PodEvent {
+            namespace: NS.into(),
+            pod: pod.into(),
+            job: Some(JOB.into()),
+            index: Some(index),
+            kind,
+        })
+        .unwrap();
+    }
+
+    fn start(tx: &Sender<PodEvent>, index: u32) {
+        event(tx, index, &format!("{JOB}-{index}-a"), PodEventKind::Started);
+    }
+
+    /// Applies every journal and overlay payload to a FluxView, as the engine does.
+    fn apply(view: &mut FluxView, flux: &mut SimFlux) {
+        for payload in flux.take_journal() {
+            let response = JournalResponse::parse(&payload).expect("journal payload parses");
+            view.apply_journal(&response).expect("journal payload applies");
+        }
+        for payload in flux.take_overlay() {
+            let status = OverlayStatus::parse(&payload).expect("overlay payload parses");
+            view.apply_overlay(&status).expect("overlay payload applies");
+        }
+    }
+
+    fn sim() -> SimCluster {
+        SimCluster::start(SimOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_backlog_has_the_shape_flux_sends() {
+        let (mut flux, tx) = flux();
+        assert_eq!(flux.subscribe_journal().unwrap_err().errno, "ENOSYS");
+        start(&tx, 1);
+        start(&tx, 0);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        let backlog: Vec<Value> = flux
+            .take_journal()
+            .iter()
+            .map(|p| serde_json::from_str(p).unwrap())
+            .collect();
+        assert_eq!(backlog.len(), 4, "{backlog:?}");
+        let restart = &backlog[0]["events"][0];
+        assert_eq!(restart["name"], "restart");
+        assert!(restart["timestamp"].is_f64());
+        assert_eq!(
+            restart["context"],
+            json!({"ranks": "0-3", "online": "", "nodelist": "demo-[0-3]"})
+        );
+        assert_eq!(backlog[1]["events"][0]["name"], "resource-define");
+        assert_eq!(
+            backlog[1]["R"]["execution"]["R_lite"][0]["rank"], "0-3",
+            "{}",
+            backlog[1]
+        );
+        assert_eq!(backlog[1]["R"]["execution"]["nodelist"][0], "demo-[0-3]");
+        assert_eq!(backlog[2]["events"][0]["name"], "online");
+        assert_eq!(backlog[2]["events"][0]["context"]["idset"], "0-1");
+        assert_eq!(backlog[3], json!({"events": []}));
+    }
+
+    #[test]
+    fn pods_starting_and_ending_drive_both_streams() {
+        let (mut flux, tx) = flux();
+        start(&tx, 0);
+        start(&tx, 1);
+        start(&tx, 2);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        let mut view = FluxView::new();
+        apply(&mut view, &mut flux);
+        assert!(view.synced());
+        assert_eq!(view.online(), ids("0-2"));
+        assert_eq!(view.hostnames()[2], "demo-2");
+
+        // Deleted: lost. Its replacement starts while the old pod is still ending.
+        event(&tx, 2, "demo-2-a", PodEventKind::Terminating);
+        flux.pump();
+        let overlay = flux.take_overlay();
+        assert_eq!(overlay, [r#"{"rank":2,"status":"lost","torpid":false}"#]);
+        let journal = flux.take_journal();
+        let offline: Value = serde_json::from_str(&journal[0]).unwrap();
+        assert_eq!(offline["events"][0]["name"], "offline");
+        assert_eq!(offline["events"][0]["context"], json!({"idset": "2"}));
+        view.apply_journal(&JournalResponse::parse(&journal[0]).unwrap())
+            .unwrap();
+        view.apply_overlay(&OverlayStatus::parse(&overlay[0]).unwrap())
+            .unwrap();
+        assert_eq!(view.lost(), ids("2"));
+
+        event(&tx, 2, "demo-2-b", PodEventKind::Started);
+        event(&tx, 2, "demo-2-a", PodEventKind::Ended { exit_code: 143 });
+        event(&tx, 2, "demo-2-a", PodEventKind::Deleted);
+        flux.pump();
+        assert_eq!(flux.state(2), Some(BrokerState::Up), "the old pod is ignored");
+        apply(&mut view, &mut flux);
+        assert!(view.lost().is_empty());
+        assert_eq!(view.online(), ids("0-2"));
+
+        // A clean exit is offline, not lost; a crash is lost.
+        event(&tx, 1, "demo-1-a", PodEventKind::Ended { exit_code: 0 });
+        event(&tx, 2, "demo-2-b", PodEventKind::Ended { exit_code: 1 });
+        flux.pump();
+        let statuses: Vec<ChildStatus> = flux
+            .take_overlay()
+            .iter()
+            .map(|p| OverlayStatus::parse(p).unwrap().status)
+            .collect();
+        assert_eq!(statuses, [ChildStatus::Offline, ChildStatus::Lost]);
+        assert_eq!(flux.online(), ids("0"));
+        assert_eq!(flux.lost(), ids("2"));
+
+        // Events of other Jobs, or beyond the size, are not ours.
+        let mut other = PodEvent {
+            namespace: NS.into(),
+            pod: "other-1-a".into(),
+            job: Some("other".into()),
+            index: Some(1),
+            kind: PodEventKind::Started,
+        };
+        tx.send(other.clone()).unwrap();
+        other.job = Some(JOB.into());
+        other.index = Some(9);
+        tx.send(other).unwrap();
+        assert_eq!(flux.pump(), 2);
+        assert_eq!(flux.online(), ids("0"));
+    }
+
+    #[test]
+    fn torpid_and_lively_are_reported_on_both_streams() {
+        let (mut flux, tx) = flux();
+        start(&tx, 0);
+        start(&tx, 3);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        let mut view = FluxView::new();
+        apply(&mut view, &mut flux);
+        flux.set_torpid(3, true);
+        let journal = flux.take_journal();
+        let torpid = JournalResponse::parse(&journal[0]).unwrap();
+        assert_eq!(torpid.entries[0].event, JournalEvent::Torpid(ids("3")));
+        assert_eq!(
+            flux.take_overlay(),
+            [r#"{"rank":3,"status":"full","torpid":true}"#]
+        );
+        flux.set_torpid(3, false);
+        let lively = JournalResponse::parse(&flux.take_journal()[0]).unwrap();
+        assert_eq!(lively.entries[0].event, JournalEvent::Lively(ids("3")));
+    }
+
+    #[test]
+    fn drain_and_undrain_answer_as_flux_core_does() {
+        let sim = sim();
+        let (mut flux, tx) = flux();
+        let drain = |flux: &mut SimFlux, payload: Value| {
+            flux.rpc(&sim, "resource.drain", &payload.to_string())
+        };
+        assert_eq!(
+            drain(&mut flux, json!({"targets": "1"})).unwrap_err().errno,
+            "EHOSTUNREACH",
+            "no leader, no resource module"
+        );
+        start(&tx, 0);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        let mut view = FluxView::new();
+        apply(&mut view, &mut flux);
+
+        drain(&mut flux, json!({"targets": "2", "reason": "bad disk"})).unwrap();
+        let again = drain(&mut flux, json!({"targets": "1-2", "reason": "x"})).unwrap_err();
+        assert_eq!(again, RpcFailure::new("EEXIST", "rank 2 already drained"));
+        drain(
+            &mut flux,
+            json!({"targets": "1-2", "reason": "fluxk8s: x", "mode": "update"}),
+        )
+        .unwrap();
+        assert_eq!(flux.drain(2).unwrap().reason.as_deref(), Some("bad disk"));
+        assert_eq!(flux.drain(1).unwrap().reason.as_deref(), Some("fluxk8s: x"));
+        drain(&mut flux, json!({"targets": "demo-3"})).unwrap();
+        assert_eq!(flux.drain(3).unwrap().reason, None, "hostnames work");
+        let journal = flux.take_journal();
+        let last: Value = serde_json::from_str(journal.last().unwrap()).unwrap();
+        assert_eq!(
+            last["events"][0]["context"],
+            json!({"idset": "3", "nodelist": "demo-3", "overwrite": 0}),
+            "no reason key without a reason"
+        );
+        for payload in &journal {
+            view.apply_journal(&JournalResponse::parse(payload).unwrap())
+                .unwrap();
+        }
+        assert_eq!(view.drained(), flux.drained());
+        assert_eq!(view.drained_by_us(), ids("1"));
+
+        let errors = [
+            (json!({"targets": "4"}), "EINVAL", "idset is out of range"),
+            (json!({"targets": ""}), "EINVAL", "idset is empty"),
+            (json!({"targets": "nohost"}), "ENOENT", "host nohost not found"),
+            (json!({"targets": "1", "mode": "x"}), "EINVAL", "Invalid mode"),
+            (json!({"reason": "x"}), "EPROTO", "targets is required"),
+            (json!({"targets": 1}), "EPROTO", "targets must be a string"),
+        ];
+        for (payload, errno, text) in errors {
+            let err = drain(&mut flux, payload.clone()).unwrap_err();
+            assert_eq!(err.errno, errno, "{payload}: {err}");
+            assert!(err.message.contains(text), "{payload}: {err}");
+        }
+
+        let undrain = |flux: &mut SimFlux, payload: Value| {
+            flux.rpc(&sim, "resource.undrain", &payload.to_string())
+        };
+        assert_eq!(
+            undrain(&mut flux, json!({"targets": "0-1"})).unwrap_err(),
+            RpcFailure::new("EEXIST", "rank 0 not drained")
+        );
+        undrain(&mut flux, json!({"targets": "1-2"})).unwrap();
+        assert_eq!(flux.drained(), ids("3"));
+        let undrained: Value = serde_json::from_str(&flux.take_journal()[0]).unwrap();
+        assert_eq!(
+            undrained["events"][0]["context"],
+            json!({"idset": "1-2", "nodelist": "demo-[1-2]", "overwrite": 0})
+        );
+        assert_eq!(
+            flux.rpc(&sim, "resource.bogus", "{}").unwrap_err().errno,
+            "ENOSYS"
+        );
+        assert_eq!(
+            flux.rpc(&sim, "resource.drain", "not json").unwrap_err().errno,
+            "EPROTO"
+        );
+    }
+
+    #[test]
+    fn disconnect_refuses_the_leader_and_ranks_that_are_not_up() {
+        let sim = sim();
+        let (mut flux, tx) = flux();
+        start(&tx, 0);
+        flux.pump();
+        let disconnect = |flux: &mut SimFlux, rank: i64| {
+            flux.rpc(
+                &sim,
+                "overlay.disconnect-subtree",
+                &json!({ "rank": rank }).to_string(),
+            )
+        };
+        for rank in [0, 4, -1] {
+            let err = disconnect(&mut flux, rank).unwrap_err();
+            assert!(
+                matches!(err.errno, "ENOENT" | "EPROTO"),
+                "rank {rank}: {err}"
+            );
+        }
+        assert_eq!(
+            disconnect(&mut flux, 2).unwrap_err(),
+            RpcFailure::new("EINVAL", "rank 2 is already offline")
+        );
+    }
+
+    #[test]
+    fn a_leader_restart_loses_drains_and_ends_the_streams() {
+        let sim = sim();
+        let (mut flux, tx) = flux();
+        start(&tx, 0);
+        start(&tx, 1);
+        start(&tx, 2);
+        event(&tx, 2, "demo-2-a", PodEventKind::Deleted);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        let drain = json!({"targets": "1", "reason": "keep me"}).to_string();
+        flux.rpc(&sim, "resource.drain", &drain).unwrap();
+        assert_eq!(flux.lost(), ids("2"));
+
+        flux.restart_leader();
+        assert!(flux.take_journal().is_empty(), "the old streams ended");
+        assert!(flux.drained().is_empty());
+        assert!(flux.lost().is_empty(), "a new leader never saw rank 2");
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        let mut view = FluxView::new();
+        apply(&mut view, &mut flux);
+        assert!(view.synced());
+        assert_eq!(view.online(), ids("0-1"));
+        assert!(view.drained().is_empty());
+        assert!(
+            flux.journal_history()
+                .iter()
+                .all(|event| event["name"] != "drain"),
+            "{:?}",
+            flux.journal_history()
+        );
+    }
+}
