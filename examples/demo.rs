@@ -104,9 +104,7 @@ fn contrast(with: &[Checkpoint], by_hand: &[Checkpoint]) {
         "after line", "asked", "with fluxk8s"
     );
     for (ours, theirs) in with.iter().zip(by_hand) {
-        let asked = ours
-            .asked
-            .map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let asked = ours.asked.map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!(
             "{:<12} {asked:>5}  {:<32} {}",
             ours.line,

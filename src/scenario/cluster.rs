@@ -95,9 +95,11 @@ impl ClusterSpec {
         if let Some(limit) = self.backoff_limit_per_index {
             text.push_str(&format!(" backoff-per-index={limit}"));
         }
-        if self.kind == (JobKind::MiniCluster {
-            complete_workers: true,
-        }) {
+        if self.kind
+            == (JobKind::MiniCluster {
+                complete_workers: true,
+            })
+        {
             text.push_str(" complete-workers");
         }
         text
@@ -279,9 +281,11 @@ impl Cluster {
             status: Value::Null,
         });
         self.note("fluxk8s loaded on rank 0: following resource.journal and overlay.monitor");
-        self.run_until("fluxk8s to sync the Flux and Kubernetes views", STEP_TIMEOUT, |c| {
-            c.status().is_some_and(|s| s["plan"]["synced"] == true)
-        })
+        self.run_until(
+            "fluxk8s to sync the Flux and Kubernetes views",
+            STEP_TIMEOUT,
+            |c| c.status().is_some_and(|s| s["plan"]["synced"] == true),
+        )
     }
 
     /// Unloads fluxk8s and loads a fresh one (new engine, new driver), as `flux module
@@ -377,7 +381,9 @@ impl Cluster {
                 if let Report::Finished { id, outcome } = &report
                     && *outcome != Outcome::Done
                 {
-                    notes.push(format!("fluxk8s    Kubernetes action {id} ended: {outcome:?}"));
+                    notes.push(format!(
+                        "fluxk8s    Kubernetes action {id} ended: {outcome:?}"
+                    ));
                 }
                 k.engine.kube_report(report, now);
                 busy = true;
@@ -466,9 +472,13 @@ impl Cluster {
     /// running) is synced with nothing in flight. A planner timer longer than the quiet
     /// period (a cooldown, a backoff) is not waited for.
     pub fn converged(&self) -> bool {
-        let pods_settled = self.sim.pod_views(NAMESPACE, &self.spec.name).iter().all(|p| {
-            p.phase != PodPhase::Pending && !(p.terminating && p.phase == PodPhase::Running)
-        });
+        let pods_settled = self
+            .sim
+            .pod_views(NAMESPACE, &self.spec.name)
+            .iter()
+            .all(|p| {
+                p.phase != PodPhase::Pending && !(p.terminating && p.phase == PodPhase::Running)
+            });
         let fluxk8s_idle = self.status().is_none_or(|s| {
             s["plan"]["synced"] == true
                 && s["in_flight"] == 0

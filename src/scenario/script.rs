@@ -60,9 +60,14 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// An administrator drains ranks in Flux.
-    Drain { ranks: IdSet, reason: String },
+    Drain {
+        ranks: IdSet,
+        reason: String,
+    },
     /// An administrator undrains ranks in Flux.
-    Undrain { ranks: IdSet },
+    Undrain {
+        ranks: IdSet,
+    },
     /// An administrator asks fluxk8s for a size (by hand: patches the size).
     Resize(u32),
     /// An application asks fluxk8s for a size through its RPC (by hand: patches the size).
@@ -230,10 +235,7 @@ fn parse_cluster(args: &[String]) -> Result<ClusterSpec, String> {
     }
     spec.max_size = max.unwrap_or(spec.size);
     if spec.max_size < spec.size {
-        return Err(format!(
-            "max {} is below size {}",
-            spec.max_size, spec.size
-        ));
+        return Err(format!("max {} is below size {}", spec.max_size, spec.size));
     }
     Ok(spec)
 }
@@ -447,30 +449,93 @@ mod tests {
             ("cluster pods size=3", 1, "unknown cluster kind \"pods\""),
             ("cluster minicluster size=x", 1, "size: expected a number"),
             ("cluster minicluster size=0", 1, "size must be at least 1"),
-            ("cluster minicluster size=4 max=2", 1, "max 2 is below size 4"),
-            ("cluster minicluster size=4 color=red", 1, "unknown cluster option"),
-            ("cluster bare-job size=2 complete-workers", 1, "unknown cluster option"),
+            (
+                "cluster minicluster size=4 max=2",
+                1,
+                "max 2 is below size 4",
+            ),
+            (
+                "cluster minicluster size=4 color=red",
+                1,
+                "unknown cluster option",
+            ),
+            (
+                "cluster bare-job size=2 complete-workers",
+                1,
+                "unknown cluster option",
+            ),
             ("cluster minicluster size=4 name=Bad_Name", 1, "DNS label"),
-            ("cluster minicluster size=4\ncluster bare-job size=1", 2, "only one"),
-            ("cluster minicluster size=4\n\ndran 2 x", 3, "unknown command \"dran\""),
-            ("cluster minicluster size=4\ndrain 2", 2, "expected `drain RANKS"),
-            ("cluster minicluster size=4\ndrain 2 \"open", 2, "unterminated quote"),
-            ("cluster minicluster size=4\ndrain 7 x", 2, "rank 7 is beyond"),
+            (
+                "cluster minicluster size=4\ncluster bare-job size=1",
+                2,
+                "only one",
+            ),
+            (
+                "cluster minicluster size=4\n\ndran 2 x",
+                3,
+                "unknown command \"dran\"",
+            ),
+            (
+                "cluster minicluster size=4\ndrain 2",
+                2,
+                "expected `drain RANKS",
+            ),
+            (
+                "cluster minicluster size=4\ndrain 2 \"open",
+                2,
+                "unterminated quote",
+            ),
+            (
+                "cluster minicluster size=4\ndrain 7 x",
+                2,
+                "rank 7 is beyond",
+            ),
             ("cluster minicluster size=4\ndrain 1- x", 2, "invalid idset"),
-            ("cluster minicluster size=4\nresize many", 2, "resize: expected a number"),
-            ("cluster minicluster size=4\nwait soon", 2, "expected `converged` or a duration"),
-            ("cluster minicluster size=4\nwait 2h", 2, "expected `converged` or a duration"),
+            (
+                "cluster minicluster size=4\nresize many",
+                2,
+                "resize: expected a number",
+            ),
+            (
+                "cluster minicluster size=4\nwait soon",
+                2,
+                "expected `converged` or a duration",
+            ),
+            (
+                "cluster minicluster size=4\nwait 2h",
+                2,
+                "expected `converged` or a duration",
+            ),
             ("cluster minicluster size=4\nwait 90s", 2, "longer than"),
-            ("cluster minicluster size=4\nkill-pod 0", 2, "rank 0 runs fluxk8s"),
-            ("cluster minicluster size=4\nexpect live", 2, "expected `expect live"),
-            ("cluster minicluster size=4\nexpect phase 2 gone", 2, "unknown phase \"gone\""),
-            ("cluster minicluster size=4\nrestart-leader now", 2, "expected `restart-leader`"),
+            (
+                "cluster minicluster size=4\nkill-pod 0",
+                2,
+                "rank 0 runs fluxk8s",
+            ),
+            (
+                "cluster minicluster size=4\nexpect live",
+                2,
+                "expected `expect live",
+            ),
+            (
+                "cluster minicluster size=4\nexpect phase 2 gone",
+                2,
+                "unknown phase \"gone\"",
+            ),
+            (
+                "cluster minicluster size=4\nrestart-leader now",
+                2,
+                "expected `restart-leader`",
+            ),
         ];
         for (text, line, what) in cases {
             let err = error(text);
             assert_eq!(err.line, line, "{text:?}: {err}");
             assert!(err.to_string().contains(what), "{text:?}: {err}");
-            assert!(err.to_string().starts_with(&format!("line {line}: ")), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("line {line}: ")),
+                "{err}"
+            );
         }
     }
 }

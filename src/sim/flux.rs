@@ -441,10 +441,7 @@ impl SimFlux {
     }
 
     fn nodelist(&self, ranks: &IdSet) -> String {
-        let hosts: Vec<&String> = ranks
-            .iter()
-            .map(|k| &self.hostnames[k as usize])
-            .collect();
+        let hosts: Vec<&String> = ranks.iter().map(|k| &self.hostnames[k as usize]).collect();
         hostlist::encode(&hosts)
     }
 
@@ -551,7 +548,8 @@ impl SimFlux {
             .get("rank")
             .and_then(Value::as_u64)
             .ok_or_else(|| RpcFailure::new("EPROTO", "rank is required"))?;
-        let not_child = || RpcFailure::new("ENOENT", "requested rank is not this broker's direct child");
+        let not_child =
+            || RpcFailure::new("ENOENT", "requested rank is not this broker's direct child");
         let rank = u32::try_from(rank)
             .ok()
             .filter(|&k| k != 0 && k < self.size())
@@ -600,8 +598,8 @@ mod tests {
     use std::sync::mpsc::{self, Sender};
 
     use super::*;
-    use crate::model::flux::{ChildStatus, FluxView, JournalEvent, JournalResponse};
     use crate::model::OverlayStatus;
+    use crate::model::flux::{ChildStatus, FluxView, JournalEvent, JournalResponse};
     use crate::sim::SimOptions;
 
     const NS: &str = "flux";
@@ -629,18 +627,25 @@ mod tests {
     }
 
     fn start(tx: &Sender<PodEvent>, index: u32) {
-        event(tx, index, &format!("{JOB}-{index}-a"), PodEventKind::Started);
+        event(
+            tx,
+            index,
+            &format!("{JOB}-{index}-a"),
+            PodEventKind::Started,
+        );
     }
 
     /// Applies every journal and overlay payload to a FluxView, as the engine does.
     fn apply(view: &mut FluxView, flux: &mut SimFlux) {
         for payload in flux.take_journal() {
             let response = JournalResponse::parse(&payload).expect("journal payload parses");
-            view.apply_journal(&response).expect("journal payload applies");
+            view.apply_journal(&response)
+                .expect("journal payload applies");
         }
         for payload in flux.take_overlay() {
             let status = OverlayStatus::parse(&payload).expect("overlay payload parses");
-            view.apply_overlay(&status).expect("overlay payload applies");
+            view.apply_overlay(&status)
+                .expect("overlay payload applies");
         }
     }
 
@@ -715,7 +720,11 @@ mod tests {
         event(&tx, 2, "demo-2-a", PodEventKind::Ended { exit_code: 143 });
         event(&tx, 2, "demo-2-a", PodEventKind::Deleted);
         flux.pump();
-        assert_eq!(flux.state(2), Some(BrokerState::Up), "the old pod is ignored");
+        assert_eq!(
+            flux.state(2),
+            Some(BrokerState::Up),
+            "the old pod is ignored"
+        );
         apply(&mut view, &mut flux);
         assert!(view.lost().is_empty());
         assert_eq!(view.online(), ids("0-2"));
@@ -819,8 +828,16 @@ mod tests {
         let errors = [
             (json!({"targets": "4"}), "EINVAL", "idset is out of range"),
             (json!({"targets": ""}), "EINVAL", "idset is empty"),
-            (json!({"targets": "nohost"}), "ENOENT", "host nohost not found"),
-            (json!({"targets": "1", "mode": "x"}), "EINVAL", "Invalid mode"),
+            (
+                json!({"targets": "nohost"}),
+                "ENOENT",
+                "host nohost not found",
+            ),
+            (
+                json!({"targets": "1", "mode": "x"}),
+                "EINVAL",
+                "Invalid mode",
+            ),
             (json!({"reason": "x"}), "EPROTO", "targets is required"),
             (json!({"targets": 1}), "EPROTO", "targets must be a string"),
         ];
@@ -849,7 +866,9 @@ mod tests {
             "ENOSYS"
         );
         assert_eq!(
-            flux.rpc(&sim, "resource.drain", "not json").unwrap_err().errno,
+            flux.rpc(&sim, "resource.drain", "not json")
+                .unwrap_err()
+                .errno,
             "EPROTO"
         );
     }
