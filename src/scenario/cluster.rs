@@ -82,16 +82,11 @@ impl ClusterSpec {
 
     /// The scenario-file form of this spec.
     pub fn describe(&self) -> String {
-        let mut text = match self.kind {
-            JobKind::MiniCluster { .. } => format!(
-                "minicluster {} size={} max={}",
-                self.name, self.size, self.max_size
-            ),
-            JobKind::BareJob => format!(
-                "bare-job {} size={} max={}",
-                self.name, self.size, self.max_size
-            ),
+        let kind = match self.kind {
+            JobKind::MiniCluster { .. } => "minicluster",
+            JobKind::BareJob => "bare-job",
         };
+        let mut text = format!("{kind} size={} max={}", self.size, self.max_size);
         if let Some(limit) = self.backoff_limit_per_index {
             text.push_str(&format!(" backoff-per-index={limit}"));
         }
@@ -102,6 +97,7 @@ impl ClusterSpec {
         {
             text.push_str(" complete-workers");
         }
+        text.push_str(&format!(" name={}", self.name));
         text
     }
 

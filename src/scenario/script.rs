@@ -116,14 +116,18 @@ impl Script {
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let fail = |what: String| ParseError { line, what };
-            let (words, comment) = split_words(raw).map_err(fail)?;
+            let Words {
+                words,
+                code,
+                comment,
+            } = split_words(raw).map_err(fail)?;
             let Some((command, args)) = words.split_first() else {
                 if cluster.is_none() && title.is_none() {
                     title = comment.filter(|c| !c.is_empty());
                 }
                 continue;
             };
-            let text = raw.split('#').next().unwrap_or(raw).trim().to_owned();
+            let text = code.to_owned();
             match &cluster {
                 None if command == "cluster" => cluster = Some(parse_cluster(args).map_err(fail)?),
                 None => {
@@ -156,8 +160,16 @@ impl Script {
     }
 }
 
-/// Splits a line into words and its trailing comment (without the `#`, trimmed).
-fn split_words(line: &str) -> Result<(Vec<String>, Option<String>), String> {
+/// One line split up: its words, the text before any comment, and the comment.
+struct Words<'a> {
+    words: Vec<String>,
+    code: &'a str,
+    /// Without the `#`, trimmed.
+    comment: Option<String>,
+}
+
+/// Splits a line into words; a `#` outside quotes starts a comment.
+fn split_words(line: &str) -> Result<Words<'_>, String> {
     let mut words = Vec::new();
     let mut chars = line.char_indices().peekable();
     while let Some(&(at, c)) = chars.peek() {
@@ -165,7 +177,13 @@ fn split_words(line: &str) -> Result<(Vec<String>, Option<String>), String> {
             c if c.is_whitespace() => {
                 chars.next();
             }
-            '#' => return Ok((words, Some(line[at + 1..].trim().to_owned()))),
+            '#' => {
+                return Ok(Words {
+                    words,
+                    code: line[..at].trim(),
+                    comment: Some(line[at + 1..].trim().to_owned()),
+                });
+            }
             '"' => {
                 chars.next();
                 let mut word = String::new();
@@ -191,7 +209,11 @@ fn split_words(line: &str) -> Result<(Vec<String>, Option<String>), String> {
             }
         }
     }
-    Ok((words, None))
+    Ok(Words {
+        words,
+        code: line.trim(),
+        comment: None,
+    })
 }
 
 fn number<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, String> {
@@ -383,7 +405,7 @@ mod tests {
         let script = Script::parse(
             "# Downsize walkthrough\n\
              cluster minicluster size=4 max=10 backoff-per-index=0   # the PR #213 operator\n\
-             drain 2 \"Goodbye rank 2\"\n\
+             drain 2 \"Goodbye #2\" # bye\n\
              \n\
              wait converged\n\
              resize 3\n\
@@ -408,7 +430,7 @@ mod tests {
             [
                 &Command::Drain {
                     ranks: "2".parse().unwrap(),
-                    reason: "Goodbye rank 2".into()
+                    reason: "Goodbye #2".into()
                 },
                 &Command::WaitConverged,
                 &Command::Resize(3),
@@ -421,7 +443,7 @@ mod tests {
             ]
         );
         assert_eq!(script.steps[0].line, 3);
-        assert_eq!(script.steps[0].text, "drain 2 \"Goodbye rank 2\"");
+        assert_eq!(script.steps[0].text, "drain 2 \"Goodbye #2\"");
     }
 
     #[test]
@@ -439,6 +461,11 @@ mod tests {
             }
         );
         assert_eq!(workers.cluster.max_size, 2, "max defaults to size");
+        let per_index = Script::parse("cluster minicluster size=2 max=9 backoff-per-index=0");
+        for spec in [bare.cluster, workers.cluster, per_index.unwrap().cluster] {
+            let again = Script::parse(&format!("cluster {}", spec.describe())).unwrap();
+            assert_eq!(again.cluster, spec, "describe() writes the scenario form");
+        }
     }
 
     #[test]

@@ -661,6 +661,7 @@ mod tests {
         start(&tx, 0);
         flux.pump();
         flux.subscribe_journal().unwrap();
+        assert_eq!(flux.hostnames()[3], "demo-3");
         let backlog: Vec<Value> = flux
             .take_journal()
             .iter()
