@@ -259,6 +259,9 @@ def main():
 if __name__ == "__main__":
     try:
         main()
+    except BrokenPipeError:
+        # The reader went away (`flux k8s status | head`): nothing left to say.
+        sys.exit(0)
     except ModuleError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         sys.exit(1)
