@@ -54,6 +54,7 @@ fn bad_resize_and_retire_requests_are_refused_with_a_reason() {
             EPROTO,
             "unknown field 'force'",
         ),
+        (r#"{"size":0}"#, EINVAL, "at least 1"),
         // Well-formed, but without a Kubernetes view nothing can be decided.
         (r#"{"size":3}"#, libc::EAGAIN, "not ready"),
     ];
@@ -67,7 +68,11 @@ fn bad_resize_and_retire_requests_are_refused_with_a_reason() {
         (r#"{"ranks":"3-1"}"#, EINVAL, "3-1"),
         (r#"{"ranks":""}"#, EINVAL, "no ranks given"),
         (r#"{"ranks":"1","now":1}"#, EPROTO, "unknown field 'now'"),
-        (r#"{"ranks":"0"}"#, libc::EAGAIN, "not ready"),
+        (
+            r#"{"ranks":"0"}"#,
+            libc::EINVAL,
+            "rank 0 runs fluxk8s itself",
+        ),
     ];
     for (payload, errno, says) in retire_cases {
         assert_refused(&cluster, "retire", payload, errno, says);
@@ -158,7 +163,7 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
     refused(&["k8s", "resize", "3"], "fluxk8s.resize: not ready");
     refused(&["k8s", "resize", "--", "-2"], "whole number");
     refused(&["k8s", "retire", "1-x"], "fluxk8s.retire: ");
-    refused(&["k8s", "retire", "0"], "(EAGAIN)");
+    refused(&["k8s", "retire", "0"], "(EINVAL)");
     refused(
         &["k8s", "--name", "elsewhere", "status"],
         "module elsewhere is not loaded",

@@ -147,7 +147,7 @@ fn resize(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         .ok_or_else(|| Refusal::proto("resize needs {\"size\": N}"))?
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Refusal::proto("size must be a whole number >= 0"))?;
+        .ok_or_else(|| Refusal::proto("size must be a whole number"))?;
     let now = module.now;
     let answer = module.engine.request_size(size, now).map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))

@@ -192,10 +192,11 @@ impl Reconciler {
         kube: Option<&KubeView>,
         now: f64,
     ) -> Result<ResizeAnswer, RequestError> {
-        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
+        // What is wrong with the request itself is said first, synced or not.
         if n == 0 {
             return Err(RequestError::ZeroSize);
         }
+        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
         let scene = self.scene(flux, kube);
         let mut limited_by = Vec::new();
         let mut target = n;
@@ -231,11 +232,11 @@ impl Reconciler {
         flux: &FluxView,
         kube: Option<&KubeView>,
     ) -> Result<RetireAnswer, RequestError> {
-        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
-        let scene = self.scene(flux, kube);
         if ranks.contains(0) {
             return Err(RequestError::RankZero);
         }
+        let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
+        let scene = self.scene(flux, kube);
         if let Some(rank) = ranks.last().filter(|&k| k >= scene.max) {
             return Err(RequestError::OutOfRange {
                 rank,
