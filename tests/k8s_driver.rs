@@ -288,11 +288,10 @@ fn resize_patches_minicluster_spec_size_and_records_an_event() {
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     module.wait_running(4);
-    // The MiniCluster's own watch may trail the pods'.
-    let view = module.wait_view("MiniCluster size 4", |v| {
-        v.minicluster.as_ref().is_some_and(|mc| mc.size == 4)
+    // The MiniCluster's and the Job's watches may each trail the pods'.
+    module.wait_view("MiniCluster size 4 and Job completions 4", |v| {
+        v.minicluster.as_ref().is_some_and(|mc| mc.size == 4) && v.job.completions == 4
     });
-    assert_eq!(view.job.completions, 4, "the operator moved the Job");
 
     let log = sim.requests();
     let patches: Vec<_> = log
