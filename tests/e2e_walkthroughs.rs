@@ -92,14 +92,20 @@ fn drain_two_and_resize_to_three(cluster: &mut Cluster) -> Vec<String> {
     bystanders
 }
 
-#[test]
-fn downsize_with_per_index_backoff_deletes_only_pod_two_and_never_recreates_it() {
-    let mut cluster = start(with_per_index_backoff(4, 10));
+fn operator_default(size: u32, max: u32) -> ClusterSpec {
+    ClusterSpec::minicluster(size, max)
+}
+
+/// The Downsize walkthrough on one kind of Job: rank 2's broker is shut down cleanly, its
+/// pod succeeds, index 2 completes and never comes back; no pod is deleted.
+fn downsize_by_shutdown(spec: ClusterSpec) {
+    let mut cluster = start(spec);
     let bystanders = drain_two_and_resize_to_three(&mut cluster);
+    assert_eq!(cluster.flux().shut_down(), [2], "one shutdown, of broker 2");
+    assert_eq!(cluster.flux().state(2), Some(BrokerState::Offline));
     assert_eq!(cluster.live_pods(), ids("0-1,3"), "pod 2 is gone");
-    let deletes = cluster.pod_deletes();
-    assert_eq!(deletes.len(), 1, "{deletes:?}");
-    assert_eq!(deletes_of(&cluster, &bystanders), 0);
+    let job = cluster.sim().job("flux", &cluster.spec().name).unwrap();
+    assert_eq!(job["status"]["completedIndexes"], "2");
     assert_eq!(
         cluster.flux().drain(2).unwrap().reason.as_deref(),
         Some("Goodbye rank 2"),
@@ -115,54 +121,82 @@ fn downsize_with_per_index_backoff_deletes_only_pod_two_and_never_recreates_it()
         ids("0-1,3-6"),
         "index 2 never came back"
     );
+    assert!(cluster.pod_deletes().is_empty(), "no pod was deleted");
     assert_eq!(deletes_of(&cluster, &bystanders), 0);
-    assert_eq!(cluster.pod_deletes().len(), 1);
     let (phase, why) = cluster.rank_status(2).unwrap();
     assert_eq!(phase, "retired");
-    assert_eq!(why, "retired: index failed, drained by others");
+    assert_eq!(why, "retired: index completed, drained by others");
 }
 
 #[test]
-fn downsize_with_complete_workers_disconnects_the_broker_and_deletes_nothing() {
-    let mut cluster = start(with_complete_workers(4, 10));
-    drain_two_and_resize_to_three(&mut cluster);
-    assert_eq!(cluster.flux().state(2), Some(BrokerState::Lost));
+fn downsize_with_the_operator_default_shuts_rank_two_down() {
+    downsize_by_shutdown(operator_default(4, 10));
+}
+
+#[test]
+fn downsize_with_per_index_backoff_shuts_rank_two_down() {
+    downsize_by_shutdown(with_per_index_backoff(4, 10));
+}
+
+#[test]
+fn downsize_with_complete_workers_shuts_rank_two_down() {
+    downsize_by_shutdown(with_complete_workers(4, 10));
+}
+
+#[test]
+fn downsize_with_a_bare_job_shuts_rank_two_down() {
+    downsize_by_shutdown(bare_job(4, 10));
+}
+
+/// Rank 2's broker crashes inside a pod that keeps running, then rank 2 is retired: only
+/// a pod delete can remove it, and only per-index backoff keeps the index gone.
+fn retire_a_crashed_broker(spec: ClusterSpec) -> Cluster {
+    let mut cluster = start(spec);
+    cluster.crash_broker(2);
+    converge(&mut cluster);
+    assert_eq!(
+        cluster.flux().drain(2).unwrap().reason.as_deref(),
+        Some("fluxk8s: pod lost")
+    );
+    cluster.request_retire(&ids("2")).unwrap();
+    converge(&mut cluster);
+    assert!(
+        cluster.flux().shut_down().is_empty(),
+        "no broker to shut down"
+    );
+    cluster
+}
+
+#[test]
+fn a_retired_rank_whose_broker_is_down_is_deleted_with_per_index_backoff() {
+    let cluster = retire_a_crashed_broker(with_per_index_backoff(4, 10));
+    let bystanders = pod_names(&cluster, &ids("0-1,3"));
+    assert_eq!(
+        cluster.pod_deletes().len(),
+        1,
+        "{:?}",
+        cluster.pod_deletes()
+    );
+    assert_eq!(deletes_of(&cluster, &bystanders), 0);
     assert_eq!(cluster.live_pods(), ids("0-1,3"));
     let job = cluster.sim().job("flux", &cluster.spec().name).unwrap();
-    assert_eq!(job["status"]["completedIndexes"], "2");
-
-    resize(&mut cluster, 4);
-    assert_eq!(cluster.live_ranks(), ids("0-1,3-4"));
-    resize(&mut cluster, 6);
-    assert_eq!(cluster.live_ranks(), ids("0-1,3-6"));
-    assert_eq!(cluster.live_pods(), ids("0-1,3-6"));
-    assert!(cluster.pod_deletes().is_empty(), "no pod was deleted");
+    assert_eq!(job["status"]["failedIndexes"], "2");
+    let (phase, _) = cluster.rank_status(2).unwrap();
+    assert_eq!(phase, "retired");
 }
 
 #[test]
-fn downsize_with_a_bare_job_keeps_rank_two_drained_and_says_why() {
-    let mut cluster = start(bare_job(4, 10));
-    let bystanders = drain_two_and_resize_to_three(&mut cluster);
-    assert_eq!(cluster.live_pods(), ids("0-3"), "nothing can remove pod 2");
+fn without_per_index_backoff_a_retired_rank_whose_broker_is_down_stays_drained() {
+    let cluster = retire_a_crashed_broker(operator_default(4, 10));
+    assert!(cluster.pod_deletes().is_empty());
+    assert_eq!(
+        cluster.live_pods(),
+        ids("0-3"),
+        "a deleted pod would come back"
+    );
     let (phase, why) = cluster.rank_status(2).unwrap();
     assert_eq!(phase, "drained");
-    assert!(why.contains("no mechanism"), "{why}");
-    let waiting = &cluster.status().unwrap()["plan"]["waiting"];
-    assert!(
-        waiting
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w.as_str().unwrap().starts_with("rank 2:")),
-        "{waiting}"
-    );
-
-    resize(&mut cluster, 4);
-    assert_eq!(cluster.live_ranks(), ids("0-1,3-4"));
-    resize(&mut cluster, 6);
-    assert_eq!(cluster.live_ranks(), ids("0-1,3-6"));
-    assert!(cluster.pod_deletes().is_empty());
-    assert_eq!(deletes_of(&cluster, &bystanders), 0);
+    assert!(why.contains("not online to be shut down"), "{why}");
 }
 
 /// fluxk8s's Flux view (built from the payloads) matches the simulated Flux side.
@@ -214,50 +248,38 @@ fn elastic(spec: ClusterSpec) -> Cluster {
     cluster
 }
 
-#[test]
-fn elasticity_with_per_index_backoff() {
-    let cluster = elastic(with_per_index_backoff(2, 8));
+/// The elasticity story on one kind of Job: rank 2 leaves by a clean shutdown.
+fn elasticity_by_shutdown(spec: ClusterSpec) {
+    let cluster = elastic(spec);
     assert_all_agree(&cluster, &ids("0-1,3"));
-    assert_eq!(cluster.pod_deletes().len(), 1);
-    assert_eq!(
-        cluster.kube_size(),
-        Some(4),
-        "index 2 failed below the size"
-    );
-}
-
-#[test]
-fn elasticity_with_complete_workers() {
-    let cluster = elastic(with_complete_workers(2, 8));
-    assert_all_agree(&cluster, &ids("0-1,3"));
+    assert_eq!(cluster.flux().shut_down(), [2]);
     assert!(cluster.pod_deletes().is_empty());
     let job = cluster.sim().job("flux", &cluster.spec().name).unwrap();
     assert_eq!(job["status"]["completedIndexes"], "2");
-}
-
-#[test]
-fn elasticity_with_a_bare_job_keeps_a_middle_rank_drained_until_the_tail_goes() {
-    let mut cluster = elastic(bare_job(2, 8));
-    assert_eq!(cluster.live_ranks(), ids("0-1,3"));
-    assert_eq!(
-        cluster.live_pods(),
-        ids("0-3"),
-        "rank 2's pod cannot be removed"
-    );
-    let (phase, why) = cluster.rank_status(2).unwrap();
-    assert_eq!(phase, "drained");
-    assert!(why.contains("no mechanism"), "{why}");
     assert_eq!(
         cluster.flux().drain(2).unwrap().reason.as_deref(),
         Some("fluxk8s: retired by request")
     );
+}
 
-    // Retiring the top rank lowers completions, and the drained rank 2 goes with it.
-    cluster.request_retire(&ids("3")).unwrap();
-    converge(&mut cluster);
-    assert_all_agree(&cluster, &ids("0-1"));
-    assert_eq!(cluster.job_size(), Some((2, 2)));
-    assert!(cluster.pod_deletes().is_empty());
+#[test]
+fn elasticity_with_the_operator_default() {
+    elasticity_by_shutdown(operator_default(2, 8));
+}
+
+#[test]
+fn elasticity_with_per_index_backoff() {
+    elasticity_by_shutdown(with_per_index_backoff(2, 8));
+}
+
+#[test]
+fn elasticity_with_complete_workers() {
+    elasticity_by_shutdown(with_complete_workers(2, 8));
+}
+
+#[test]
+fn elasticity_with_a_bare_job() {
+    elasticity_by_shutdown(bare_job(2, 8));
 }
 
 /// The drains and undrains of `rank` in the journal, in order, as (name, reason).
@@ -319,24 +341,25 @@ fn a_pod_lost_behind_our_back_is_drained_then_undrained_when_back() {
 }
 
 #[test]
-fn after_a_restart_fluxk8s_reapplies_its_drains_and_repeats_no_delete() {
+fn after_a_restart_fluxk8s_reapplies_its_drains_and_repeats_nothing() {
     let mut cluster = start(with_per_index_backoff(4, 10));
     cluster.drain(&ids("2"), "Goodbye rank 2").unwrap();
     converge(&mut cluster);
-    assert_eq!(cluster.pod_deletes().len(), 1);
+    assert_eq!(cluster.flux().shut_down(), [2]);
 
     cluster.restart_leader().expect("fluxk8s reloads");
     converge(&mut cluster);
     assert_eq!(cluster.flux().drained(), ids("2"), "the drain is back");
     assert_eq!(
         cluster.flux().drain(2).unwrap().reason.as_deref(),
-        Some("fluxk8s: retired (index failed)")
+        Some("fluxk8s: retired (index completed)")
     );
-    assert_eq!(cluster.pod_deletes().len(), 1, "no delete repeated");
+    assert_eq!(cluster.flux().shut_down(), [2], "no shutdown repeated");
+    assert!(cluster.pod_deletes().is_empty(), "and no delete");
     assert_all_agree(&cluster, &ids("0-1,3"));
 
     // The fresh engine knows nothing but the views, and still grows around index 2.
     resize(&mut cluster, 4);
     assert_all_agree(&cluster, &ids("0-1,3-4"));
-    assert_eq!(cluster.pod_deletes().len(), 1);
+    assert!(cluster.pod_deletes().is_empty());
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::NAMESPACE;
 use super::picture::{self, Picture, or_dash};
-use crate::engine::{Effect, Engine};
+use crate::engine::{Effect, Engine, FluxRequest};
 use crate::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Report, Tuning};
 use crate::model::{Action, IdSet, PodPhase};
 use crate::planner::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer};
@@ -492,7 +492,7 @@ impl Cluster {
     /// drain is an error).
     pub fn drain(&mut self, ranks: &IdSet, reason: &str) -> Result<(), RunError> {
         let payload = json!({"targets": ranks.to_string(), "reason": reason}).to_string();
-        self.flux.rpc(&self.sim, "resource.drain", &payload)?;
+        self.flux.rpc(&self.sim, "resource.drain", &payload, 0)?;
         self.note(format!("admin: flux resource drain {ranks} {reason:?}"));
         Ok(())
     }
@@ -500,7 +500,7 @@ impl Cluster {
     /// An administrator undrains `ranks`.
     pub fn undrain(&mut self, ranks: &IdSet) -> Result<(), RunError> {
         let payload = json!({"targets": ranks.to_string()}).to_string();
-        self.flux.rpc(&self.sim, "resource.undrain", &payload)?;
+        self.flux.rpc(&self.sim, "resource.undrain", &payload, 0)?;
         self.note(format!("admin: flux resource undrain {ranks}"));
         Ok(())
     }
@@ -556,6 +556,12 @@ impl Cluster {
             self.spec.name
         ));
         Ok(())
+    }
+
+    /// The broker of `rank` crashes while its pod keeps running.
+    pub fn crash_broker(&mut self, rank: u32) {
+        self.flux.crash_broker(rank);
+        self.note(format!("broker {rank} crashes; its pod keeps running"));
     }
 
     /// Another client deletes the live pod of `rank` (a pod lost behind fluxk8s's back).
@@ -628,13 +634,23 @@ fn carry_out(
     notes: &mut Vec<String>,
 ) {
     match effect {
-        Effect::FluxRpc { id, topic, payload } => {
-            notes.push(format!("fluxk8s -> {topic} {payload}"));
-            let answer = flux.rpc(sim, topic, &payload).map_err(|e| e.to_string());
+        Effect::FluxRpc { id, request } => {
+            let FluxRequest {
+                topic,
+                payload,
+                nodeid,
+                expects_reply,
+            } = request;
+            notes.push(format!("fluxk8s -> {topic} {payload} (rank {nodeid})"));
+            let answer = flux
+                .rpc(sim, topic, &payload, nodeid)
+                .map_err(|e| e.to_string());
             if let Err(err) = &answer {
                 notes.push(format!("fluxk8s    {topic} failed: {err}"));
             }
-            k.engine.finished(id, answer, now);
+            // A one-way request is done once sent: no answer reaches the sender.
+            let outcome = if expects_reply { answer } else { Ok(()) };
+            k.engine.finished(id, outcome, now);
         }
         Effect::Kube { id, action } => {
             notes.push(format!("fluxk8s -> {}", Action::Kube(action.clone())));

@@ -1,7 +1,7 @@
 //! A simulated Flux side for a MiniCluster whose pods run in a [`SimCluster`]: one broker
 //! per configured rank (`<name>-<i>`), following the pods, with the leader's resource
-//! module (drains, `resource.journal`) and overlay (`overlay.monitor`,
-//! `overlay.disconnect-subtree`).
+//! module (drains, `resource.journal`), overlay (`overlay.monitor`) and each follower's
+//! state machine (`state-machine.post` shutdown).
 //!
 //! Payloads have the exact shapes flux-core 0.88 sends (flux-facts.md §5, §6, §8a): the
 //! journal backlog is `restart`, `resource-define` with `R`, the history since the leader
@@ -90,6 +90,8 @@ pub struct SimFlux {
     journal: Option<VecDeque<String>>,
     /// Responses waiting for the `overlay.monitor` subscriber, if there is one.
     overlay: Option<VecDeque<String>>,
+    /// Ranks whose broker a `state-machine.post` shutdown reached, in order.
+    shut_down: Vec<u32>,
 }
 
 /// Seconds since the epoch, as Flux timestamps its events.
@@ -118,6 +120,20 @@ impl SimFlux {
             history: Vec::new(),
             journal: None,
             overlay: None,
+            shut_down: Vec::new(),
+        }
+    }
+
+    /// Ranks whose broker was shut down by request, in order.
+    pub fn shut_down(&self) -> &[u32] {
+        &self.shut_down
+    }
+
+    /// Broker `rank` dies while its pod keeps running (a broker crashing in its
+    /// container): lost to the leader, and Kubernetes sees nothing.
+    pub fn crash_broker(&mut self, rank: u32) {
+        if rank != 0 {
+            self.leave(rank, BrokerState::Lost);
         }
     }
 
@@ -391,20 +407,29 @@ impl SimFlux {
             .unwrap_or_default()
     }
 
-    /// Serves one request to rank 0: `resource.drain`, `resource.undrain` or
-    /// `overlay.disconnect-subtree`. A disconnected broker exits 0, which ends its pod in
-    /// `sim`.
-    pub fn rpc(&mut self, sim: &SimCluster, topic: &str, payload: &str) -> Result<(), RpcFailure> {
+    /// Serves one request to broker `nodeid`: `resource.drain` and `resource.undrain` on
+    /// rank 0, and a follower's `state-machine.post` shutdown: the broker shuts down
+    /// cleanly and exits 0, which ends its pod in `sim` with exit 0.
+    pub fn rpc(
+        &mut self,
+        sim: &SimCluster,
+        topic: &str,
+        payload: &str,
+        nodeid: u32,
+    ) -> Result<(), RpcFailure> {
         if !self.leader_up() {
             return Err(RpcFailure::new("EHOSTUNREACH", "the leader is not up"));
         }
         let request: Map<String, Value> = serde_json::from_str(payload)
             .map_err(|e| RpcFailure::new("EPROTO", format!("malformed request: {e}")))?;
-        match topic {
-            "resource.drain" => self.drain_request(&request),
-            "resource.undrain" => self.undrain_request(&request),
-            "overlay.disconnect-subtree" => self.disconnect(sim, &request),
-            _ => Err(RpcFailure::new("ENOSYS", format!("no service for {topic}"))),
+        match (topic, nodeid) {
+            ("resource.drain", 0) => self.drain_request(&request),
+            ("resource.undrain", 0) => self.undrain_request(&request),
+            ("state-machine.post", _) => self.post_state_event(sim, nodeid, &request),
+            _ => Err(RpcFailure::new(
+                "ENOSYS",
+                format!("no service for {topic} on rank {nodeid}"),
+            )),
         }
     }
 
@@ -537,40 +562,45 @@ impl SimFlux {
         Ok(())
     }
 
-    /// `overlay.c` `overlay_disconnect_subtree_cb`: the leader marks the child lost and
-    /// sends it a disconnect; the broker then exits 0 (flux-facts.md §8a).
-    fn disconnect(
+    /// `state_machine.c` `state_machine_post_cb` on broker `rank`: the `shutdown` event
+    /// takes a follower through cleanup and rc3 to exit 0. The request is one-way, so a
+    /// broker that is not up simply never gets it. The leader is never shut down here:
+    /// that would end the instance, and fluxk8s must never ask it.
+    fn post_state_event(
         &mut self,
         sim: &SimCluster,
+        rank: u32,
         request: &Map<String, Value>,
     ) -> Result<(), RpcFailure> {
-        let rank = request
-            .get("rank")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| RpcFailure::new("EPROTO", "rank is required"))?;
-        let not_child =
-            || RpcFailure::new("ENOENT", "requested rank is not this broker's direct child");
-        let rank = u32::try_from(rank)
-            .ok()
-            .filter(|&k| k != 0 && k < self.size())
-            .ok_or_else(not_child)?;
-        let broker = &self.brokers[rank as usize];
-        if broker.state != BrokerState::Up {
-            let status = match broker.state {
-                BrokerState::Lost => "lost",
-                _ => "offline",
-            };
+        let event = string_field(request, "event")?
+            .ok_or_else(|| RpcFailure::new("EPROTO", "event is required"))?;
+        if event != "shutdown" {
             return Err(RpcFailure::new(
                 "EINVAL",
-                format!("rank {rank} is already {status}"),
+                format!("event {event} is not simulated"),
             ));
         }
+        if rank == 0 {
+            return Err(RpcFailure::new(
+                "EPERM",
+                "shutting down the leader ends the instance",
+            ));
+        }
+        let Some(broker) = self.brokers.get(rank as usize) else {
+            return Err(RpcFailure::new("EHOSTUNREACH", format!("no rank {rank}")));
+        };
+        if broker.state != BrokerState::Up {
+            return Ok(());
+        }
         let pod = broker.pod.clone();
-        self.leave(rank, BrokerState::Lost);
+        self.shut_down.push(rank);
+        self.leave(rank, BrokerState::Offline);
         if let Some(pod) = pod
             && let Err(err) = sim.end_pod(&self.namespace, &pod, 0)
         {
-            tracing::warn!("sim flux: broker {rank} exited but its pod {pod} could not end: {err}");
+            tracing::warn!(
+                "sim flux: broker {rank} exited 0 but its pod {pod} could not end: {err}"
+            );
         }
         Ok(())
     }
@@ -787,7 +817,7 @@ mod tests {
         let sim = sim();
         let (mut flux, tx) = flux();
         let drain = |flux: &mut SimFlux, payload: Value| {
-            flux.rpc(&sim, "resource.drain", &payload.to_string())
+            flux.rpc(&sim, "resource.drain", &payload.to_string(), 0)
         };
         assert_eq!(
             drain(&mut flux, json!({"targets": "1"})).unwrap_err().errno,
@@ -849,7 +879,7 @@ mod tests {
         }
 
         let undrain = |flux: &mut SimFlux, payload: Value| {
-            flux.rpc(&sim, "resource.undrain", &payload.to_string())
+            flux.rpc(&sim, "resource.undrain", &payload.to_string(), 0)
         };
         assert_eq!(
             undrain(&mut flux, json!({"targets": "0-1"})).unwrap_err(),
@@ -863,11 +893,11 @@ mod tests {
             json!({"idset": "1-2", "nodelist": "demo-[1-2]", "overwrite": 0})
         );
         assert_eq!(
-            flux.rpc(&sim, "resource.bogus", "{}").unwrap_err().errno,
+            flux.rpc(&sim, "resource.bogus", "{}", 0).unwrap_err().errno,
             "ENOSYS"
         );
         assert_eq!(
-            flux.rpc(&sim, "resource.drain", "not json")
+            flux.rpc(&sim, "resource.drain", "not json", 0)
                 .unwrap_err()
                 .errno,
             "EPROTO"
@@ -875,28 +905,37 @@ mod tests {
     }
 
     #[test]
-    fn disconnect_refuses_the_leader_and_ranks_that_are_not_up() {
+    fn a_shutdown_ends_the_broker_cleanly_and_its_pod_with_exit_0() {
         let sim = sim();
         let (mut flux, tx) = flux();
         start(&tx, 0);
+        start(&tx, 1);
         flux.pump();
-        let disconnect = |flux: &mut SimFlux, rank: i64| {
-            flux.rpc(
-                &sim,
-                "overlay.disconnect-subtree",
-                &json!({ "rank": rank }).to_string(),
-            )
-        };
-        for rank in [0, 4, -1] {
-            let err = disconnect(&mut flux, rank).unwrap_err();
-            assert!(
-                matches!(err.errno, "ENOENT" | "EPROTO"),
-                "rank {rank}: {err}"
-            );
-        }
+        flux.subscribe_overlay().unwrap();
+        let shutdown = json!({"event": "shutdown", "error": false}).to_string();
+        let post =
+            |flux: &mut SimFlux, rank: u32| flux.rpc(&sim, "state-machine.post", &shutdown, rank);
+        assert_eq!(post(&mut flux, 0).unwrap_err().errno, "EPERM");
+        assert_eq!(post(&mut flux, 9).unwrap_err().errno, "EHOSTUNREACH");
+        // One-way: a broker that is not up never hears it.
+        assert_eq!(post(&mut flux, 2), Ok(()));
+        assert_eq!(flux.state(2), Some(BrokerState::NeverStarted));
+        assert_eq!(post(&mut flux, 1), Ok(()));
+        assert_eq!(flux.state(1), Some(BrokerState::Offline));
+        let overlay = flux.take_overlay();
+        assert!(
+            overlay
+                .iter()
+                .any(|o| o.contains(r#""rank":1"#) && o.contains(r#""status":"offline""#)),
+            "{overlay:?}"
+        );
+        let drain = json!({"targets": "1"}).to_string();
         assert_eq!(
-            disconnect(&mut flux, 2).unwrap_err(),
-            RpcFailure::new("EINVAL", "rank 2 is already offline")
+            flux.rpc(&sim, "resource.drain", &drain, 1)
+                .unwrap_err()
+                .errno,
+            "ENOSYS",
+            "the resource service is rank 0's"
         );
     }
 
@@ -912,7 +951,7 @@ mod tests {
         flux.subscribe_journal().unwrap();
         flux.subscribe_overlay().unwrap();
         let drain = json!({"targets": "1", "reason": "keep me"}).to_string();
-        flux.rpc(&sim, "resource.drain", &drain).unwrap();
+        flux.rpc(&sim, "resource.drain", &drain, 0).unwrap();
         assert_eq!(flux.lost(), ids("2"));
 
         flux.restart_leader();
