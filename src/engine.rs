@@ -352,7 +352,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobView, MiniClusterView, PodPhase, PodView};
+    use crate::model::{JobView, MiniClusterView, PodView};
 
     const RESTART: &str = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-3","nodelist":"mc-[0-3]"}}]}"#;
     const BACKLOG_END: &str = r#"{"events":[]}"#;
@@ -360,18 +360,8 @@ mod tests {
     fn kube(size: u32) -> KubeView {
         KubeView {
             job: JobView {
-                name: "mc".into(),
-                uid: "job".into(),
-                parallelism: size,
-                completions: size,
-                backoff_limit: 100,
-                backoff_limit_per_index: None,
-                has_pod_failure_policy: false,
-                completed_indexes: IdSet::new(),
-                failed_indexes: IdSet::new(),
                 active: size,
-                succeeded: 0,
-                failed: 0,
+                ..JobView::new("mc", "job", size)
             },
             minicluster: Some(MiniClusterView {
                 name: "mc".into(),
@@ -381,14 +371,7 @@ mod tests {
                 complete_workers: false,
             }),
             pods: (0..size)
-                .map(|index| PodView {
-                    name: format!("mc-{index}"),
-                    uid: format!("uid-{index}"),
-                    index,
-                    phase: PodPhase::Running,
-                    ready: true,
-                    terminating: false,
-                })
+                .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
                 .collect(),
         }
     }

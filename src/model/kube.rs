@@ -25,6 +25,27 @@ pub struct JobView {
     pub failed: u32,
 }
 
+impl JobView {
+    /// A Job of `size` with nothing counted yet, the API's default `backoffLimit` and no
+    /// per-index backoff.
+    pub fn new(name: &str, uid: &str, size: u32) -> Self {
+        JobView {
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            parallelism: size,
+            completions: size,
+            backoff_limit: 100,
+            backoff_limit_per_index: None,
+            has_pod_failure_policy: false,
+            completed_indexes: IdSet::new(),
+            failed_indexes: IdSet::new(),
+            active: 0,
+            succeeded: 0,
+            failed: 0,
+        }
+    }
+}
+
 /// The Flux Operator MiniCluster that owns the Job. Its `spec.size` drives the Job's
 /// parallelism and completions, so sizes are changed here when it exists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,6 +82,18 @@ pub struct PodView {
 }
 
 impl PodView {
+    /// A running, ready pod.
+    pub fn running(name: String, uid: String, index: u32) -> Self {
+        PodView {
+            name,
+            uid,
+            index,
+            phase: PodPhase::Running,
+            ready: true,
+            terminating: false,
+        }
+    }
+
     /// Running or about to run, and not on its way out.
     pub fn is_live(&self) -> bool {
         matches!(self.phase, PodPhase::Pending | PodPhase::Running) && !self.terminating

@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
 use crate::model::{
-    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
+    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, PodView,
 };
 
 fn ids(text: &str) -> IdSet {
@@ -80,30 +80,13 @@ fn kube_view(kind: Kind, size: u32, max: u32, live: &str) -> KubeView {
     };
     KubeView {
         job: JobView {
-            name: "mc".into(),
-            uid: "job-uid".into(),
-            parallelism: size,
-            completions: size,
-            backoff_limit: 100,
             backoff_limit_per_index: matches!(kind, Kind::PerIndexZero).then_some(0),
-            has_pod_failure_policy: false,
-            completed_indexes: IdSet::new(),
-            failed_indexes: IdSet::new(),
-            active: 0,
-            succeeded: 0,
-            failed: 0,
+            ..JobView::new("mc", "job-uid", size)
         },
         minicluster,
         pods: ids(live)
             .iter()
-            .map(|index| PodView {
-                name: format!("mc-{index}"),
-                uid: format!("uid-{index}"),
-                index,
-                phase: PodPhase::Running,
-                ready: true,
-                terminating: false,
-            })
+            .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
             .collect(),
     }
 }

@@ -51,18 +51,8 @@ impl World {
             complete_workers: kind == JobKind::CompleteWorkers,
         });
         let job = JobView {
-            name: "mc".into(),
-            uid: "job-uid".into(),
-            parallelism: size,
-            completions: size,
-            backoff_limit: 100,
             backoff_limit_per_index: (kind == JobKind::PerIndexZero).then_some(0),
-            has_pod_failure_policy: false,
-            completed_indexes: IdSet::new(),
-            failed_indexes: IdSet::new(),
-            active: 0,
-            succeeded: 0,
-            failed: 0,
+            ..JobView::new("mc", "job-uid", size)
         };
         let mut world = World {
             kind,
