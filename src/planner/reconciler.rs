@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::reasons::{self, DrainKind};
 use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
+use super::autoscale::Supply;
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView};
 
@@ -31,6 +32,8 @@ pub struct Reconciler {
     config: PlannerConfig,
     /// The live size asked for; `None` until a request (nothing grows or shrinks).
     desired: Option<u32>,
+    /// Why the desired size was asked, for the reason of the size raise (autoscale).
+    grow_reason: Option<String>,
     /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
     /// use. Once drained, the drain itself carries the intent across restarts.
     retiring: BTreeMap<u32, String>,
@@ -154,6 +157,7 @@ impl Reconciler {
         Self {
             config,
             desired: None,
+            grow_reason: None,
             retiring: BTreeMap::new(),
             pending: Vec::new(),
             seen_up: IdSet::new(),
@@ -186,6 +190,18 @@ impl Reconciler {
         kube: Option<&KubeView>,
         now: f64,
     ) -> Result<ResizeAnswer, RequestError> {
+        self.request_size_because(n, None, flux, kube, now)
+    }
+
+    /// [`Self::request_size`], with why (`None`: a plain request) for the raise's reason.
+    pub(crate) fn request_size_because(
+        &mut self,
+        n: u32,
+        why: Option<String>,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        now: f64,
+    ) -> Result<ResizeAnswer, RequestError> {
         let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
         if n == 0 {
             return Err(RequestError::ZeroSize);
@@ -209,6 +225,7 @@ impl Reconciler {
         }
         let changed = self.desired != Some(target);
         self.desired = Some(target);
+        self.grow_reason = why;
         Ok(ResizeAnswer {
             requested: n,
             target,
@@ -222,6 +239,17 @@ impl Reconciler {
     pub fn request_retire(
         &mut self,
         ranks: &IdSet,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+    ) -> Result<RetireAnswer, RequestError> {
+        self.request_retire_because(ranks, reasons::by_request(), flux, kube)
+    }
+
+    /// [`Self::request_retire`] with the drain reason to use (one of [`reasons`]).
+    pub(crate) fn request_retire_because(
+        &mut self,
+        ranks: &IdSet,
+        reason: String,
         flux: &FluxView,
         kube: Option<&KubeView>,
     ) -> Result<RetireAnswer, RequestError> {
@@ -256,7 +284,7 @@ impl Reconciler {
             });
         }
         for k in accepted.iter() {
-            self.retiring.insert(k, reasons::by_request());
+            self.retiring.insert(k, reason.clone());
         }
         if let Some(desired) = self.desired.as_mut() {
             *desired = desired.saturating_sub(leaving).max(self.config.min_size);
@@ -343,6 +371,22 @@ impl Reconciler {
             pending,
             startup_failures: self.startup_failures,
         }
+    }
+
+    /// The ranks autoscaling can count on, once both views are synced.
+    pub fn supply(&self, flux: &FluxView, kube: Option<&KubeView>) -> Option<Supply> {
+        let kube = both_synced(flux, kube)?;
+        let scene = self.scene(flux, kube);
+        let counted = || scene.ranks.iter().filter(|r| r.counted);
+        Some(Supply {
+            expected: counted().map(|r| r.k).collect(),
+            up: counted()
+                .filter(|r| r.online && !r.down)
+                .map(|r| r.k)
+                .collect(),
+            max: scene.max,
+            desired: self.desired,
+        })
     }
 
     /// The drain of rank `k` once our pending drains/undrains land (the latest wins).
@@ -773,7 +817,11 @@ impl Reconciler {
             (Some(size), _, _) => {
                 Some((size, "recycle retired indexes before growing", Effect::Move))
             }
-            (None, Some(size), _) => Some((size, "grow", Effect::Grow)),
+            (None, Some(size), _) => Some((
+                size,
+                self.grow_reason.as_deref().unwrap_or("grow"),
+                Effect::Grow,
+            )),
             (None, None, Some(size)) => Some((size, "retire the highest ranks", Effect::Move)),
             (None, None, None) => None,
         };
