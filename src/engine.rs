@@ -14,7 +14,7 @@ use crate::model::queue::{JobJournalResponse, QueueView};
 use crate::model::{Action, FluxAction, IdSet, KubeAction, KubeView};
 use crate::planner::{
     AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError, ResizeAnswer,
-    RetireAnswer,
+    RetireAnswer, Supply,
 };
 
 /// How many recent errors the status keeps.
@@ -326,6 +326,11 @@ impl Engine {
         let kube = self.kube.synced();
         let supply = self.reconciler.supply(&self.flux, kube);
         let planner = self.reconciler.config();
+        if supply.is_none() && self.flux.synced() {
+            let flux_only = Supply::from_flux(&self.flux);
+            autoscaler.preview(&self.queue, &flux_only, planner, now);
+            return;
+        }
         let decided = match autoscaler.decide(&self.queue, supply.as_ref(), planner, now) {
             Decision::Hold => return,
             Decision::Grow { size, why } => {

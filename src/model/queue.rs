@@ -243,9 +243,11 @@ impl JobJournalResponse {
         // FLUX_JOBID_ANY, packed as a signed 64-bit integer, marks the backlog's end.
         let id = match raw.id {
             -1 => None,
-            id => Some(JobId(u64::try_from(id).map_err(|_| PayloadError::Field {
-                field: "id".into(),
-                why: format!("{id} is not a job id"),
+            id => Some(JobId(u64::try_from(id).map_err(|_| {
+                PayloadError::Field {
+                    field: "id".into(),
+                    why: format!("{id} is not a job id"),
+                }
             })?)),
         };
         Ok(Self {
@@ -510,7 +512,10 @@ mod tests {
         view.set_resources(&r).unwrap();
         assert_eq!(view.cores_per_node(), Some(2));
         assert_eq!(r_ranks(&r).unwrap().to_string(), "0-9");
-        assert!(view.set_resources(&serde_json::json!({"version":1})).is_err());
+        assert!(
+            view.set_resources(&serde_json::json!({"version":1}))
+                .is_err()
+        );
     }
 
     #[test]

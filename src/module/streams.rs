@@ -1,7 +1,8 @@
-//! The Flux-side streams: `resource.journal` (online/offline, drains, torpid) and
-//! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit).
-//! Both are resubscribed with backoff when they end: ENODATA when the resource module
-//! unloads, ENOSYS before it is loaded, anything else on error.
+//! The Flux-side streams: `resource.journal` (online/offline, drains, torpid),
+//! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit), and
+//! with autoscaling `job-manager.events-journal` (the job queue, see [`super::queue`]).
+//! Each is resubscribed with backoff when it ends: ENODATA when its module unloads,
+//! ENOSYS before it is loaded, anything else on error.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ const RETRY_MAX: f64 = 30.0;
 pub(crate) enum Stream {
     Journal,
     Overlay,
+    Jobs,
 }
 
 impl Stream {
@@ -25,6 +27,7 @@ impl Stream {
         match self {
             Stream::Journal => "resource.journal",
             Stream::Overlay => "overlay.monitor",
+            Stream::Jobs => "job-manager.events-journal",
         }
     }
 }
@@ -43,13 +46,19 @@ impl Subscription {
     pub(crate) fn is_open(&self) -> bool {
         self.rpc.is_some()
     }
+
+    /// Open, or waiting to be opened again.
+    pub(crate) fn is_following(&self) -> bool {
+        self.rpc.is_some() || self.retry.is_some()
+    }
 }
 
-/// Both subscriptions.
+/// The subscriptions.
 #[derive(Default)]
 pub(crate) struct Streams {
     pub(crate) journal: Subscription,
     pub(crate) overlay: Subscription,
+    pub(crate) jobs: Subscription,
 }
 
 impl Streams {
@@ -57,6 +66,7 @@ impl Streams {
         match stream {
             Stream::Journal => &mut self.journal,
             Stream::Overlay => &mut self.overlay,
+            Stream::Jobs => &mut self.jobs,
         }
     }
 }
@@ -65,13 +75,14 @@ impl Streams {
 pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: Stream) {
     let weak = Rc::downgrade(shared);
     let payload = match stream {
-        Stream::Journal => Some("{}"),
+        Stream::Journal => Some("{}".to_owned()),
         Stream::Overlay => None,
+        Stream::Jobs => Some(super::queue::request_payload()),
     };
     let opened = Rpc::call(
         handle,
         stream.topic(),
-        payload,
+        payload.as_deref(),
         0,
         true,
         move |handle, reply| {
@@ -81,9 +92,11 @@ pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: S
         },
     );
     let mut module = shared.borrow_mut();
-    if stream == Stream::Journal {
-        // The backlog replays everything: the view is rebuilt from it.
-        module.engine.journal_restarted();
+    // The backlog replays everything: the view is rebuilt from it.
+    match stream {
+        Stream::Journal => module.engine.journal_restarted(),
+        Stream::Jobs => module.engine.job_journal_restarted(),
+        Stream::Overlay => {}
     }
     match opened {
         Ok(rpc) => module.streams.get(stream).rpc = Some(rpc),
@@ -106,7 +119,7 @@ fn on_reply(
         Err(err) => {
             if err.is_end_of_stream() {
                 tracing::info!(
-                    "{} ended (resource or overlay unloaded); resubscribing",
+                    "{} ended (its module unloaded); resubscribing",
                     stream.topic()
                 );
             } else {
@@ -126,6 +139,7 @@ fn on_reply(
     match stream {
         Stream::Journal => module.engine.journal(&payload, now),
         Stream::Overlay => module.engine.overlay(&payload, now),
+        Stream::Jobs => module.engine.job_journal(&payload, now),
     }
     drop(module);
     super::state_changed(shared, handle);

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::PlannerConfig;
 use super::reasons;
-use crate::model::IdSet;
 use crate::model::queue::{JobId, QueueView};
+use crate::model::{FluxView, IdSet};
 
 /// `max_grow_per_minute` counts ranks added over this window (seconds).
 const GROWTH_WINDOW: f64 = 60.0;
@@ -50,6 +50,20 @@ pub struct Supply {
     pub max: u32,
     /// The live size asked for so far, if any.
     pub desired: Option<u32>,
+}
+
+impl Supply {
+    /// What Flux alone tells, for a preview while Kubernetes is not synced: the online
+    /// ranks nobody drained, out of the broker size.
+    pub fn from_flux(flux: &FluxView) -> Supply {
+        let up = flux.online().difference(&flux.drained());
+        Supply {
+            expected: up.clone(),
+            up,
+            max: flux.size(),
+            desired: None,
+        }
+    }
 }
 
 /// What autoscaling asks of the reconciler now.
@@ -167,7 +181,8 @@ impl Autoscaler {
         planner: &PlannerConfig,
         now: f64,
     ) -> Decision {
-        self.recent_growth.retain(|&(at, _)| at > now - GROWTH_WINDOW);
+        self.recent_growth
+            .retain(|&(at, _)| at > now - GROWTH_WINDOW);
         let mut status = AutoscaleStatus {
             queue_synced: queue.synced(),
             last_grow: self.status.last_grow.take(),
@@ -175,7 +190,10 @@ impl Autoscaler {
             ..AutoscaleStatus::default()
         };
         let decision = match supply {
-            None => hold(&mut status, "waiting for the Flux and Kubernetes views to sync"),
+            None => hold(
+                &mut status,
+                "waiting for the Flux and Kubernetes views to sync",
+            ),
             Some(_) if !queue.synced() => hold(
                 &mut status,
                 "waiting for the job queue (job-manager.events-journal)",
@@ -191,6 +209,31 @@ impl Autoscaler {
         };
         self.status = status;
         decision
+    }
+
+    /// What it would decide on `supply`, reported in the status but not taken (nothing
+    /// can act while the Kubernetes view is not synced). Idle times still count.
+    pub fn preview(
+        &mut self,
+        queue: &QueueView,
+        supply: &Supply,
+        planner: &PlannerConfig,
+        now: f64,
+    ) {
+        let mut trial = self.clone();
+        let decision = trial.decide(queue, Some(supply), planner, now);
+        self.idle_since = trial.idle_since;
+        let taken = (self.status.last_grow.take(), self.status.last_retire.take());
+        self.status = AutoscaleStatus {
+            last_grow: taken.0,
+            last_retire: taken.1,
+            ..trial.status
+        };
+        let decided = &self.status.decision;
+        self.status.decision = match decision {
+            Decision::Hold => format!("{decided} (Kubernetes view not synced)"),
+            _ => format!("Kubernetes view not synced; would: {decided}"),
+        };
     }
 
     /// Updates idle times and sums up the queue against the supply.
@@ -283,12 +326,18 @@ impl Autoscaler {
         }
         if let Some(until) = cooling_until(self.last_retire_at, planner.cooldown, now) {
             status.wake_at = Some(until);
-            return hold(status, &format!("{need}: cooldown after retiring until t={until}"));
+            return hold(
+                status,
+                &format!("{need}: cooldown after retiring until t={until}"),
+            );
         }
         let added: u32 = self.recent_growth.iter().map(|&(_, n)| n).sum();
         let allowance = self.config.max_grow_per_minute.saturating_sub(added);
         if allowance == 0 {
-            status.wake_at = self.recent_growth.first().map(|&(at, _)| at + GROWTH_WINDOW);
+            status.wake_at = self
+                .recent_growth
+                .first()
+                .map(|&(at, _)| at + GROWTH_WINDOW);
             return hold(
                 status,
                 &format!(
@@ -313,7 +362,9 @@ impl Autoscaler {
         } else {
             format!(" ({})", limits.join(", "))
         };
-        let why = format!("autoscale: grow to {size} for {jobs}: {demand} node(s) pending, {free} free{limits}");
+        let why = format!(
+            "autoscale: grow to {size} for {jobs}: {demand} node(s) pending, {free} free{limits}"
+        );
         self.recent_growth.push((now, size - current));
         self.last_grow_at = Some(now);
         status.last_grow = Some(Taken {
@@ -430,7 +481,11 @@ mod tests {
 
     fn queue(payloads: &[String]) -> QueueView {
         let mut view = QueueView::new();
-        for payload in payloads.iter().map(String::as_str).chain([r#"{"id":-1,"events":[]}"#]) {
+        for payload in payloads
+            .iter()
+            .map(String::as_str)
+            .chain([r#"{"id":-1,"events":[]}"#])
+        {
             view.apply(&JobJournalResponse::parse(payload).unwrap())
                 .unwrap();
         }
@@ -475,7 +530,10 @@ mod tests {
             panic!("{decision:?}")
         };
         assert_eq!(size, 4);
-        assert!(why.contains("ƒJF (4 nodes)") && why.contains("2 free"), "{why}");
+        assert!(
+            why.contains("ƒJF (4 nodes)") && why.contains("2 free"),
+            "{why}"
+        );
         assert_eq!(auto.status().pending[0].nodes, Some(4));
     }
 
@@ -485,10 +543,20 @@ mod tests {
         let queue = queue(&[pending_job(1, 4)]);
         let mut asked = supply("0-1", "0-1", 10);
         asked.desired = Some(4);
-        assert_eq!(auto.decide(&queue, Some(&asked), &planner(), 0.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&queue, Some(&asked), &planner(), 0.0),
+            Decision::Hold
+        );
         let starting = supply("0-3", "0-1", 10);
-        assert_eq!(auto.decide(&queue, Some(&starting), &planner(), 1.0), Decision::Hold);
-        assert!(auto.status().decision.contains("4 free"), "{:?}", auto.status());
+        assert_eq!(
+            auto.decide(&queue, Some(&starting), &planner(), 1.0),
+            Decision::Hold
+        );
+        assert!(
+            auto.status().decision.contains("4 free"),
+            "{:?}",
+            auto.status()
+        );
     }
 
     #[test]
@@ -498,7 +566,10 @@ mod tests {
         let decision = auto.decide(&queue, Some(&supply("0-1", "0-1", 10)), &planner(), 0.0);
         assert_eq!(decision, Decision::Hold);
         let verdict = &auto.status().pending[0].verdict;
-        assert!(verdict.contains("cannot fit even at the maximum size 10"), "{verdict}");
+        assert!(
+            verdict.contains("cannot fit even at the maximum size 10"),
+            "{verdict}"
+        );
     }
 
     #[test]
@@ -518,10 +589,16 @@ mod tests {
         assert!(why.contains("max-grow-per-minute 3"), "{why}");
         let mut grown = supply("0-4", "0-1", 10);
         grown.desired = Some(5);
-        assert_eq!(auto.decide(&queue, Some(&grown), &planner(), 10.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&queue, Some(&grown), &planner(), 10.0),
+            Decision::Hold
+        );
         assert_eq!(auto.status().wake_at, Some(60.0));
         let decision = auto.decide(&queue, Some(&grown), &planner(), 60.5);
-        assert!(matches!(decision, Decision::Grow { size: 8, .. }), "{decision:?}");
+        assert!(
+            matches!(decision, Decision::Grow { size: 8, .. }),
+            "{decision:?}"
+        );
     }
 
     #[test]
@@ -532,7 +609,10 @@ mod tests {
         });
         let queue = queue(&[running_job(1, "1")]);
         let live = supply("0-4", "0-4", 10);
-        assert_eq!(auto.decide(&queue, Some(&live), &planner(), 0.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&queue, Some(&live), &planner(), 0.0),
+            Decision::Hold
+        );
         assert_eq!(auto.status().wake_at, Some(100.0));
         let decision = auto.decide(&queue, Some(&live), &planner(), 100.0);
         let Decision::Retire { ranks, reason } = decision else {
@@ -543,8 +623,15 @@ mod tests {
         assert_eq!(reason, "fluxk8s: autoscale: idle for over 100s");
         let at_min = supply("0-1", "0-1", 10);
         let empty = queue_with_nothing();
-        assert_eq!(auto.decide(&empty, Some(&at_min), &planner(), 300.0), Decision::Hold);
-        assert!(auto.status().decision.contains("at min-size 2"), "{:?}", auto.status());
+        assert_eq!(
+            auto.decide(&empty, Some(&at_min), &planner(), 300.0),
+            Decision::Hold
+        );
+        assert!(
+            auto.status().decision.contains("at min-size 2"),
+            "{:?}",
+            auto.status()
+        );
     }
 
     fn queue_with_nothing() -> QueueView {
@@ -561,7 +648,10 @@ mod tests {
         let empty = queue_with_nothing();
         auto.decide(&empty, Some(&live), &planner(), 0.0);
         let waiting = queue(&[pending_job(1, 5)]);
-        assert_eq!(auto.decide(&waiting, Some(&live), &planner(), 50.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&waiting, Some(&live), &planner(), 50.0),
+            Decision::Hold
+        );
         assert!(
             auto.status().decision.contains("kept for the pending jobs"),
             "{:?}",
@@ -583,7 +673,10 @@ mod tests {
         let empty = queue_with_nothing();
         let grown = supply("0-3", "0-3", 10);
         auto.decide(&empty, Some(&grown), &planner(), 1.0);
-        assert_eq!(auto.decide(&empty, Some(&grown), &planner(), 20.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&empty, Some(&grown), &planner(), 20.0),
+            Decision::Hold
+        );
         assert_eq!(auto.status().wake_at, Some(30.0));
         assert!(matches!(
             auto.decide(&empty, Some(&grown), &planner(), 30.0),
@@ -596,11 +689,36 @@ mod tests {
         let mut auto = Autoscaler::new(AutoscaleConfig::default());
         let unsynced = QueueView::new();
         let live = supply("0-1", "0-1", 10);
-        assert_eq!(auto.decide(&unsynced, Some(&live), &planner(), 0.0), Decision::Hold);
+        assert_eq!(
+            auto.decide(&unsynced, Some(&live), &planner(), 0.0),
+            Decision::Hold
+        );
         assert!(auto.status().decision.contains("job queue"));
         let queue = queue(&[pending_job(1, 4)]);
         assert_eq!(auto.decide(&queue, None, &planner(), 0.0), Decision::Hold);
         assert!(auto.status().decision.contains("views to sync"));
+    }
+
+    #[test]
+    fn a_preview_reports_the_growth_without_taking_it() {
+        let mut auto = Autoscaler::new(AutoscaleConfig::default());
+        let queue = queue(&[pending_job(1, 4)]);
+        let live = supply("0-1", "0-1", 10);
+        auto.preview(&queue, &live, &planner(), 0.0);
+        let status = auto.status();
+        assert!(
+            status
+                .decision
+                .starts_with("Kubernetes view not synced; would: autoscale: grow to 4"),
+            "{status:?}"
+        );
+        assert_eq!(status.last_grow, None);
+        assert_eq!(status.pending[0].nodes, Some(4));
+        // Nothing was recorded: once synced, the growth is decided for real.
+        assert!(matches!(
+            auto.decide(&queue, Some(&live), &planner(), 1.0),
+            Decision::Grow { size: 4, .. }
+        ));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
+use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
 use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
-use super::autoscale::Supply;
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView};
 
