@@ -23,33 +23,48 @@ const PROBLEMS_KEPT: usize = 20;
 /// Something the shell must do; its result comes back through [`Engine::finished`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send this RPC to rank 0 (one response expected).
-    FluxRpc {
-        id: u64,
-        topic: &'static str,
-        payload: String,
-    },
+    /// Send this request to a broker.
+    FluxRpc { id: u64, request: FluxRequest },
     /// Queue this command on the Kubernetes driver.
     Kube { id: u64, action: KubeAction },
 }
 
-/// The RPC that carries out a Flux-side action: topic and payload.
-pub fn flux_request(action: &FluxAction) -> (&'static str, String) {
+/// A request to a broker service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FluxRequest {
+    pub topic: &'static str,
+    pub payload: String,
+    /// The rank whose broker serves it.
+    pub nodeid: u32,
+    /// False for a one-way request (no response is sent): it is done once sent.
+    pub expects_reply: bool,
+}
+
+/// The request that carries out a Flux-side action.
+pub fn flux_request(action: &FluxAction) -> FluxRequest {
+    let to_leader = |topic, payload: Value| FluxRequest {
+        topic,
+        payload: payload.to_string(),
+        nodeid: 0,
+        expects_reply: true,
+    };
     match action {
         // "update" keeps a drain someone set meanwhile instead of failing with EEXIST.
-        FluxAction::Drain { ranks, reason } => (
+        FluxAction::Drain { ranks, reason } => to_leader(
             "resource.drain",
-            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}).to_string(),
+            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}),
         ),
-        FluxAction::Undrain { ranks } => (
-            "resource.undrain",
-            json!({"targets": ranks.to_string()}).to_string(),
-        ),
-        // Rank 0 is the parent of every rank in the flat topology the Flux Operator uses.
-        FluxAction::Disconnect { rank } => (
-            "overlay.disconnect-subtree",
-            json!({"rank": rank}).to_string(),
-        ),
+        FluxAction::Undrain { ranks } => {
+            to_leader("resource.undrain", json!({"targets": ranks.to_string()}))
+        }
+        // The broker's own state machine: "shutdown" takes a follower through cleanup and
+        // rc3 to exit 0. The service only takes one-way requests.
+        FluxAction::Shutdown { rank } => FluxRequest {
+            topic: "state-machine.post",
+            payload: json!({"event": "shutdown", "error": false}).to_string(),
+            nodeid: *rank,
+            expects_reply: false,
+        },
     }
 }
 
@@ -93,6 +108,9 @@ pub struct Engine {
     dry_run: bool,
     next_id: u64,
     in_flight: BTreeMap<u64, Action>,
+    /// Overlay payloads that arrived before the journal told the instance size (the two
+    /// streams race at subscription), applied once it has.
+    early_overlay: Vec<String>,
     problems: VecDeque<(f64, String)>,
     counters: EngineCounters,
 }
@@ -108,6 +126,7 @@ impl Engine {
             dry_run,
             next_id: 0,
             in_flight: BTreeMap::new(),
+            early_overlay: Vec::new(),
             problems: VecDeque::new(),
             counters: EngineCounters::default(),
         }
@@ -177,6 +196,11 @@ impl Engine {
         if let Err(err) = applied {
             self.note_problem(now, format!("resource.journal: {err}: {payload}"));
         }
+        if self.flux.size() > 0 {
+            for early in std::mem::take(&mut self.early_overlay) {
+                self.apply_overlay(&early, now);
+            }
+        }
     }
 
     /// A new `job-manager.events-journal` subscription starts: its backlog resends every
@@ -199,6 +223,14 @@ impl Engine {
     /// One `overlay.monitor` response.
     pub fn overlay(&mut self, payload: &str, now: f64) {
         self.counters.overlay_events += 1;
+        if self.flux.size() == 0 {
+            self.early_overlay.push(payload.to_owned());
+            return;
+        }
+        self.apply_overlay(payload, now);
+    }
+
+    fn apply_overlay(&mut self, payload: &str, now: f64) {
         let applied = OverlayStatus::parse(payload)
             .map_err(|e| e.to_string())
             .and_then(|s| self.flux.apply_overlay(&s).map_err(|e| e.to_string()));
@@ -304,10 +336,10 @@ impl Engine {
             self.next_id += 1;
             let id = self.next_id;
             effects.push(match &action {
-                Action::Flux(flux_action) => {
-                    let (topic, payload) = flux_request(flux_action);
-                    Effect::FluxRpc { id, topic, payload }
-                }
+                Action::Flux(flux_action) => Effect::FluxRpc {
+                    id,
+                    request: flux_request(flux_action),
+                },
                 Action::Kube(kube_action) => Effect::Kube {
                     id,
                     action: kube_action.clone(),
@@ -407,5 +439,154 @@ impl Engine {
             "problems": problems,
             "engine": self.counters,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobView, MiniClusterView, PodPhase, PodView};
+
+    const RESTART: &str = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-3","nodelist":"mc-[0-3]"}}]}"#;
+    const BACKLOG_END: &str = r#"{"events":[]}"#;
+
+    fn kube(size: u32) -> KubeView {
+        KubeView {
+            job: JobView {
+                name: "mc".into(),
+                uid: "job".into(),
+                parallelism: size,
+                completions: size,
+                backoff_limit: 100,
+                backoff_limit_per_index: None,
+                has_pod_failure_policy: false,
+                completed_indexes: IdSet::new(),
+                failed_indexes: IdSet::new(),
+                active: size,
+                succeeded: 0,
+                failed: 0,
+            },
+            minicluster: Some(MiniClusterView {
+                name: "mc".into(),
+                uid: "mc".into(),
+                size,
+                max_size: 4,
+                complete_workers: false,
+            }),
+            pods: (0..size)
+                .map(|index| PodView {
+                    name: format!("mc-{index}"),
+                    uid: format!("uid-{index}"),
+                    index,
+                    phase: PodPhase::Running,
+                    ready: true,
+                    terminating: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// An engine with both views synced: 4 ranks online, 4 pods running.
+    fn synced(dry_run: bool) -> Engine {
+        let mut engine = Engine::new(PlannerConfig::default(), dry_run);
+        engine.journal(RESTART, 0.0);
+        engine.journal(BACKLOG_END, 0.0);
+        engine.kube_report(Report::View(kube(4)), 0.0);
+        engine.kube_report(Report::Synced, 0.0);
+        engine
+    }
+
+    fn drain_rank_2(engine: &mut Engine) {
+        let drain = r#"{"events":[{"timestamp":2.0,"name":"drain","context":{"idset":"2","nodelist":"mc-2","reason":"bad disk","overwrite":0}}]}"#;
+        engine.journal(drain, 1.0);
+    }
+
+    #[test]
+    fn overlay_events_before_the_journal_are_applied_once_the_size_is_known() {
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        engine.overlay(r#"{"rank":2,"status":"lost","torpid":false}"#, 0.0);
+        assert_eq!(engine.flux().size(), 0);
+        engine.journal(RESTART, 0.0);
+        assert_eq!(engine.flux().lost().to_string(), "2");
+        assert_eq!(
+            engine.status(0.0)["problems"],
+            json!([]),
+            "nothing was dropped"
+        );
+    }
+
+    #[test]
+    fn a_drained_rank_is_shut_down_by_a_one_way_request_to_its_own_broker() {
+        let mut engine = synced(false);
+        drain_rank_2(&mut engine);
+        let effects = engine.step(1.0);
+        let [Effect::FluxRpc { id, request }] = &effects[..] else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(request.topic, "state-machine.post");
+        assert_eq!(request.nodeid, 2);
+        assert!(!request.expects_reply);
+        let payload: Value = serde_json::from_str(&request.payload).unwrap();
+        assert_eq!(payload, json!({"event": "shutdown", "error": false}));
+        engine.finished(*id, Ok(()), 1.0);
+        assert!(
+            engine.step(2.0).is_empty(),
+            "nothing new until the views change"
+        );
+        assert_eq!(engine.status(2.0)["in_flight"], 0);
+    }
+
+    #[test]
+    fn dry_run_plans_and_logs_but_emits_nothing() {
+        let mut engine = synced(true);
+        drain_rank_2(&mut engine);
+        assert!(engine.step(1.0).is_empty());
+        assert_eq!(engine.counters().actions, 1);
+        let pending = &engine.status(1.0)["plan"]["pending"];
+        assert_eq!(pending[0]["outcome"], "ok", "{pending}");
+    }
+
+    #[test]
+    fn a_failed_effect_is_reported_in_the_status() {
+        let mut engine = synced(false);
+        drain_rank_2(&mut engine);
+        let Effect::FluxRpc { id, .. } = engine.step(1.0).remove(0) else {
+            panic!("a Flux effect")
+        };
+        engine.finished(id, Err("EHOSTUNREACH".into()), 1.5);
+        let status = engine.status(1.5);
+        let what = status["problems"][0]["what"].as_str().unwrap();
+        assert!(
+            what.contains("shut down broker 2") && what.contains("EHOSTUNREACH"),
+            "{what}"
+        );
+        assert_eq!(engine.counters().actions_failed, 1);
+    }
+
+    #[test]
+    fn requests_need_both_views() {
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        assert_eq!(
+            engine.request_size(3, 0.0).unwrap_err(),
+            RequestError::NotSynced
+        );
+        let mut engine = synced(false);
+        let answer = engine.request_size(3, 0.0).unwrap();
+        assert_eq!(answer.target, 3);
+        assert!(engine.request_retire(&"0".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn malformed_stream_payloads_are_reported_not_fatal() {
+        let mut engine = synced(false);
+        engine.journal("{not json", 1.0);
+        engine.overlay(r#"{"rank":"two"}"#, 1.0);
+        let problems = engine.status(1.0)["problems"].as_array().unwrap().len();
+        assert_eq!(problems, 2);
+        assert_eq!(
+            engine.flux().online().to_string(),
+            "0-3",
+            "the view is intact"
+        );
     }
 }

@@ -288,11 +288,10 @@ fn resize_patches_minicluster_spec_size_and_records_an_event() {
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     module.wait_running(4);
-    // The MiniCluster's own watch may trail the pods'.
-    let view = module.wait_view("MiniCluster size 4", |v| {
-        v.minicluster.as_ref().is_some_and(|mc| mc.size == 4)
+    // The MiniCluster's and the Job's watches may each trail the pods'.
+    module.wait_view("MiniCluster size 4 and Job completions 4", |v| {
+        v.minicluster.as_ref().is_some_and(|mc| mc.size == 4) && v.job.completions == 4
     });
-    assert_eq!(view.job.completions, 4, "the operator moved the Job");
 
     let log = sim.requests();
     let patches: Vec<_> = log
@@ -381,6 +380,34 @@ fn delete_removes_the_pod_and_records_a_retired_rank_event() {
         "{message}"
     );
     assert_eq!(events[0]["involvedObject"]["kind"], "MiniCluster");
+}
+
+#[test]
+fn evict_mode_removes_the_pod_through_the_eviction_api() {
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
+        .unwrap();
+    let config = DriverConfig {
+        evict: true,
+        ..config_for("flux-sample-0")
+    };
+    let mut module = Module::start(&sim, config);
+    module.wait_synced();
+    let view = module.wait_running(3);
+    let action = delete_action(&view, 2, "rank 2 drained");
+    let KubeAction::DeletePod { uid, .. } = &action else {
+        unreachable!()
+    };
+    let uid = uid.clone();
+    let id = module.apply(action);
+    assert_eq!(module.outcome(id), Outcome::Done);
+    module.wait_view("evicted pod 2 no longer live", |v| {
+        !v.pods.iter().any(|p| p.uid == uid && p.is_live())
+    });
+    let log = sim.requests();
+    assert_eq!(log.count(Verb::Create, "pods/eviction"), 1);
+    assert_eq!(log.count(Verb::Delete, "pods"), 0, "no plain DELETE");
+    assert_eq!(events_with_reason(&sim, "RetiredRank").len(), 1);
 }
 
 #[test]

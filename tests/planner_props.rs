@@ -44,6 +44,7 @@ fn kind() -> impl Strategy<Value = JobKind> {
     prop_oneof![
         Just(JobKind::PerIndexZero),
         Just(JobKind::CompleteWorkers),
+        Just(JobKind::OperatorDefault),
         Just(JobKind::Bare)
     ]
 }
@@ -63,7 +64,7 @@ fn check_actions(world: &World, actions: &[Action]) -> Result<(), String> {
         let bad = match action {
             Action::Flux(FluxAction::Drain { ranks, .. })
             | Action::Flux(FluxAction::Undrain { ranks }) => ranks.contains(0),
-            Action::Flux(FluxAction::Disconnect { rank }) => *rank == 0,
+            Action::Flux(FluxAction::Shutdown { rank }) => *rank == 0,
             Action::Kube(KubeAction::DeletePod { index, .. }) => *index == 0,
             Action::Kube(KubeAction::SetSize { size, .. }) => *size == 0 || *size > max,
         };

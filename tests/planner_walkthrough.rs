@@ -45,17 +45,27 @@ fn walkthrough(kind: JobKind) -> (World, Reconciler) {
     (world, reconciler)
 }
 
-#[test]
-fn per_index_backoff_deletes_the_pod_and_it_stays_gone() {
-    let (mut world, mut reconciler) = walkthrough(JobKind::PerIndexZero);
-    assert!(world.kube.job.failed_indexes.contains(2));
-    assert!(!world.live_indexes().contains(2));
-    let deletes: Vec<_> = world
+/// The drained rank's broker is shut down cleanly: exit 0 completes its index, which the
+/// Job then never recreates, whatever its failure policy.
+fn shutdown_retires_rank_2(kind: JobKind) {
+    let (mut world, mut reconciler) = walkthrough(kind);
+    assert!(world.kube.job.completed_indexes.contains(2));
+    let removals: Vec<_> = world
         .log
         .iter()
-        .filter(|(_, a)| matches!(a, Action::Kube(KubeAction::DeletePod { .. })))
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                Action::Flux(FluxAction::Shutdown { .. })
+                    | Action::Kube(KubeAction::DeletePod { .. })
+            )
+        })
+        .map(|(_, a)| a.clone())
         .collect();
-    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(
+        removals,
+        vec![Action::Flux(FluxAction::Shutdown { rank: 2 })]
+    );
 
     resize(&mut world, &mut reconciler, 4);
     assert_eq!(world.live_ranks(), ids("0-1,3-4"));
@@ -67,56 +77,33 @@ fn per_index_backoff_deletes_the_pod_and_it_stays_gone() {
     assert_eq!(status.ranks[2].phase, RankPhase::Retired);
     assert_eq!(
         status.ranks[2].why,
-        "retired: index failed, drained by others"
+        "retired: index completed, drained by others"
     );
-}
 
-#[test]
-fn complete_workers_disconnects_the_broker_and_the_index_completes() {
-    let (mut world, mut reconciler) = walkthrough(JobKind::CompleteWorkers);
-    assert!(world.kube.job.completed_indexes.contains(2));
-    assert!(
-        world
-            .log
-            .iter()
-            .any(|(_, a)| a == &Action::Flux(FluxAction::Disconnect { rank: 2 }))
-    );
-    resize(&mut world, &mut reconciler, 4);
-    resize(&mut world, &mut reconciler, 6);
-    assert_eq!(world.live_ranks(), ids("0-1,3-6"));
-    assert!(!world.live_indexes().contains(2));
-}
-
-#[test]
-fn a_bare_job_keeps_the_rank_drained_and_says_why() {
-    let (mut world, mut reconciler) = walkthrough(JobKind::Bare);
-    assert!(world.live_indexes().contains(2), "nothing could remove it");
-    let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
-    assert_eq!(status.ranks[2].phase, RankPhase::Drained);
-    assert!(
-        status.ranks[2].why.contains("no mechanism"),
-        "{:?}",
-        status.ranks[2]
-    );
-    assert!(
-        status.waiting.iter().any(|w| w.contains("rank 2")),
-        "{:?}",
-        status.waiting
-    );
-    assert!(!world.log.iter().any(|(_, a)| matches!(
-        a,
-        Action::Kube(KubeAction::DeletePod { .. }) | Action::Flux(FluxAction::Disconnect { .. })
-    )));
-
-    resize(&mut world, &mut reconciler, 4);
-    assert_eq!(world.live_ranks(), ids("0-1,3-4"));
-    resize(&mut world, &mut reconciler, 6);
-    assert_eq!(world.live_ranks(), ids("0-1,3-6"));
-
-    // Shrinking to 2 retires the top ranks by lowering the size; rank 2 goes with them.
+    // Shrinking to 2 retires the top ranks by lowering the size.
     resize(&mut world, &mut reconciler, 2);
     assert_eq!(world.live_ranks(), ids("0-1"));
     assert_eq!(world.kube.job.completions, 2);
+}
+
+#[test]
+fn per_index_backoff_job_retires_rank_2_by_shutdown() {
+    shutdown_retires_rank_2(JobKind::PerIndexZero);
+}
+
+#[test]
+fn complete_workers_job_retires_rank_2_by_shutdown() {
+    shutdown_retires_rank_2(JobKind::CompleteWorkers);
+}
+
+#[test]
+fn operator_default_job_retires_rank_2_by_shutdown() {
+    shutdown_retires_rank_2(JobKind::OperatorDefault);
+}
+
+#[test]
+fn bare_job_retires_rank_2_by_shutdown() {
+    shutdown_retires_rank_2(JobKind::Bare);
 }
 
 #[test]
@@ -125,19 +112,20 @@ fn dry_run_reissues_only_after_the_retry_interval() {
     world.dry_run = true;
     let mut reconciler = Reconciler::new(quick());
     world.admin_drain("2", "bad memory");
-    // Dry run: the drain is already there (admin), the delete is "done" but nothing happens.
+    // Dry run: the drain is already there (admin), the shutdown is "done" but nothing
+    // happens, so it is asked again, no sooner than the retry interval.
     world.run(&mut reconciler, 30);
-    let deletes: Vec<f64> = world
+    let shutdowns: Vec<f64> = world
         .log
         .iter()
-        .filter(|(_, a)| matches!(a, Action::Kube(KubeAction::DeletePod { .. })))
+        .filter(|(_, a)| a == &Action::Flux(FluxAction::Shutdown { rank: 2 }))
         .map(|(t, _)| *t)
         .collect();
     let retry = reconciler.config().retry_interval;
-    assert!(deletes.len() >= 2, "{deletes:?}");
+    assert!(shutdowns.len() >= 2, "{shutdowns:?}");
     assert!(
-        deletes.windows(2).all(|w| w[1] - w[0] >= retry),
-        "{deletes:?}"
+        shutdowns.windows(2).all(|w| w[1] - w[0] >= retry),
+        "{shutdowns:?}"
     );
     assert!(world.live_indexes().contains(2));
 }

@@ -56,6 +56,55 @@ impl Rpc {
         streaming: bool,
         on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
     ) -> Result<Rpc> {
+        Self::send(handle, topic, payload, nodeid, streaming, -1.0, on_reply)
+    }
+
+    /// Like [`Rpc::call`] for one reply, which must come within `timeout` seconds: past
+    /// that `on_reply` gets ETIMEDOUT, so a stalled service cannot stall the caller.
+    pub fn call_within(
+        handle: &Handle,
+        topic: &str,
+        payload: Option<&str>,
+        nodeid: u32,
+        timeout: f64,
+        on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
+    ) -> Result<Rpc> {
+        Self::send(handle, topic, payload, nodeid, false, timeout, on_reply)
+    }
+
+    /// Sends a one-way request (`FLUX_RPC_NORESPONSE`): the service sends no response,
+    /// so success means it was sent.
+    pub fn send_one_way(handle: &Handle, topic: &str, payload: &str, nodeid: u32) -> Result<()> {
+        let topic_c = CString::new(topic).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
+        let payload_c =
+            CString::new(payload).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
+        // SAFETY: the handle is live; topic and payload are NUL-terminated and copied into
+        // the request before flux_rpc returns.
+        let raw = unsafe {
+            sys::flux_rpc(
+                handle.as_ptr(),
+                topic_c.as_ptr(),
+                payload_c.as_ptr(),
+                nodeid,
+                sys::FLUX_RPC_NORESPONSE,
+            )
+        };
+        let raw = check_ptr(raw, "flux_rpc")?;
+        // SAFETY: the future of a one-way request is fulfilled at once and owned by us;
+        // it is destroyed exactly once, here.
+        unsafe { sys::flux_future_destroy(raw.as_ptr()) };
+        Ok(())
+    }
+
+    fn send(
+        handle: &Handle,
+        topic: &str,
+        payload: Option<&str>,
+        nodeid: u32,
+        streaming: bool,
+        timeout: f64,
+        on_reply: impl FnMut(&Handle, std::result::Result<String, RpcError>) + 'static,
+    ) -> Result<Rpc> {
         let topic_c = CString::new(topic).map_err(|_| FluxError::new("flux_rpc", libc::EINVAL))?;
         let payload_c = payload
             .map(CString::new)
@@ -88,11 +137,11 @@ impl Rpc {
             _pending: pending,
         };
         // SAFETY: the future is live; the slot box lives as long as `rpc`, which destroys
-        // the future before freeing it. Timeout -1 means none.
+        // the future before freeing it. A negative timeout means none.
         let rc = unsafe {
             sys::flux_future_then(
                 rpc.raw.as_ptr(),
-                -1.0,
+                timeout,
                 Some(reply_trampoline),
                 slot_arg(&rpc._pending),
             )

@@ -4,12 +4,12 @@
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 
-use futures::future::{FutureExt, LocalBoxFuture};
+use futures::future::{FutureExt, LocalBoxFuture, TryFutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -35,6 +35,10 @@ const GET_POD: Request = Request {
 const DELETE_POD: Request = Request {
     verb: "delete",
     resource: "pods",
+};
+const EVICT_POD: Request = Request {
+    verb: "create",
+    resource: "pods/eviction",
 };
 const PATCH_MINICLUSTER: Request = Request {
     verb: "patch",
@@ -253,10 +257,24 @@ async fn delete_pod(
     };
     let sent = Cell::new(0u32);
     let answered = Cell::new(0u32);
+    // An eviction is a delete the API server may refuse for a PodDisruptionBudget (429,
+    // retried like any throttling) and that marks the pod with DisruptionTarget first.
+    let (how, evict) = if ctx.evict {
+        let evict = EvictParams {
+            delete_options: Some(params.clone()),
+            post_options: PostParams::default(),
+        };
+        (EVICT_POD, Some(evict))
+    } else {
+        (DELETE_POD, None)
+    };
     let deleted = ctx
-        .retrying(area, DELETE_POD, || {
+        .retrying(area, how, || {
             sent.set(sent.get() + 1);
-            let request = pods.delete(name, &params);
+            let request = match &evict {
+                Some(evict) => pods.evict(name, evict).map_ok(drop).boxed_local(),
+                None => pods.delete(name, &params).map_ok(drop).boxed_local(),
+            };
             async {
                 let result = request.await;
                 if matches!(result, Ok(_) | Err(kube::Error::Api(_))) {
@@ -288,7 +306,8 @@ async fn delete_pod(
         }
         Err(failure) => return Outcome::Failed(failure.describe()),
     }
-    info!("{area}: deleted pod {name} (rank {index}): {reason}");
+    let removed = if ctx.evict { "evicted" } else { "deleted" };
+    info!("{area}: {removed} pod {name} (rank {index}): {reason}");
     record_event(
         ctx,
         scene,

@@ -45,6 +45,10 @@ pub struct DriverConfig {
     pub minicluster: Option<String>,
     /// The broker's hostname, `<job>-<index>`, used when neither name is set.
     pub hostname: Option<String>,
+    /// `evict=true`: remove pods through the Eviction API instead of DELETE, so
+    /// PodDisruptionBudgets are honoured and the pod gets a `DisruptionTarget` condition
+    /// (which `podFailurePolicy` rules can match).
+    pub evict: bool,
     /// Timeouts and retry pacing.
     pub tuning: Tuning,
 }

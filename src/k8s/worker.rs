@@ -70,6 +70,8 @@ pub struct Ctx {
     pub reporter: Reporter,
     /// Who we are in recorded Events (`reportingInstance`): the broker's hostname.
     pub instance: Option<String>,
+    /// Remove pods by eviction rather than DELETE.
+    pub evict: bool,
 }
 
 impl Ctx {
@@ -85,6 +87,7 @@ impl Ctx {
             tuning: config.tuning,
             reporter,
             instance: config.hostname,
+            evict: config.evict,
         }
     }
 

@@ -15,9 +15,11 @@ pub enum FluxAction {
     Drain { ranks: IdSet, reason: String },
     /// `resource.undrain`; only ever for drains fluxk8s set.
     Undrain { ranks: IdSet },
-    /// `overlay.disconnect-subtree {"rank": N}`: broker N leaves and exits 0, so its pod
-    /// completes (with `completeWorkers`) and the Job does not recreate that index.
-    Disconnect { rank: u32 },
+    /// `state-machine.post {"event":"shutdown"}` to broker N: it shuts down cleanly and
+    /// exits 0. The Flux Operator's worker loop ends on exit 0 (with or without
+    /// `completeWorkers`), so the pod succeeds, the index completes, and the Job does not
+    /// recreate it.
+    Shutdown { rank: u32 },
 }
 
 /// An action on the Kubernetes side, carried out by the driver.
@@ -49,10 +51,10 @@ impl std::fmt::Display for Action {
                 write!(f, "drain rank(s) {ranks} ({reason})")
             }
             Action::Flux(FluxAction::Undrain { ranks }) => write!(f, "undrain rank(s) {ranks}"),
-            Action::Flux(FluxAction::Disconnect { rank }) => {
+            Action::Flux(FluxAction::Shutdown { rank }) => {
                 write!(
                     f,
-                    "disconnect rank {rank} so its broker exits 0 and the index completes"
+                    "shut down broker {rank}: it exits 0 and its index completes"
                 )
             }
             Action::Kube(KubeAction::DeletePod {

@@ -14,6 +14,9 @@ use crate::model::queue::r_ranks;
 
 /// How often the allocated set is asked again while a drained rank is still up.
 const RECHECK: f64 = 5.0;
+/// Planning waits for the answer; a job-manager that does not answer in this long is
+/// reported and the last known set is used.
+const ANSWER_WITHIN: f64 = 10.0;
 
 #[derive(Default)]
 pub(crate) struct BusyProbe {
@@ -61,12 +64,12 @@ pub(crate) fn refresh_if_needed(shared: &Rc<RefCell<Module>>, handle: &Handle) -
 
 fn ask(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     let weak = Rc::downgrade(shared);
-    let sent = Rpc::call(
+    let sent = Rpc::call_within(
         handle,
         "job-manager.resource-status",
         None,
         0,
-        false,
+        ANSWER_WITHIN,
         move |handle, reply| {
             if let Some(shared) = weak.upgrade() {
                 answered(&shared, handle, reply);

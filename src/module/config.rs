@@ -20,6 +20,9 @@ pub struct Config {
     pub job: Option<String>,
     /// The MiniCluster owning the Job (default: the Job's owner).
     pub minicluster: Option<String>,
+    /// Remove pods through the Eviction API (honours PodDisruptionBudgets) instead of
+    /// DELETE.
+    pub evict: bool,
     /// Never shrink below this many live ranks.
     pub min_size: u32,
     /// Ranks that are never retired.
@@ -49,6 +52,7 @@ impl Default for Config {
             kubeconfig: None,
             job: None,
             minicluster: None,
+            evict: false,
             min_size: 1,
             protect: IdSet::new(),
             drain_grace: None,
@@ -101,6 +105,7 @@ const KEYS: &[(&str, &str)] = &[
     ("kubeconfig", "a path to a kubeconfig file"),
     ("job", "a Job name"),
     ("minicluster", "a MiniCluster name"),
+    ("evict", "true or false"),
     ("min-size", "a whole number >= 1"),
     ("protect", "an idset of ranks, e.g. 1-3,7"),
     ("drain-grace", "a duration such as 90, 30s, 5m, 1.5h, 1d"),
@@ -176,17 +181,16 @@ impl Config {
 
     /// The settings that only take effect when the Kubernetes connection is made.
     pub fn connection_differs(&self, other: &Config) -> bool {
-        (
-            &self.namespace,
-            &self.kubeconfig,
-            &self.job,
-            &self.minicluster,
-        ) != (
-            &other.namespace,
-            &other.kubeconfig,
-            &other.job,
-            &other.minicluster,
-        )
+        let connection = |c: &Config| {
+            (
+                c.namespace.clone(),
+                c.kubeconfig.clone(),
+                c.job.clone(),
+                c.minicluster.clone(),
+                c.evict,
+            )
+        };
+        connection(self) != connection(other)
     }
 
     fn set(&mut self, key: &str, raw: Raw<'_>, origin: Source) -> Result<(), ConfigError> {
@@ -230,6 +234,7 @@ impl Config {
             "dry-run" => self.dry_run = boolean(&raw).ok_or_else(bad)?,
             "autoscale" => self.autoscale = boolean(&raw).ok_or_else(bad)?,
             "idle-timeout" => self.idle_timeout = duration(&raw).ok_or_else(bad)?,
+            "evict" => self.evict = boolean(&raw).ok_or_else(bad)?,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -410,7 +415,15 @@ mod tests {
             namespace: Some("x".into()),
             ..Config::default()
         };
+        let d = Config {
+            evict: true,
+            ..Config::default()
+        };
         assert!(!a.connection_differs(&b));
         assert!(a.connection_differs(&c));
+        assert!(
+            a.connection_differs(&d),
+            "the removal path is fixed at load"
+        );
     }
 }

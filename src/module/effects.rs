@@ -14,13 +14,19 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
         let mut module = shared.borrow_mut();
         let now = module.now;
         match effect {
-            Effect::FluxRpc { id, topic, payload } => {
+            Effect::FluxRpc { id, request } if !request.expects_reply => {
+                let sent =
+                    Rpc::send_one_way(handle, request.topic, &request.payload, request.nodeid);
+                let outcome = sent.map_err(|e| format!("{}: {e}", request.topic));
+                module.engine.finished(id, outcome, now);
+            }
+            Effect::FluxRpc { id, request } => {
                 let weak = Rc::downgrade(shared);
                 let sent = Rpc::call(
                     handle,
-                    topic,
-                    Some(&payload),
-                    0,
+                    request.topic,
+                    Some(&request.payload),
+                    request.nodeid,
                     false,
                     move |handle, reply| {
                         if let Some(shared) = weak.upgrade() {
@@ -32,9 +38,10 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
                     Ok(rpc) => {
                         module.flux_rpcs.insert(id, rpc);
                     }
-                    Err(err) => module
-                        .engine
-                        .finished(id, Err(format!("{topic}: {err}")), now),
+                    Err(err) => {
+                        let text = format!("{}: {err}", request.topic);
+                        module.engine.finished(id, Err(text), now);
+                    }
                 }
             }
             Effect::Kube { id, action } => {

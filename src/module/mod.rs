@@ -219,6 +219,7 @@ fn run(
             job: config.job.clone(),
             minicluster: config.minicluster.clone(),
             hostname: handle.attr("hostname"),
+            evict: config.evict,
             tuning: Default::default(),
         },
         Arc::new(move || waker.wake()),

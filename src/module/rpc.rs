@@ -177,7 +177,7 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
         .map_err(|e| Refusal::invalid(format!("{}: {e}", module.name)))?;
     if config.connection_differs(&module.config) {
         return Err(Refusal::invalid(format!(
-            "{}: namespace, kubeconfig, job and minicluster apply only at load: reload the module",
+            "{}: namespace, kubeconfig, job, minicluster and evict apply only at load: reload the module",
             module.name
         )));
     }

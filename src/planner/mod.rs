@@ -40,7 +40,7 @@ pub struct PlannerConfig {
     pub max_lost_fraction: f64,
     /// Seconds between a grow and a shrink decision (either order).
     pub cooldown: f64,
-    /// Kubernetes actions and disconnects allowed per rolling minute.
+    /// Kubernetes actions and broker shutdowns allowed per rolling minute.
     pub max_actions_per_minute: u32,
     /// An action not seen to take effect may be issued again after this many seconds.
     pub retry_interval: f64,

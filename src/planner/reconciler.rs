@@ -13,6 +13,9 @@ use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView};
 const RATE_WINDOW: f64 = 60.0;
 /// Growth backoff after failed starts never exceeds this (seconds).
 const MAX_BACKOFF: f64 = 3600.0;
+/// A broker that comes back this many times after a clean shutdown has a pod that
+/// restarts it (its container does not end with the broker): stop trying.
+pub(super) const MAX_SHUTDOWNS: u32 = 3;
 
 /// An action issued and not yet seen to take effect.
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub struct Reconciler {
     last_shrink: Option<f64>,
     /// When rate-limited actions were issued, within the last window.
     recent_moves: Vec<f64>,
+    /// Retiring ranks whose broker was seen to go down after a shutdown, and how often.
+    shutdowns: BTreeMap<u32, u32>,
 }
 
 /// What is known of one rank, with actions in flight folded in.
@@ -169,6 +174,7 @@ impl Reconciler {
             last_grow: None,
             last_shrink: None,
             recent_moves: Vec::new(),
+            shutdowns: BTreeMap::new(),
         }
     }
 
@@ -528,6 +534,13 @@ impl Reconciler {
     /// ranks waiting to start, retiring ranks that are busy.
     fn observe(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
+        for pending in &self.pending {
+            if let Action::Flux(FluxAction::Shutdown { rank }) = pending.action
+                && took_effect(&pending.action, flux, kube)
+            {
+                *self.shutdowns.entry(rank).or_default() += 1;
+            }
+        }
         self.pending
             .retain(|p| now < p.retry_after && !took_effect(&p.action, flux, kube));
         let scene = self.scene(flux, kube);
@@ -555,6 +568,7 @@ impl Reconciler {
             }
             if !rank.active {
                 self.retiring.remove(&k);
+                self.shutdowns.remove(&k);
             }
         }
     }
@@ -908,36 +922,44 @@ impl Reconciler {
         if let Some(frozen) = &scene.frozen {
             return retiring(&format!("drained, removal frozen: {frozen}"));
         }
-        let kube = scene.kube;
-        if kube.job.backoff_limit_per_index == Some(0) {
-            return match &rank.live_pod {
-                Some((pod, uid)) => {
-                    remove(Action::Kube(KubeAction::DeletePod {
-                        index: k,
-                        pod: pod.clone(),
-                        uid: uid.clone(),
-                        reason: "fluxk8s: retire drained rank (index fails for good)".into(),
-                    }));
-                    retiring("leaving: deleting its pod (backoffLimitPerIndex 0)")
-                }
-                None => retiring("leaving: waiting for its index to fail"),
-            };
-        }
-        if kube
-            .minicluster
-            .as_ref()
-            .is_some_and(|mc| mc.complete_workers)
-        {
-            if rank.online {
-                remove(Action::Flux(FluxAction::Disconnect { rank: k }));
-                return retiring("leaving: broker told to exit (completeWorkers)");
+        // A clean exit 0 completes the index whatever the Job's failure policy (the Flux
+        // Operator's worker loop ends on exit 0), and lets the broker run rc3.
+        let shutdowns = self.shutdowns.get(&k).copied().unwrap_or(0);
+        if rank.online {
+            if shutdowns >= MAX_SHUTDOWNS {
+                return (
+                    RankPhase::Drained,
+                    format!(
+                        "drained, kept: its broker came back after {shutdowns} clean shutdowns \
+                         (the pod restarts it)"
+                    ),
+                );
             }
-            return retiring("drained: waiting for the broker to come online to disconnect it");
+            remove(Action::Flux(FluxAction::Shutdown { rank: k }));
+            return retiring("leaving: broker told to shut down (exit 0 completes its index)");
         }
-        (
-            RankPhase::Drained,
-            "drained, kept: no mechanism, its pod would be recreated".into(),
-        )
+        if shutdowns > 0 && rank.live_pod.is_some() {
+            return retiring("leaving: broker shut down, waiting for its pod to complete");
+        }
+        let per_index_zero = scene.kube.job.backoff_limit_per_index == Some(0);
+        match &rank.live_pod {
+            Some((pod, uid)) if per_index_zero => {
+                remove(Action::Kube(KubeAction::DeletePod {
+                    index: k,
+                    pod: pod.clone(),
+                    uid: uid.clone(),
+                    reason: "fluxk8s: retire drained rank (index fails for good)".into(),
+                }));
+                retiring("leaving: deleting its pod (backoffLimitPerIndex 0)")
+            }
+            Some(_) => (
+                RankPhase::Drained,
+                "drained, kept: its broker is not online to be shut down, and a deleted pod \
+                 would be recreated"
+                    .into(),
+            ),
+            None => retiring("leaving: waiting for its index to finish"),
+        }
     }
 
     fn record(&mut self, planned: &Planned, now: f64) {
@@ -978,9 +1000,7 @@ fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
                 .and_then(|r| r.drain.as_ref())
                 .is_some_and(|d| d.ours)
         }),
-        Action::Flux(FluxAction::Disconnect { rank }) => {
-            !flux.rank(*rank).is_some_and(|r| r.online)
-        }
+        Action::Flux(FluxAction::Shutdown { rank }) => !flux.rank(*rank).is_some_and(|r| r.online),
         Action::Kube(KubeAction::DeletePod { uid, .. }) => {
             !kube.pods.iter().any(|p| &p.uid == uid && p.is_live())
         }

@@ -141,10 +141,11 @@ fn an_admin_drain_is_retired_with_the_mechanism_that_works() {
     let cases = [
         // Top rank: lowering the size works for any Job.
         (Kind::Bare, "3", Some(3), None),
-        // Middle rank: delete with the uid when the index then fails for good ...
-        (Kind::PerIndexZero, "1", None, Some("delete")),
-        // ... or make the broker exit so the index completes.
-        (Kind::CompleteWorkers, "1", None, Some("disconnect")),
+        // Middle rank with its broker up: a clean shutdown (exit 0) completes the index,
+        // whatever the Job's failure policy.
+        (Kind::PerIndexZero, "1", None, Some("shutdown")),
+        (Kind::CompleteWorkers, "1", None, Some("shutdown")),
+        (Kind::Bare, "1", None, Some("shutdown")),
     ];
     for (kind, rank, expected_size, removal) in cases {
         let mut flux = flux_view(4, "0-3");
@@ -158,7 +159,7 @@ fn an_admin_drain_is_retired_with_the_mechanism_that_works() {
                 assert_eq!(uid, "uid-1");
                 Some("delete")
             }
-            Action::Flux(FluxAction::Disconnect { rank: 1 }) => Some("disconnect"),
+            Action::Flux(FluxAction::Shutdown { rank: 1 }) => Some("shutdown"),
             _ => None,
         });
         assert_eq!(removed, removal, "{actions:?}");
@@ -176,20 +177,65 @@ fn an_admin_drain_is_retired_with_the_mechanism_that_works() {
 }
 
 #[test]
-fn a_drained_middle_rank_of_a_bare_job_stays_drained_and_the_status_says_why() {
-    let mut flux = flux_view(4, "0-3");
+fn a_drained_middle_rank_whose_broker_is_down_is_deleted_only_with_per_index_backoff() {
+    // Rank 1 is drained, its broker is not online (crashing in its pod), its pod is live.
+    let mut flux = flux_view(4, "0,2-3");
     drain(&mut flux, "1", "bad disk");
-    let kube = kube_view(Kind::Bare, 4, 4, "0-3");
+    let per_index = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
     let mut reconciler = Reconciler::new(PlannerConfig::default());
-    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
-    let status = reconciler.status(&flux, Some(&kube), 0.0);
+    let actions = reconciler.plan(&flux, Some(&per_index), 0.0);
+    assert!(
+        matches!(
+            &actions[..],
+            [Action::Kube(KubeAction::DeletePod { index: 1, .. })]
+        ),
+        "{actions:?}"
+    );
+
+    let bare = kube_view(Kind::Bare, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&bare), 0.0).is_empty());
+    let status = reconciler.status(&flux, Some(&bare), 0.0);
     assert_eq!(status.ranks[1].phase, RankPhase::Drained);
     assert!(
-        status.ranks[1].why.contains("no mechanism"),
+        status.ranks[1].why.contains("not online to be shut down"),
         "{:?}",
         status.ranks[1]
     );
     assert_eq!((status.real_size, status.expected_size), (3, 3));
+}
+
+#[test]
+fn a_broker_that_keeps_coming_back_after_shutdowns_is_kept_drained() {
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::Bare, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let shutdown = vec![Action::Flux(FluxAction::Shutdown { rank: 1 })];
+    let mut now = 0.0;
+    for _ in 0..super::reconciler::MAX_SHUTDOWNS {
+        assert_eq!(reconciler.plan(&flux, Some(&kube), now), shutdown);
+        // The broker goes down; its pod stays and restarts it.
+        event(&mut flux, JournalEvent::Offline(ids("1")));
+        now += 1.0;
+        assert!(reconciler.plan(&flux, Some(&kube), now).is_empty());
+        let why = reconciler.status(&flux, Some(&kube), now).ranks[1]
+            .why
+            .clone();
+        assert!(why.contains("waiting for its pod to complete"), "{why}");
+        event(&mut flux, JournalEvent::Online(ids("1")));
+        now += 1.0;
+    }
+    assert!(reconciler.plan(&flux, Some(&kube), now).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), now);
+    assert_eq!(status.ranks[1].phase, RankPhase::Drained);
+    assert!(
+        status.ranks[1]
+            .why
+            .contains("came back after 3 clean shutdowns"),
+        "{:?}",
+        status.ranks[1]
+    );
 }
 
 #[test]
@@ -198,30 +244,36 @@ fn a_busy_rank_is_retired_when_idle_or_after_the_grace() {
     drain(&mut flux, "1", "bad disk");
     flux.set_busy(ids("1"));
     let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
-    let deletes = |actions: &[Action]| {
+    let removals = |actions: &[Action]| {
         actions
             .iter()
-            .filter(|a| matches!(a, Action::Kube(KubeAction::DeletePod { .. })))
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Kube(KubeAction::DeletePod { .. })
+                        | Action::Flux(FluxAction::Shutdown { .. })
+                )
+            })
             .count()
     };
 
     let mut patient = Reconciler::new(PlannerConfig::default());
-    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 0.0)), 0);
+    assert_eq!(removals(&patient.plan(&flux, Some(&kube), 0.0)), 0);
     let status = patient.status(&flux, Some(&kube), 0.0);
     assert_eq!(status.ranks[1].why, "draining: busy, waiting idle");
-    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 1e6)), 0);
+    assert_eq!(removals(&patient.plan(&flux, Some(&kube), 1e6)), 0);
 
     let config = PlannerConfig {
         drain_grace: Some(60.0),
         ..PlannerConfig::default()
     };
     let mut graceful = Reconciler::new(config);
-    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 0.0)), 0);
-    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 59.0)), 0);
-    assert_eq!(deletes(&graceful.plan(&flux, Some(&kube), 60.0)), 1);
+    assert_eq!(removals(&graceful.plan(&flux, Some(&kube), 0.0)), 0);
+    assert_eq!(removals(&graceful.plan(&flux, Some(&kube), 59.0)), 0);
+    assert_eq!(removals(&graceful.plan(&flux, Some(&kube), 60.0)), 1);
 
     flux.set_busy(IdSet::new());
-    assert_eq!(deletes(&patient.plan(&flux, Some(&kube), 1e6 + 1.0)), 1);
+    assert_eq!(removals(&patient.plan(&flux, Some(&kube), 1e6 + 1.0)), 1);
 }
 
 #[test]
@@ -408,10 +460,10 @@ fn removals_freeze_when_too_many_ranks_are_lost() {
         lose(&mut flux, 3);
         let actions = reconciler.plan(&flux, Some(&kube), 1.0);
         assert_eq!(actions[0], drain_action("2-3", "fluxk8s: pod lost"));
-        let deleted = actions
+        let removed = actions
             .iter()
-            .any(|a| matches!(a, Action::Kube(KubeAction::DeletePod { index: 1, .. })));
-        assert_eq!(deleted, !frozen, "{actions:?}");
+            .any(|a| a == &Action::Flux(FluxAction::Shutdown { rank: 1 }));
+        assert_eq!(removed, !frozen, "{actions:?}");
         let status = reconciler.status(&flux, Some(&kube), 1.0);
         assert_eq!(status.frozen.is_some(), frozen);
         if frozen {
@@ -557,7 +609,7 @@ fn a_failed_action_is_retried_after_the_interval_only() {
     let actions = reconciler.plan(&flux, Some(&kube), 0.0);
     assert_eq!(
         actions,
-        vec![Action::Flux(FluxAction::Disconnect { rank: 1 })]
+        vec![Action::Flux(FluxAction::Shutdown { rank: 1 })]
     );
     reconciler.action_finished(&actions[0], Err("EHOSTUNREACH".into()), 10.0);
     let status = reconciler.status(&flux, Some(&kube), 10.0);

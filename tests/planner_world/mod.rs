@@ -18,6 +18,9 @@ pub enum JobKind {
     PerIndexZero,
     /// MiniCluster with `completeWorkers`: an exiting broker completes its index.
     CompleteWorkers,
+    /// MiniCluster as the Flux Operator makes it by default: a broker that exits 0
+    /// completes its index, a deleted pod comes back.
+    OperatorDefault,
     /// A plain Indexed Job, no operator: deleted pods come back.
     Bare,
 }
@@ -221,12 +224,14 @@ impl World {
                 }
                 self.journal("undrain", &format!(r#"{{"idset":"{ranks}"}}"#));
             }
-            Action::Flux(FluxAction::Disconnect { rank }) => {
+            Action::Flux(FluxAction::Shutdown { rank }) => {
                 if !self.flux.rank(*rank).is_some_and(|r| r.online) {
-                    return Err(format!("rank {rank} is already lost/offline"));
+                    // A one-way request to a broker that is not there goes nowhere.
+                    return Ok(());
                 }
-                // The broker exits 0, the worker loop ends, the pod succeeds.
-                self.broker_gone(*rank, "lost");
+                // The broker exits 0; the container (the operator's worker loop, or the
+                // broker itself in a bare Job) ends with it and the pod succeeds.
+                self.broker_gone(*rank, "offline");
                 self.remove_pod(*rank);
                 self.kube.job.completed_indexes.insert(*rank);
                 self.kube.job.succeeded += 1;
@@ -270,7 +275,7 @@ impl World {
             JobKind::CompleteWorkers => {
                 self.kube.job.completed_indexes.insert(index);
             }
-            JobKind::Bare => {}
+            JobKind::OperatorDefault | JobKind::Bare => {}
         }
     }
 
