@@ -8,7 +8,8 @@
 //! - [`engine`]: the sans-I/O core around it (payloads and reports in, effects out),
 //!   shared by the module, the demo and the end-to-end tests;
 //! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
-//! - [`sim`]: a simulated API server for tests and the demo;
+//! - [`sim`]: a simulated API server (and Flux side) for tests and the demo;
+//! - [`scenario`]: end-to-end runs of the engine and driver against the simulations;
 //! - `module`: `mod_main`, configuration and the RPC handlers.
 
 #[cfg(panic = "abort")]
@@ -21,6 +22,7 @@ pub mod flux;
 pub mod k8s;
 pub mod model;
 pub mod planner;
+pub mod scenario;
 pub mod sim;
 
 mod module;

@@ -357,6 +357,11 @@ pub struct FluxView {
     ranks: Vec<RankState>,
     synced: bool,
     busy: IdSet,
+    /// Set by [`FluxView::restart_journal`] until the backlog's `restart` event arrives.
+    awaiting_restart: bool,
+    /// Backlog entries before `restart`: the resource module replays its KVS eventlog
+    /// (drain history) ahead of `restart`, which they must outlive.
+    before_restart: Vec<JournalEntry>,
 }
 
 impl FluxView {
@@ -401,17 +406,42 @@ impl FluxView {
     /// the backlog ends.
     pub fn restart_journal(&mut self) {
         self.synced = false;
+        self.awaiting_restart = true;
+        self.before_restart.clear();
     }
 
     /// Applies one `resource.journal` response.
     pub fn apply_journal(&mut self, response: &JournalResponse) -> Result<(), ApplyError> {
+        for entry in &response.entries {
+            if !self.awaiting_restart {
+                self.apply_entry(entry)?;
+            } else if matches!(entry.event, JournalEvent::Restart { .. }) {
+                self.apply_entry(entry)?;
+                self.awaiting_restart = false;
+                // `restart` carries the online set of its time: only drains are history.
+                let held = std::mem::take(&mut self.before_restart);
+                held.iter()
+                    .filter(|e| {
+                        matches!(
+                            e.event,
+                            JournalEvent::Drain { .. } | JournalEvent::Undrain { .. }
+                        )
+                    })
+                    .try_for_each(|e| self.apply_entry(e))?;
+            } else {
+                self.before_restart.push(entry.clone());
+            }
+        }
         if response.is_backlog_end() {
             self.synced = true;
+            if self.awaiting_restart {
+                // A backlog without `restart` (truncated): apply what it held as it came.
+                self.awaiting_restart = false;
+                let held = std::mem::take(&mut self.before_restart);
+                held.iter().try_for_each(|e| self.apply_entry(e))?;
+            }
         }
-        response
-            .entries
-            .iter()
-            .try_for_each(|entry| self.apply_entry(entry))
+        Ok(())
     }
 
     /// Applies one journal event.
@@ -902,6 +932,43 @@ mod tests {
         assert_eq!(view, before);
         assert_eq!(view.drained(), ids("3"));
         assert_eq!(view.lost(), ids("2"));
+    }
+
+    #[test]
+    fn drains_replayed_before_restart_survive_it() {
+        // Captured after `flux module reload resource` (flux-core 0.88): the KVS eventlog
+        // comes first, then `online`, then `restart`.
+        let reload = [
+            r#"{"events":[{"timestamp":1.0,"name":"drain","context":{"idset":"1","nodelist":"flux-sample-1","reason":"test reason","overwrite":0}},{"timestamp":2.0,"name":"undrain","context":{"idset":"1","nodelist":"flux-sample-1","overwrite":0}},{"timestamp":3.0,"name":"drain","context":{"idset":"2","nodelist":"flux-sample-2","reason":"keep me","overwrite":0}},{"timestamp":4.0,"name":"online","context":{"idset":"0-2"}},{"timestamp":4.1,"name":"restart","context":{"ranks":"0-3","online":"0-2","nodelist":"flux-sample-[0-3]"}}]}"#,
+            r#"{"events":[{"timestamp":4.2,"name":"resource-define","context":{"method":"configuration"}}]}"#,
+            r#"{"events":[]}"#,
+        ];
+        for mut view in [FluxView::new(), {
+            let mut known = FluxView::new();
+            apply(&mut known, &BACKLOG);
+            known
+        }] {
+            view.restart_journal();
+            apply(&mut view, &reload);
+            assert!(view.synced());
+            assert_eq!(view.size(), 4);
+            assert_eq!(view.online(), ids("0-2"));
+            assert_eq!(view.drained(), ids("2"));
+            assert_eq!(
+                view.rank(2).unwrap().drain.as_ref().unwrap().reason,
+                "keep me"
+            );
+        }
+    }
+
+    #[test]
+    fn a_backlog_without_restart_still_applies_what_it_held() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        view.restart_journal();
+        apply(&mut view, &[DRAIN, BACKLOG[2]]);
+        assert!(view.synced());
+        assert_eq!(view.drained(), ids("2"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod api;
 #[cfg(test)]
 mod controller_tests;
 mod faults;
+pub mod flux;
 mod http;
 mod job_controller;
 mod kinds;
