@@ -10,8 +10,12 @@ use serde_json::{Value, json};
 
 use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
+use crate::model::queue::{JobJournalResponse, QueueView};
 use crate::model::{Action, FluxAction, IdSet, KubeAction, KubeView};
-use crate::planner::{PlannerConfig, Reconciler, RequestError, ResizeAnswer, RetireAnswer};
+use crate::planner::{
+    AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError, ResizeAnswer,
+    RetireAnswer, Supply,
+};
 
 /// How many recent errors the status keeps.
 const PROBLEMS_KEPT: usize = 20;
@@ -84,6 +88,7 @@ impl KubeSide {
 pub struct EngineCounters {
     pub journal_events: u64,
     pub overlay_events: u64,
+    pub job_events: u64,
     pub kube_reports: u64,
     pub plans: u64,
     pub actions: u64,
@@ -96,6 +101,10 @@ pub struct Engine {
     flux: FluxView,
     kube: KubeSide,
     reconciler: Reconciler,
+    /// The job queue, followed only while autoscaling is on.
+    queue: QueueView,
+    /// `None` while autoscaling is off.
+    autoscaler: Option<Autoscaler>,
     dry_run: bool,
     next_id: u64,
     in_flight: BTreeMap<u64, Action>,
@@ -112,6 +121,8 @@ impl Engine {
             flux: FluxView::new(),
             kube: KubeSide::default(),
             reconciler: Reconciler::new(planner),
+            queue: QueueView::new(),
+            autoscaler: None,
             dry_run,
             next_id: 0,
             in_flight: BTreeMap::new(),
@@ -125,6 +136,24 @@ impl Engine {
     pub fn reconfigure(&mut self, planner: PlannerConfig, dry_run: bool) {
         self.reconciler.set_config(planner);
         self.dry_run = dry_run;
+    }
+
+    /// Turns autoscaling on (or retunes it) or off; idle times survive a retune.
+    pub fn set_autoscale(&mut self, config: Option<AutoscaleConfig>) {
+        match (config, self.autoscaler.as_mut()) {
+            (Some(config), Some(autoscaler)) => autoscaler.set_config(config),
+            (config, _) => self.autoscaler = config.map(Autoscaler::new),
+        }
+    }
+
+    pub fn queue(&self) -> &QueueView {
+        &self.queue
+    }
+
+    /// When autoscaling must decide again even if no event comes (an idle timeout or a
+    /// cooldown ends).
+    pub fn wake_at(&self) -> Option<f64> {
+        self.autoscaler.as_ref()?.status().wake_at
     }
 
     pub fn flux(&self) -> &FluxView {
@@ -158,7 +187,12 @@ impl Engine {
         self.counters.journal_events += 1;
         let applied = JournalResponse::parse(payload)
             .map_err(|e| e.to_string())
-            .and_then(|r| self.flux.apply_journal(&r).map_err(|e| e.to_string()));
+            .and_then(|r| {
+                self.flux.apply_journal(&r).map_err(|e| e.to_string())?;
+                // The instance's R tells the node size that slot-only jobs are sized by.
+                r.resources
+                    .map_or(Ok(()), |resources| self.queue.set_resources(&resources))
+            });
         if let Err(err) = applied {
             self.note_problem(now, format!("resource.journal: {err}: {payload}"));
         }
@@ -166,6 +200,23 @@ impl Engine {
             for early in std::mem::take(&mut self.early_overlay) {
                 self.apply_overlay(&early, now);
             }
+        }
+    }
+
+    /// A new `job-manager.events-journal` subscription starts: its backlog resends every
+    /// active job.
+    pub fn job_journal_restarted(&mut self) {
+        self.queue.restart();
+    }
+
+    /// One `job-manager.events-journal` response.
+    pub fn job_journal(&mut self, payload: &str, now: f64) {
+        self.counters.job_events += 1;
+        let applied = JobJournalResponse::parse(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.queue.apply(&r));
+        if let Err(err) = applied {
+            self.note_problem(now, format!("job-manager.events-journal: {err}: {payload}"));
         }
     }
 
@@ -271,6 +322,7 @@ impl Engine {
     /// counted as done.
     pub fn step(&mut self, now: f64) -> Vec<Effect> {
         self.counters.plans += 1;
+        self.autoscale(now);
         let actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
         let mut effects = Vec::with_capacity(actions.len());
         for action in actions {
@@ -296,6 +348,39 @@ impl Engine {
             self.in_flight.insert(id, action);
         }
         effects
+    }
+
+    /// Runs the autoscaling policy and passes its decision to the reconciler.
+    fn autoscale(&mut self, now: f64) {
+        let Some(autoscaler) = self.autoscaler.as_mut() else {
+            return;
+        };
+        let kube = self.kube.synced();
+        let supply = self.reconciler.supply(&self.flux, kube);
+        let planner = self.reconciler.config();
+        if supply.is_none() && self.flux.synced() {
+            let flux_only = Supply::from_flux(&self.flux);
+            autoscaler.preview(&self.queue, &flux_only, planner, now);
+            return;
+        }
+        let decided = match autoscaler.decide(&self.queue, supply.as_ref(), planner, now) {
+            Decision::Hold => return,
+            Decision::Grow { size, why } => {
+                tracing::info!("{why}");
+                self.reconciler
+                    .request_size_because(size, Some(why), &self.flux, kube, now)
+                    .map(drop)
+            }
+            Decision::Retire { ranks, reason } => {
+                tracing::info!("autoscale: retire ranks {ranks} ({reason})");
+                self.reconciler
+                    .request_retire_because(&ranks, reason, &self.flux, kube)
+                    .map(drop)
+            }
+        };
+        if let Err(err) = decided {
+            self.note_problem(now, format!("autoscale: {err}"));
+        }
     }
 
     /// Sizes, rank states, the Kubernetes view and the plan, as JSON.
@@ -342,6 +427,14 @@ impl Engine {
                 "problems": kube_problems,
             },
             "plan": plan,
+            "autoscale": match &self.autoscaler {
+                Some(autoscaler) => {
+                    let mut report = json!(autoscaler.status());
+                    report["enabled"] = json!(true);
+                    report
+                }
+                None => json!({"enabled": false}),
+            },
             "in_flight": self.in_flight.len(),
             "problems": problems,
             "engine": self.counters,

@@ -6,6 +6,7 @@ pub mod flux;
 pub mod hostlist;
 pub mod idset;
 pub mod kube;
+pub mod queue;
 
 pub use action::{Action, DRAIN_REASON_PREFIX, FluxAction, KubeAction};
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};

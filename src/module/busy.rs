@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::Module;
 use crate::flux::{Handle, Rpc, RpcError, Watcher};
 use crate::model::IdSet;
+use crate::model::queue::r_ranks;
 
 /// How often the allocated set is asked again while a drained rank is still up.
 const RECHECK: f64 = 5.0;
@@ -104,23 +105,13 @@ fn answered(shared: &Rc<RefCell<Module>>, handle: &Handle, reply: Result<String,
     super::state_changed(shared, handle);
 }
 
-/// The ranks of `{"allocated": R}` (R version 1: `execution.R_lite[].rank`).
+/// The ranks of `{"allocated": R}`.
 pub(crate) fn allocated_ranks(payload: &str) -> Result<IdSet, String> {
     let value: Value = serde_json::from_str(payload).map_err(|e| format!("not JSON: {e}"))?;
-    let r_lite = match value.get("allocated") {
-        None | Some(Value::Null) => return Ok(IdSet::new()),
-        Some(r) => r.pointer("/execution/R_lite").and_then(Value::as_array),
-    };
-    let mut ranks = IdSet::new();
-    for entry in r_lite.ok_or("allocated has no execution.R_lite")? {
-        let text = entry
-            .get("rank")
-            .and_then(Value::as_str)
-            .ok_or("R_lite entry without rank")?;
-        let set: IdSet = text.parse().map_err(|e| format!("{e}"))?;
-        ranks = ranks.union(&set);
+    match value.get("allocated") {
+        None | Some(Value::Null) => Ok(IdSet::new()),
+        Some(r) => r_ranks(r),
     }
-    Ok(ranks)
 }
 
 #[cfg(test)]

@@ -37,6 +37,12 @@ pub struct Config {
     pub cooldown: f64,
     /// Plan and log every action, touch nothing.
     pub dry_run: bool,
+    /// Size the instance to its job queue: grow for pending jobs, retire idle ranks.
+    pub autoscale: bool,
+    /// Seconds a rank must have had no job before autoscaling retires it.
+    pub idle_timeout: f64,
+    /// Ranks autoscaling adds per rolling minute, at most.
+    pub max_grow_per_minute: u32,
 }
 
 impl Default for Config {
@@ -54,6 +60,9 @@ impl Default for Config {
             max_lost_fraction: 0.5,
             cooldown: 30.0,
             dry_run: false,
+            autoscale: false,
+            idle_timeout: 300.0,
+            max_grow_per_minute: 10,
         }
     }
 }
@@ -107,6 +116,9 @@ const KEYS: &[(&str, &str)] = &[
     ("max-lost-fraction", "a number from 0 to 1"),
     ("cooldown", "a duration such as 90, 30s, 5m, 1.5h, 1d"),
     ("dry-run", "true or false"),
+    ("autoscale", "true or false"),
+    ("idle-timeout", "a duration such as 90, 30s, 5m, 1.5h, 1d"),
+    ("max-grow-per-minute", "a whole number >= 1"),
 ];
 
 fn accepted_keys() -> String {
@@ -205,11 +217,9 @@ impl Config {
             "kubeconfig" => self.kubeconfig = Some(PathBuf::from(name()?)),
             "job" => self.job = Some(name()?),
             "minicluster" => self.minicluster = Some(name()?),
-            "min-size" => {
-                self.min_size = raw
-                    .number()
-                    .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(u32::MAX))
-                    .ok_or_else(bad)? as u32
+            "min-size" => self.min_size = positive_whole(&raw).ok_or_else(bad)?,
+            "max-grow-per-minute" => {
+                self.max_grow_per_minute = positive_whole(&raw).ok_or_else(bad)?
             }
             "protect" => self.protect = raw.text().and_then(|t| t.parse().ok()).ok_or_else(bad)?,
             "drain-grace" => self.drain_grace = Some(duration(&raw).ok_or_else(bad)?),
@@ -222,11 +232,20 @@ impl Config {
                     .ok_or_else(bad)?
             }
             "dry-run" => self.dry_run = boolean(&raw).ok_or_else(bad)?,
+            "autoscale" => self.autoscale = boolean(&raw).ok_or_else(bad)?,
+            "idle-timeout" => self.idle_timeout = duration(&raw).ok_or_else(bad)?,
             "evict" => self.evict = boolean(&raw).ok_or_else(bad)?,
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
     }
+}
+
+/// A whole number from 1 to `u32::MAX`.
+fn positive_whole(raw: &Raw<'_>) -> Option<u32> {
+    raw.number()
+        .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(u32::MAX))
+        .map(|n| n as u32)
 }
 
 /// A duration in seconds: a number, or Flux's form with an `s`, `m`, `h` or `d` suffix.
@@ -285,6 +304,18 @@ mod tests {
     }
 
     #[test]
+    fn autoscale_keys_are_read() {
+        let config = Config::load(
+            Some(r#"{"autoscale":true,"idle-timeout":"10m"}"#),
+            &args(&["max-grow-per-minute=4"]),
+        )
+        .unwrap();
+        assert!(config.autoscale);
+        assert_eq!(config.idle_timeout, 600.0);
+        assert_eq!(config.max_grow_per_minute, 4);
+    }
+
+    #[test]
     fn durations_take_flux_units_and_plain_seconds() {
         let config = Config::load(
             Some(r#"{"startup-timeout":90,"drain-grace":"1.5h"}"#),
@@ -325,6 +356,13 @@ mod tests {
             ("cooldown=-5s", "cooldown", "a duration"),
             ("max-lost-fraction=1.5", "max-lost-fraction", "from 0 to 1"),
             ("dry-run=maybe", "dry-run", "true or false"),
+            ("autoscale=on", "autoscale", "true or false"),
+            ("idle-timeout=later", "idle-timeout", "a duration"),
+            (
+                "max-grow-per-minute=0",
+                "max-grow-per-minute",
+                "a whole number >= 1",
+            ),
             ("namespace=", "namespace", "namespace name"),
         ];
         for (arg, key, expected) in cases {

@@ -3,6 +3,7 @@
 mod busy;
 pub mod config;
 mod effects;
+mod queue;
 mod rpc;
 mod streams;
 
@@ -18,7 +19,7 @@ use crate::flux::{
     self, Access, ForwardedLogs, Handle, MsgHandler, Rpc, Wakeup, Watcher, panic_message,
 };
 use crate::k8s::{Driver, DriverConfig};
-use crate::planner::PlannerConfig;
+use crate::planner::{AutoscaleConfig, PlannerConfig};
 use crate::sys;
 use config::Config;
 
@@ -37,6 +38,8 @@ pub(crate) struct Module {
     /// Flux-side actions sent and not yet answered, by effect id.
     pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
     pub(crate) busy: busy::BusyProbe,
+    /// The timer for autoscaling's next look without an event.
+    pub(crate) wakeup: queue::Wakeup,
     logs: ForwardedLogs,
     /// The reactor clock at the current callback.
     pub(crate) now: f64,
@@ -70,9 +73,18 @@ fn planner_config(config: &Config) -> PlannerConfig {
     }
 }
 
-/// Something changed (a stream event, a Kubernetes report, a request): plan, and carry
-/// out what the plan says.
+/// Autoscaling's knobs, when it is on.
+fn autoscale_config(config: &Config) -> Option<AutoscaleConfig> {
+    config.autoscale.then_some(AutoscaleConfig {
+        idle_timeout: config.idle_timeout,
+        max_grow_per_minute: config.max_grow_per_minute,
+    })
+}
+
+/// Something changed (a stream event, a Kubernetes report, a request, a reload): plan,
+/// and carry out what the plan says.
 pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    queue::follow(shared, handle);
     if busy::refresh_if_needed(shared, handle) {
         // Which drained ranks still run jobs is being asked; plan with the answer.
         return;
@@ -83,6 +95,7 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
         let now = module.now;
         module.engine.step(now)
     };
+    queue::arm_wakeup(shared, handle);
     effects::run(shared, handle, effects);
 }
 
@@ -212,10 +225,12 @@ fn run(
         Arc::new(move || waker.wake()),
     );
     let now = handle.now();
+    let mut engine = Engine::new(planner_config(&config), config.dry_run);
+    engine.set_autoscale(autoscale_config(&config));
     let mut module = Module {
         name: name.clone(),
         args,
-        engine: Engine::new(planner_config(&config), config.dry_run),
+        engine,
         config,
         loaded_at: now,
         counters: Counters::default(),
@@ -223,6 +238,7 @@ fn run(
         streams: streams::Streams::default(),
         flux_rpcs: BTreeMap::new(),
         busy: busy::BusyProbe::default(),
+        wakeup: queue::Wakeup::default(),
         logs: forwarded_logs,
         now,
     };
@@ -245,6 +261,7 @@ fn run(
     };
     streams::subscribe(&module, handle, streams::Stream::Journal);
     streams::subscribe(&module, handle, streams::Stream::Overlay);
+    queue::follow(&module, handle);
     tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
 
     running.set(true);

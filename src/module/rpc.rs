@@ -122,6 +122,7 @@ fn status(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     view["uptime"] = json!(module.now - module.loaded_at);
     view["flux"]["journal"] = stream(&module.streams.journal);
     view["flux"]["overlay"] = stream(&module.streams.overlay);
+    view["autoscale"]["stream"] = stream(&module.streams.jobs);
     view["kubernetes"]["connected"] = json!(module.driver.is_some());
     view["kubernetes"]["namespace"] = json!(module.driver.as_ref().map(|d| d.namespace()));
     view["counters"] = json!(module.counters);
@@ -183,6 +184,9 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
     module
         .engine
         .reconfigure(super::planner_config(&config), config.dry_run);
+    module
+        .engine
+        .set_autoscale(super::autoscale_config(&config));
     module.config = config;
     module.counters.config_reloads += 1;
     tracing::info!("{}: configuration reloaded", module.name);

@@ -1,7 +1,8 @@
-//! The Flux-side streams: `resource.journal` (online/offline, drains, torpid) and
-//! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit).
-//! Both are resubscribed with backoff when they end: ENODATA when the resource module
-//! unloads, ENOSYS before it is loaded, anything else on error.
+//! The Flux-side streams: `resource.journal` (online/offline, drains, torpid),
+//! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit), and
+//! with autoscaling `job-manager.events-journal` (the job queue, see [`super::queue`]).
+//! Each is resubscribed with backoff when it ends: ENODATA when its module unloads,
+//! ENOSYS before it is loaded, anything else on error.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ const RETRY_MAX: f64 = 30.0;
 pub(crate) enum Stream {
     Journal,
     Overlay,
+    Jobs,
 }
 
 impl Stream {
@@ -25,6 +27,7 @@ impl Stream {
         match self {
             Stream::Journal => "resource.journal",
             Stream::Overlay => "overlay.monitor",
+            Stream::Jobs => "job-manager.events-journal",
         }
     }
 }
@@ -43,13 +46,19 @@ impl Subscription {
     pub(crate) fn is_open(&self) -> bool {
         self.rpc.is_some()
     }
+
+    /// Open, or waiting to be opened again.
+    pub(crate) fn is_following(&self) -> bool {
+        self.rpc.is_some() || self.retry.is_some()
+    }
 }
 
-/// Both subscriptions.
+/// The subscriptions.
 #[derive(Default)]
 pub(crate) struct Streams {
     pub(crate) journal: Subscription,
     pub(crate) overlay: Subscription,
+    pub(crate) jobs: Subscription,
     /// The overlay waits for the journal's `restart` (the instance size): its first
     /// reports could otherwise arrive first and name ranks not yet known.
     overlay_deferred: bool,
@@ -60,6 +69,7 @@ impl Streams {
         match stream {
             Stream::Journal => &mut self.journal,
             Stream::Overlay => &mut self.overlay,
+            Stream::Jobs => &mut self.jobs,
         }
     }
 }
@@ -76,13 +86,14 @@ pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: S
     }
     let weak = Rc::downgrade(shared);
     let payload = match stream {
-        Stream::Journal => Some("{}"),
+        Stream::Journal => Some("{}".to_owned()),
         Stream::Overlay => None,
+        Stream::Jobs => Some(super::queue::request_payload()),
     };
     let opened = Rpc::call(
         handle,
         stream.topic(),
-        payload,
+        payload.as_deref(),
         0,
         true,
         move |handle, reply| {
@@ -92,9 +103,11 @@ pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: S
         },
     );
     let mut module = shared.borrow_mut();
-    if stream == Stream::Journal {
-        // The backlog replays everything: the view is rebuilt from it.
-        module.engine.journal_restarted();
+    // The backlog replays everything: the view is rebuilt from it.
+    match stream {
+        Stream::Journal => module.engine.journal_restarted(),
+        Stream::Jobs => module.engine.job_journal_restarted(),
+        Stream::Overlay => {}
     }
     match opened {
         Ok(rpc) => module.streams.get(stream).rpc = Some(rpc),
@@ -117,7 +130,7 @@ fn on_reply(
         Err(err) => {
             if err.is_end_of_stream() {
                 tracing::info!(
-                    "{} ended (resource or overlay unloaded); resubscribing",
+                    "{} ended (its module unloaded); resubscribing",
                     stream.topic()
                 );
             } else {
@@ -137,6 +150,7 @@ fn on_reply(
     match stream {
         Stream::Journal => module.engine.journal(&payload, now),
         Stream::Overlay => module.engine.overlay(&payload, now),
+        Stream::Jobs => module.engine.job_journal(&payload, now),
     }
     let overlay_due = module.streams.overlay_deferred && module.engine.flux().size() > 0;
     drop(module);

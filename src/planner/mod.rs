@@ -8,6 +8,7 @@
 //!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 
+pub mod autoscale;
 mod reasons;
 mod reconciler;
 mod status;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::model::IdSet;
 
+pub use autoscale::{AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, Supply};
 pub use reconciler::Reconciler;
 pub use status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
 

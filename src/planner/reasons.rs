@@ -49,6 +49,10 @@ pub(crate) fn never_online(timeout: f64) -> String {
     format!("{DRAIN_REASON_PREFIX} never came online within {timeout}s")
 }
 
+pub(crate) fn autoscale_idle(idle_timeout: f64) -> String {
+    format!("{DRAIN_REASON_PREFIX} autoscale: idle for over {idle_timeout}s")
+}
+
 /// Re-applied after a restart lost the drain; `why` says how the rank was retired.
 pub(crate) fn still_retired(why: &str) -> String {
     format!("{DRAIN_REASON_PREFIX} retired ({why})")
@@ -66,6 +70,7 @@ mod tests {
             by_request(),
             never_online(300.0),
             still_retired("index completed"),
+            autoscale_idle(300.0),
         ] {
             assert!(reason.starts_with(DRAIN_REASON_PREFIX), "{reason}");
             assert_eq!(kind_of_reason(&reason), DrainKind::OursRetire, "{reason}");

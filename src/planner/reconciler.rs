@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
+use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
 use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
@@ -34,6 +35,8 @@ pub struct Reconciler {
     config: PlannerConfig,
     /// The live size asked for; `None` until a request (nothing grows or shrinks).
     desired: Option<u32>,
+    /// Why the desired size was asked, for the reason of the size raise (autoscale).
+    grow_reason: Option<String>,
     /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
     /// use. Once drained, the drain itself carries the intent across restarts.
     retiring: BTreeMap<u32, String>,
@@ -159,6 +162,7 @@ impl Reconciler {
         Self {
             config,
             desired: None,
+            grow_reason: None,
             retiring: BTreeMap::new(),
             pending: Vec::new(),
             seen_up: IdSet::new(),
@@ -192,6 +196,18 @@ impl Reconciler {
         kube: Option<&KubeView>,
         now: f64,
     ) -> Result<ResizeAnswer, RequestError> {
+        self.request_size_because(n, None, flux, kube, now)
+    }
+
+    /// [`Self::request_size`], with why (`None`: a plain request) for the raise's reason.
+    pub(crate) fn request_size_because(
+        &mut self,
+        n: u32,
+        why: Option<String>,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        now: f64,
+    ) -> Result<ResizeAnswer, RequestError> {
         // What is wrong with the request itself is said first, synced or not.
         if n == 0 {
             return Err(RequestError::ZeroSize);
@@ -216,6 +232,7 @@ impl Reconciler {
         }
         let changed = self.desired != Some(target);
         self.desired = Some(target);
+        self.grow_reason = why;
         Ok(ResizeAnswer {
             requested: n,
             target,
@@ -229,6 +246,17 @@ impl Reconciler {
     pub fn request_retire(
         &mut self,
         ranks: &IdSet,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+    ) -> Result<RetireAnswer, RequestError> {
+        self.request_retire_because(ranks, reasons::by_request(), flux, kube)
+    }
+
+    /// [`Self::request_retire`] with the drain reason to use (one of [`reasons`]).
+    pub(crate) fn request_retire_because(
+        &mut self,
+        ranks: &IdSet,
+        reason: String,
         flux: &FluxView,
         kube: Option<&KubeView>,
     ) -> Result<RetireAnswer, RequestError> {
@@ -263,7 +291,7 @@ impl Reconciler {
             });
         }
         for k in accepted.iter() {
-            self.retiring.insert(k, reasons::by_request());
+            self.retiring.insert(k, reason.clone());
         }
         if let Some(desired) = self.desired.as_mut() {
             *desired = desired.saturating_sub(leaving).max(self.config.min_size);
@@ -350,6 +378,22 @@ impl Reconciler {
             pending,
             startup_failures: self.startup_failures,
         }
+    }
+
+    /// The ranks autoscaling can count on, once both views are synced.
+    pub fn supply(&self, flux: &FluxView, kube: Option<&KubeView>) -> Option<Supply> {
+        let kube = both_synced(flux, kube)?;
+        let scene = self.scene(flux, kube);
+        let counted = || scene.ranks.iter().filter(|r| r.counted);
+        Some(Supply {
+            expected: counted().map(|r| r.k).collect(),
+            up: counted()
+                .filter(|r| r.online && !r.down)
+                .map(|r| r.k)
+                .collect(),
+            max: scene.max,
+            desired: self.desired,
+        })
     }
 
     /// The drain of rank `k` once our pending drains/undrains land (the latest wins).
@@ -788,7 +832,11 @@ impl Reconciler {
             (Some(size), _, _) => {
                 Some((size, "recycle retired indexes before growing", Effect::Move))
             }
-            (None, Some(size), _) => Some((size, "grow", Effect::Grow)),
+            (None, Some(size), _) => Some((
+                size,
+                self.grow_reason.as_deref().unwrap_or("grow"),
+                Effect::Grow,
+            )),
             (None, None, Some(size)) => Some((size, "retire the highest ranks", Effect::Move)),
             (None, None, None) => None,
         };

@@ -1,0 +1,82 @@
+//! Observing the Flux job queue for autoscaling, with no polling: the job-manager's
+//! `events-journal` stream (only the events the queue view needs) is opened once
+//! autoscaling is on, and a one-shot timer is armed only for the moment autoscaling has
+//! to look again without an event (an idle timeout or a cooldown ending).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde_json::{Map, Value, json};
+
+use super::Module;
+use super::streams::{self, Stream};
+use crate::flux::{Handle, Watcher};
+use crate::model::queue::QUEUE_EVENTS;
+
+/// The request for `job-manager.events-journal`: active jobs, filtered to the events the
+/// queue view reads.
+pub(crate) fn request_payload() -> String {
+    let allow: Map<String, Value> = QUEUE_EVENTS
+        .iter()
+        .map(|&name| (name.to_owned(), json!(1)))
+        .collect();
+    json!({"allow": allow, "full": false}).to_string()
+}
+
+/// The armed wake-up, if any.
+#[derive(Default)]
+pub(crate) struct Wakeup {
+    timer: Option<Watcher>,
+    at: Option<f64>,
+}
+
+/// Opens the job stream when autoscaling is on and it is not followed yet. Turning
+/// autoscaling off leaves it open: the job-manager offers no cancel by future, and an
+/// idle stream costs nothing.
+pub(crate) fn follow(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    let wanted = {
+        let module = shared.borrow();
+        module.config.autoscale && !module.streams.jobs.is_following()
+    };
+    if wanted {
+        streams::subscribe(shared, handle, Stream::Jobs);
+    }
+}
+
+/// Arms (or re-arms, or drops) the timer for the engine's next wake-up.
+pub(crate) fn arm_wakeup(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    let mut module = shared.borrow_mut();
+    let at = module.engine.wake_at();
+    if at == module.wakeup.at {
+        return;
+    }
+    module.wakeup.at = at;
+    module.wakeup.timer = None;
+    let Some(at) = at else { return };
+    let weak = Rc::downgrade(shared);
+    let timer = Watcher::timer(handle, (at - module.now).max(0.0), 0.0, move |handle| {
+        if let Some(shared) = weak.upgrade() {
+            // Forget it so the next plan arms again, even for the same time.
+            shared.borrow_mut().wakeup.at = None;
+            super::state_changed(&shared, handle);
+        }
+    });
+    match timer {
+        Ok(timer) => module.wakeup.timer = Some(timer),
+        Err(err) => module.note_problem(format!("autoscale wake-up timer: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_allows_exactly_the_queue_events() {
+        let request: Value = serde_json::from_str(&request_payload()).unwrap();
+        let allow = request["allow"].as_object().unwrap();
+        assert_eq!(allow.len(), QUEUE_EVENTS.len());
+        assert!(QUEUE_EVENTS.iter().all(|name| allow[*name] == 1));
+        assert_eq!(request["full"], false);
+    }
+}
