@@ -6,7 +6,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[error("{call}: {source}")]
 pub struct FluxError {
+    /// The C function that failed.
     pub call: &'static str,
+    /// The errno it left.
     #[source]
     pub source: io::Error,
 }
@@ -34,6 +36,7 @@ impl FluxError {
     }
 }
 
+/// The result of a call into libflux.
 pub type Result<T> = std::result::Result<T, FluxError>;
 
 /// Maps a C status return (`-1` = failure, errno set) to a `Result`.

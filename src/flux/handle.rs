@@ -11,9 +11,13 @@ use crate::sys;
 /// Syslog priorities accepted by `flux_log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// `LOG_ERR`: something failed.
     Err,
+    /// `LOG_WARNING`: something is wrong and being handled.
     Warning,
+    /// `LOG_INFO`: what the module did.
     Info,
+    /// `LOG_DEBUG`: detail, shown only when the broker's log level asks for it.
     Debug,
 }
 

@@ -18,7 +18,9 @@ use super::wake::Waker;
 /// A log line from another thread, waiting for the module thread.
 #[derive(Debug)]
 pub struct LogLine {
+    /// Its priority in the broker log.
     pub level: LogLevel,
+    /// The message and its fields, formatted.
     pub text: String,
 }
 

@@ -3,6 +3,8 @@
 //! Everything in this module runs on the module thread (the handle is `!Send`), except
 //! [`Waker`], which other threads use to wake the reactor.
 
+#![deny(missing_docs)]
+
 mod callback;
 mod error;
 mod guard;

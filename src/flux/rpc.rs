@@ -18,7 +18,9 @@ pub const NODEID_ANY: u32 = sys::FLUX_NODEID_ANY;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (errno {errno})")]
 pub struct RpcError {
+    /// The errno of the error response.
     pub errno: i32,
+    /// The server's message, or strerror of `errno` if it sent none.
     pub message: String,
 }
 

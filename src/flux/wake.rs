@@ -17,6 +17,7 @@ pub struct Waker {
 }
 
 impl Wakeup {
+    /// A fresh eventfd, non-blocking and close-on-exec.
     pub fn new() -> io::Result<Wakeup> {
         // SAFETY: eventfd has no pointer arguments; the result is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -28,6 +29,7 @@ impl Wakeup {
         Ok(Wakeup { fd: Arc::new(fd) })
     }
 
+    /// A writing end for another thread.
     pub fn waker(&self) -> Waker {
         Waker {
             fd: Arc::clone(&self.fd),

@@ -4,7 +4,7 @@
 //! indexes can still run (an Indexed Job never recreates a completed or failed index while
 //! the size stays above it). The [`Reconciler`] keeps only what the views cannot tell it
 //! (the requested size, actions in flight, timers), so a restarted module rebuilds it from
-//! the views alone: fluxk8s drains carry a fixed reason wording ([`reasons`]).
+//! the views alone: fluxk8s drains carry a fixed reason wording.
 //!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 
