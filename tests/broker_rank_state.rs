@@ -18,7 +18,7 @@ fn flux_field<'a>(status: &'a Value, key: &str) -> &'a str {
 /// all of them online.
 fn cluster_with_module(tag: &str, max_size: u32, followers: u32) -> Option<Cluster> {
     let flux = flux_or_skip(tag)?;
-    let mut cluster = Cluster::new(&flux, tag, "flux-sample", max_size, "");
+    let cluster = Cluster::new(&flux, tag, "flux-sample", max_size, "");
     for rank in 0..=followers {
         cluster.start(rank);
     }
@@ -71,7 +71,7 @@ fn drain_and_undrain_show_in_status() {
 
 #[test]
 fn a_killed_broker_is_lost_until_restarted_and_a_never_up_rank_joins() {
-    let Some(mut cluster) = cluster_with_module("crash", 4, 2) else {
+    let Some(cluster) = cluster_with_module("crash", 4, 2) else {
         return;
     };
     cluster.kill(2);
@@ -103,7 +103,7 @@ fn a_killed_broker_is_lost_until_restarted_and_a_never_up_rank_joins() {
 
 #[test]
 fn a_resource_reload_ends_the_journal_and_the_module_resubscribes_with_state_intact() {
-    let Some(mut cluster) = cluster_with_module("reload", 4, 2) else {
+    let Some(cluster) = cluster_with_module("reload", 4, 2) else {
         return;
     };
     cluster.flux_ok(&["resource", "drain", "1", "keep this"]);

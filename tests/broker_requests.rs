@@ -13,7 +13,7 @@ const EINVAL: i32 = libc::EINVAL;
 /// A leader and one follower (of 3 configured hosts) with the module loaded and synced.
 fn small_cluster(tag: &str) -> Option<Cluster> {
     let flux = flux_or_skip(tag)?;
-    let mut cluster = Cluster::new(&flux, tag, "flux-sample", 3, "");
+    let cluster = Cluster::new(&flux, tag, "flux-sample", 3, "");
     cluster.start(0);
     cluster.start(1);
     cluster.load_module(&[]);

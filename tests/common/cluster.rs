@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -44,7 +46,9 @@ pub struct Cluster {
     scratch: Scratch,
     prefix: String,
     max_size: u32,
-    brokers: BTreeMap<u32, Child>,
+    /// Behind a lock so a pod bridge thread can start and kill brokers while the test
+    /// sends requests through the same `Cluster`.
+    brokers: Mutex<BTreeMap<u32, Child>>,
     env: Vec<(String, String)>,
 }
 
@@ -88,7 +92,7 @@ noverify = true
             scratch,
             prefix: prefix.to_owned(),
             max_size,
-            brokers: BTreeMap::new(),
+            brokers: Mutex::new(BTreeMap::new()),
             // No Kubernetes unless a test asks for it: a kubeconfig of the machine
             // running the tests must never be picked up.
             env: vec![(
@@ -117,7 +121,7 @@ noverify = true
     }
 
     /// Starts the broker of `rank` (a pod starting); its log goes to `log/<rank>`.
-    pub fn start(&mut self, rank: u32) {
+    pub fn start(&self, rank: u32) {
         assert!(rank < self.max_size, "rank {rank} is not configured");
         assert!(!self.is_running(rank), "rank {rank} already runs");
         let dir = self.dir().to_owned();
@@ -152,7 +156,7 @@ noverify = true
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = command.spawn().expect("start flux broker");
-        self.brokers.insert(rank, child);
+        self.brokers().insert(rank, child);
         if rank == 0 {
             self.wait_for("the leader to reach the run state", || {
                 let out = self.flux_command(&["uptime"]).output().ok()?;
@@ -164,17 +168,44 @@ noverify = true
     }
 
     /// Whether this test started `rank` and it has not exited.
-    pub fn is_running(&mut self, rank: u32) -> bool {
-        self.brokers
+    pub fn is_running(&self, rank: u32) -> bool {
+        self.brokers()
             .get_mut(&rank)
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// `kill -9` of the broker of `rank` (a pod deleted or crashed); waits for it.
-    pub fn kill(&mut self, rank: u32) {
-        let mut child = self.brokers.remove(&rank).expect("rank was started");
+    pub fn kill(&self, rank: u32) {
+        let mut child = self.brokers().remove(&rank).expect("rank was started");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Brokers that exited by themselves since the last call, with their exit codes
+    /// (128 + signal for a signal, as a container runtime reports it); they are forgotten.
+    pub fn reap_exited(&self) -> Vec<(u32, i32)> {
+        let mut brokers = self.brokers();
+        let exited: Vec<(u32, ExitStatus)> = brokers
+            .iter_mut()
+            .filter_map(|(rank, child)| Some((*rank, child.try_wait().ok().flatten()?)))
+            .collect();
+        exited
+            .into_iter()
+            .map(|(rank, status)| {
+                brokers.remove(&rank);
+                let code = status
+                    .code()
+                    .or_else(|| status.signal().map(|signal| 128 + signal))
+                    .unwrap_or(-1);
+                (rank, code)
+            })
+            .collect()
+    }
+
+    fn brokers(&self) -> MutexGuard<'_, BTreeMap<u32, Child>> {
+        self.brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A `flux` command talking to the leader.
@@ -288,7 +319,7 @@ noverify = true
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self.brokers.values_mut() {
+        for child in self.brokers().values_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }

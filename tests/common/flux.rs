@@ -43,6 +43,15 @@ pub fn module_path() -> PathBuf {
             let target_dir = profile_dir.parent().expect("target/");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
+            // Cargo gives this test the package variables of fluxk8s; passed on, they
+            // would change the `rerun-if-env-changed` inputs of dependencies' build
+            // scripts (ring's) and make this build and `cargo test` rebuild them in turn.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if PACKAGE_VARIABLE_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                    build.env_remove(&*key);
+                }
+            }
             build
                 .args(["build", "--lib", "--manifest-path"])
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
@@ -62,6 +71,18 @@ pub fn module_path() -> PathBuf {
         })
         .clone()
 }
+
+/// Variables cargo sets for the crate under test (`OUT_DIR` of its build script, the
+/// package's metadata), not cargo configuration.
+const PACKAGE_VARIABLE_PREFIXES: &[&str] = &[
+    "OUT_DIR",
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+];
 
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);

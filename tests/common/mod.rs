@@ -1,4 +1,5 @@
 //! Support shared by the integration tests.
 
+pub mod bridge;
 pub mod cluster;
 pub mod flux;

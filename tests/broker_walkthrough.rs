@@ -1,0 +1,173 @@
+//! The Downsize walkthrough with real brokers and the real module: the module's
+//! Kubernetes driver talks over HTTP to the simulated API server running in this test,
+//! whose pods are bridged to `flux broker` processes (tests/common/bridge.rs). Skipped
+//! without flux-core.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::bridge::{BrokerEvent, PodBridge};
+use common::cluster::Cluster;
+use common::flux::flux_or_skip;
+use fluxk8s::model::PodPhase;
+use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions, Verb};
+use serde_json::Value;
+
+const NAMESPACE: &str = "flux";
+const NAME: &str = "flux-sample";
+
+/// The field `key` of the status's `flux` section.
+fn flux_field<'a>(status: &'a Value, key: &str) -> &'a str {
+    status["flux"][key].as_str().unwrap_or_default()
+}
+
+/// A MiniCluster of `size` pods out of `max_size` configured hosts, every pod running
+/// a broker, the module loaded on rank 0 against the sim and synced with both sides.
+struct Walkthrough {
+    // Dropped first: the bridge stops before the brokers and the server go.
+    bridge: PodBridge,
+    cluster: Arc<Cluster>,
+    sim: Arc<SimCluster>,
+}
+
+impl Walkthrough {
+    fn start(tag: &str, size: u32, max_size: u32) -> Option<Walkthrough> {
+        let flux = flux_or_skip(tag)?;
+        let cluster = Arc::new(Cluster::new(&flux, tag, NAME, max_size, ""));
+        let sim = Arc::new(SimCluster::start(SimOptions::default()).expect("sim starts"));
+        let bridge = PodBridge::start(sim.clone(), cluster.clone(), NAMESPACE, NAME);
+        sim.create_minicluster(NAMESPACE, &MiniClusterSpec::new(NAME, size, max_size))
+            .expect("MiniCluster created");
+        let walk = Walkthrough {
+            bridge,
+            cluster,
+            sim,
+        };
+        walk.cluster
+            .wait_for("the leader's pod to run its broker", || {
+                walk.bridge.started().contains(&0).then_some(())
+            });
+        let kubeconfig = walk.cluster.dir().join("kubeconfig");
+        walk.sim
+            .write_kubeconfig(&kubeconfig, NAMESPACE)
+            .expect("kubeconfig written");
+        walk.cluster.load_module(&[
+            &format!("kubeconfig={}", kubeconfig.display()),
+            &format!("namespace={NAMESPACE}"),
+            // The walkthrough grows right after it shrinks.
+            "cooldown=0",
+        ]);
+        let online = format!("0-{}", size - 1);
+        walk.cluster
+            .wait_for_status("every pod's broker online and Kubernetes synced", |s| {
+                s["flux"]["synced"] == true
+                    && flux_field(s, "online") == online
+                    && s["kubernetes"]["synced"] == true
+            });
+        Some(walk)
+    }
+
+    /// Asks the module for `size` live ranks through `flux k8s resize`.
+    fn resize(&self, size: u32) {
+        self.cluster.flux_ok(&["k8s", "resize", &size.to_string()]);
+    }
+
+    fn job(&self) -> Value {
+        self.sim.job(NAMESPACE, NAME).expect("the operator's Job")
+    }
+
+    fn dmesg(&self) -> String {
+        String::from_utf8_lossy(&self.cluster.flux_ok(&["dmesg"]).stdout).into_owned()
+    }
+
+    /// Waits until `check` holds on the status, then asserts the bridge still runs.
+    fn wait_for_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let status = self.cluster.wait_for_status(what, check);
+        assert!(self.bridge.is_alive(), "the pod bridge died");
+        status
+    }
+}
+
+#[test]
+fn downsize_shuts_a_real_broker_down_and_its_index_completes() {
+    let Some(walk) = Walkthrough::start("walk-downsize", 4, 7) else {
+        return;
+    };
+    let started_before = walk.bridge.started();
+    assert_eq!(started_before, [0, 1, 2, 3], "one broker per pod");
+
+    walk.cluster
+        .flux_ok(&["resource", "drain", "2", "Goodbye rank 2"]);
+    let code = walk
+        .cluster
+        .wait_for("broker 2 to exit by itself", || walk.bridge.exit_code(2));
+    assert_eq!(code, 0, "a broker shut down by state-machine.post exits 0");
+    assert!(
+        walk.dmesg().contains("shut down broker 2"),
+        "the module logs the shutdown"
+    );
+    walk.cluster.wait_for("index 2 to complete", || {
+        (walk.job()["status"]["completedIndexes"] == "2").then_some(())
+    });
+    let status = walk.wait_for_status("rank 2 offline", |s| flux_field(s, "online") == "0-1,3");
+    assert_eq!(flux_field(&status, "drained"), "2", "the drain stays");
+    let pod_two = walk
+        .sim
+        .pod_views(NAMESPACE, NAME)
+        .into_iter()
+        .find(|pod| pod.index == 2)
+        .expect("pod 2 is kept");
+    assert_eq!(pod_two.phase, PodPhase::Succeeded);
+
+    walk.resize(3);
+    walk.wait_for_status("size 3 reached", |s| {
+        s["real_size"] == 3 && s["desired_size"] == 3 && s["in_flight"] == 0
+    });
+
+    walk.resize(4);
+    walk.wait_for_status("rank 4 online", |s| {
+        s["real_size"] == 4 && flux_field(s, "online") == "0-1,3-4"
+    });
+    // Index 2 cannot come back, so 6 live ranks take 7 indexes.
+    walk.resize(6);
+    walk.wait_for_status("ranks 5 and 6 online", |s| {
+        s["real_size"] == 6 && flux_field(s, "online") == "0-1,3-6"
+    });
+
+    let history = walk.bridge.history();
+    assert_eq!(
+        walk.bridge.started(),
+        [0, 1, 2, 3, 4, 5, 6],
+        "every index started once, index 2 never again: {history:?}"
+    );
+    assert!(
+        !history
+            .iter()
+            .any(|event| matches!(event, BrokerEvent::Killed(_))),
+        "no broker was killed: {history:?}"
+    );
+    let exits: Vec<&BrokerEvent> = history
+        .iter()
+        .filter(|event| matches!(event, BrokerEvent::Exited { .. }))
+        .collect();
+    assert_eq!(
+        exits,
+        [&BrokerEvent::Exited { rank: 2, code: 0 }],
+        "only broker 2 ended by itself"
+    );
+    let rank_two = &walk.cluster.status()["plan"]["ranks"][2];
+    assert_eq!(rank_two["phase"], "retired");
+    assert_eq!(
+        rank_two["why"],
+        "retired: index completed, drained by others"
+    );
+    let requests = walk.sim.requests();
+    assert_eq!(requests.count(Verb::Delete, "pods"), 0, "no pod deleted");
+    assert_eq!(
+        requests.count(Verb::Create, "pods/eviction"),
+        0,
+        "no pod evicted"
+    );
+    assert_eq!(walk.job()["status"]["completedIndexes"], "2");
+}
