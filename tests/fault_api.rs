@@ -140,7 +140,7 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
     world.request_retire(&ids("2"));
     let live = ids("0-1,3");
     assert!(
-        world.run_until(CONVERGE, |w| converged_to(w, &live)),
+        world.run_until(CONVERGE, |w| converged_to(w, &live) && w.kube_idle()),
         "retire never finished: {:#}",
         world.status()
     );
@@ -211,6 +211,7 @@ fn forbidden_403_names_the_missing_permission_until_rbac_allows_it() {
     let live = ids("0-1,3");
     assert!(
         world.run_until(CONVERGE, |w| converged_to(w, &live)
+            && w.kube_idle()
             && kube_problems(w).is_empty()),
         "never recovered: {:#}",
         world.status()
