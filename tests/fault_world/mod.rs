@@ -223,8 +223,10 @@ pub struct World {
     started: Instant,
     /// Driver commands sent and not answered yet.
     kube_in_flight: BTreeSet<u64>,
-    /// Every command sent to the driver, by id, with its answer once it came.
-    pub kube_log: BTreeMap<u64, (KubeAction, Option<Outcome>)>,
+    /// Every command sent to the driver, by (engine generation, id), with its answer once
+    /// it came. A reload starts a new generation (a new engine numbers from 1 again).
+    pub kube_log: BTreeMap<(u32, u64), (KubeAction, Option<Outcome>)>,
+    generation: u32,
     /// Flux RPCs carried out, by topic.
     pub flux_rpcs: BTreeMap<&'static str, u64>,
 }
@@ -329,6 +331,7 @@ impl World {
             started: Instant::now(),
             kube_in_flight: BTreeSet::new(),
             kube_log: BTreeMap::new(),
+            generation: 0,
             flux_rpcs: BTreeMap::new(),
         };
         world.replay_backlog();
@@ -346,6 +349,7 @@ impl World {
         old.shutdown();
         self.engine = Engine::new(self.planner.clone(), false);
         self.kube_in_flight.clear();
+        self.generation += 1;
         self.replay_backlog();
         let synced = self.run_until(Duration::from_secs(30), |w| w.synced());
         assert!(
@@ -432,7 +436,8 @@ impl World {
                 match effect {
                     Effect::Kube { id, action } => {
                         self.kube_in_flight.insert(id);
-                        self.kube_log.insert(id, (action.clone(), None));
+                        self.kube_log
+                            .insert((self.generation, id), (action.clone(), None));
                         self.driver
                             .send(Command::Apply { id, action })
                             .expect("the driver takes commands");
@@ -520,7 +525,7 @@ impl World {
             reports += 1;
             if let Report::Finished { id, outcome } = &report {
                 self.kube_in_flight.remove(id);
-                if let Some(entry) = self.kube_log.get_mut(id) {
+                if let Some(entry) = self.kube_log.get_mut(&(self.generation, *id)) {
                     entry.1 = Some(outcome.clone());
                 }
             }
