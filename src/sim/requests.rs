@@ -1,5 +1,7 @@
 //! The request log: every request the server answered, for tests and benchmarks.
 
+use std::time::Instant;
+
 use super::faults::Verb;
 
 /// One answered request.
@@ -14,6 +16,9 @@ pub struct RequestRecord {
     pub query: String,
     pub content_type: Option<String>,
     pub status: u16,
+    /// When the request reached the server, before any injected latency (for latency
+    /// measurements against the client's clock: both run in one process).
+    pub received: Instant,
 }
 
 /// A snapshot of the request log.

@@ -1,0 +1,141 @@
+//! Planning cost: `Reconciler::plan` on synthetic views (every rank online, every pod
+//! running), in three situations: nothing to do, 500 ranks drained in the middle, and a
+//! request to halve the size.
+
+use std::time::{Duration, Instant};
+
+use fluxk8s::model::flux::JournalResponse;
+use fluxk8s::model::{FluxView, IdSet, JobView, KubeView, PodPhase, PodView};
+use fluxk8s::planner::Reconciler;
+use serde_json::json;
+
+use crate::report::{ms, percentile};
+
+pub struct Planning {
+    ranks: u32,
+    situation: &'static str,
+    actions: usize,
+    times: Vec<Duration>,
+}
+
+const RUNS: usize = 10;
+
+fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
+    let all = IdSet::range(0, ranks - 1).to_string();
+    let mut events = vec![json!({"timestamp": 1.0, "name": "restart", "context": {
+        "ranks": all, "online": all, "nodelist": format!("r-[0-{}]", ranks - 1),
+    }})];
+    if let Some((lo, hi)) = drained {
+        events.push(json!({"timestamp": 2.0, "name": "drain", "context": {
+            "idset": IdSet::range(lo, hi).to_string(), "reason": "maintenance",
+        }}));
+    }
+    let mut view = FluxView::new();
+    for payload in [json!({"events": events}), json!({"events": []})] {
+        let response = JournalResponse::parse(&payload.to_string()).expect("payload parses");
+        view.apply_journal(&response).expect("payload applies");
+    }
+    view
+}
+
+fn kube_view(ranks: u32) -> KubeView {
+    KubeView {
+        job: JobView {
+            name: "r".into(),
+            uid: "job-uid".into(),
+            parallelism: ranks,
+            completions: ranks,
+            backoff_limit: 6,
+            backoff_limit_per_index: Some(0),
+            has_pod_failure_policy: false,
+            completed_indexes: IdSet::new(),
+            failed_indexes: IdSet::new(),
+            active: ranks,
+            succeeded: 0,
+            failed: 0,
+        },
+        minicluster: None,
+        pods: (0..ranks)
+            .map(|k| PodView {
+                name: format!("r-{k}-abcde"),
+                uid: format!("uid-{k}"),
+                index: k,
+                phase: PodPhase::Running,
+                ready: true,
+                terminating: false,
+            })
+            .collect(),
+    }
+}
+
+/// Times `plan` on a fresh reconciler prepared by `prepare` (so every run decides).
+fn measure(
+    ranks: u32,
+    situation: &'static str,
+    flux: &FluxView,
+    kube: &KubeView,
+    prepare: impl Fn(&mut Reconciler),
+) -> Planning {
+    let mut times = Vec::with_capacity(RUNS);
+    let mut actions = 0;
+    for _ in 0..RUNS {
+        let mut reconciler = Reconciler::new(crate::storm::planner());
+        prepare(&mut reconciler);
+        let started = Instant::now();
+        actions = reconciler.plan(flux, Some(kube), 100.0).len();
+        times.push(started.elapsed());
+    }
+    Planning {
+        ranks,
+        situation,
+        actions,
+        times,
+    }
+}
+
+pub fn run() -> Vec<Planning> {
+    let mut results = Vec::new();
+    for ranks in [1_000, 10_000] {
+        let kube = kube_view(ranks);
+        let steady = flux_view(ranks, None);
+        results.push(measure(
+            ranks,
+            "steady: nothing to do",
+            &steady,
+            &kube,
+            |_| {},
+        ));
+        let middle = (ranks / 10, ranks / 10 + 499);
+        let drained = flux_view(ranks, Some(middle));
+        results.push(measure(ranks, "500 ranks drained", &drained, &kube, |_| {}));
+        results.push(measure(ranks, "resize to half", &steady, &kube, |r| {
+            r.request_size(ranks / 2, &steady, Some(&kube), 99.0)
+                .expect("resize accepted");
+        }));
+    }
+    results
+}
+
+pub fn print(results: &[Planning]) {
+    println!("| ranks | situation | actions | plan median | plan max |");
+    println!("|---:|---|---:|---:|---:|");
+    let mut met = true;
+    for r in results {
+        let max = *r.times.iter().max().expect("runs");
+        if r.ranks == 10_000 {
+            met &= max < Duration::from_millis(5);
+        }
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.ranks,
+            r.situation,
+            r.actions,
+            ms(percentile(&r.times, 50.0)),
+            ms(max)
+        );
+    }
+    println!(
+        "\n{RUNS} runs each, a fresh Reconciler per run. Target < 5 ms at 10,000 ranks: {}",
+        if met { "met" } else { "MISSED" }
+    );
+}

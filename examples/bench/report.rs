@@ -1,0 +1,137 @@
+//! Figures and tables: percentiles, durations, request counts, the machine.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fluxk8s::sim::{RequestLog, SimCluster};
+
+use crate::world::CallTimings;
+
+/// A progress line on stderr, with the time since the bench started.
+pub fn progress(what: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    eprintln!("[{:7.1} s] {what}", start.elapsed().as_secs_f64());
+}
+
+pub fn section(title: &str) {
+    progress(title);
+    println!("\n### {title}\n");
+}
+
+/// Nearest-rank percentile of unsorted samples.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// Requests the server received in `[from, to)`, by verb, resource and status, e.g.
+/// `delete pods 200: 500`.
+pub fn requests_between(log: &RequestLog, from: Instant, to: Instant) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for record in log
+        .records
+        .iter()
+        .filter(|r| r.received >= from && r.received < to)
+    {
+        let verb = record.verb.map_or("discovery", |v| v.as_str());
+        let resource = record.resource.as_deref().unwrap_or(&record.path);
+        *counts
+            .entry(format!("{verb} {resource} {}", record.status))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// `delete pods 200: 500, get pods 200: 500`; `none` when empty.
+pub fn counts_text(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(what, n)| format!("{what}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Requests received from `from` on.
+pub fn requests_since(sim: &SimCluster, from: Instant) -> BTreeMap<String, usize> {
+    requests_between(
+        &sim.requests(),
+        from,
+        Instant::now() + Duration::from_secs(3600),
+    )
+}
+
+/// The machine the figures come from.
+pub fn machine() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|kb| kb.trim().trim_end_matches(" kB").parse::<f64>().ok())
+        .map_or("unknown".to_owned(), |kb| {
+            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+        });
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## fluxk8s benchmarks\n");
+    println!("- machine: {cpus} CPUs (nproc), {model}, {memory} memory");
+    println!(
+        "- build: {} profile",
+        if cfg!(debug_assertions) {
+            "debug (numbers are not representative)"
+        } else {
+            "release"
+        }
+    );
+}
+
+/// The longest single engine call of each kind, from the 1,000-rank runs.
+pub fn print_engine_calls(timings: &CallTimings) {
+    println!("Engine calls at 1,000 ranks (each is what one reactor callback costs the broker):\n");
+    println!("| call | calls | longest | mean |");
+    println!("|---|---:|---:|---:|");
+    for (kind, stats) in &timings.0 {
+        let mean = stats.total / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
+        println!(
+            "| {kind} | {} | {} | {} |",
+            stats.calls,
+            ms(stats.longest),
+            ms(mean)
+        );
+    }
+    if let Some((kind, longest)) = timings.longest() {
+        let verdict = if longest < Duration::from_millis(1) {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "\nLongest engine call: {kind}, {} (target < 1 ms: {verdict})",
+            ms(longest)
+        );
+    }
+}
+
+/// Adds `more` into `into`, keeping the longest and summing the rest.
+pub fn merge(into: &mut CallTimings, more: &CallTimings) {
+    for (kind, stats) in &more.0 {
+        let entry = into.0.entry(kind).or_default();
+        entry.calls += stats.calls;
+        entry.total += stats.total;
+        entry.longest = entry.longest.max(stats.longest);
+    }
+}

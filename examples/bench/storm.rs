@@ -1,0 +1,185 @@
+//! Drain storms: ranks 1-500 drained in one journal event, on a bare Indexed Job (pods
+//! deleted, or the size lowered when they are the tail) and on a MiniCluster whose
+//! workers complete (brokers told to leave).
+
+use std::time::{Duration, Instant};
+
+use fluxk8s::model::{IdSet, KubeAction};
+use fluxk8s::planner::PlannerConfig;
+use fluxk8s::sim::Verb;
+
+use crate::report::{counts_text, merge, ms, requests_between, requests_since};
+use crate::world::{CallTimings, World, sim};
+
+/// The planner for benchmarks: the module's defaults, with the per-minute action limit
+/// (20, not configurable in the module) and the grow/shrink cooldown out of the way, so
+/// what is measured is fluxk8s, not its brakes.
+pub fn planner() -> PlannerConfig {
+    PlannerConfig {
+        cooldown: 0.0,
+        max_actions_per_minute: 100_000,
+        ..PlannerConfig::default()
+    }
+}
+
+pub struct Storm {
+    name: &'static str,
+    /// Drain fed → every command answered (or, without commands, the last pod ended).
+    done: Duration,
+    /// Drain fed → last DELETE received, if any.
+    last_delete: Option<Duration>,
+    commands: String,
+    flux_rpcs: String,
+    requests: String,
+    /// Requests in the second after it was all done.
+    after: String,
+}
+
+const DRAINED: (u32, u32) = (1, 500);
+
+fn storm(
+    name: &'static str,
+    mut world: World,
+    finished: impl Fn(&World) -> bool,
+    calls: &mut CallTimings,
+) -> Storm {
+    crate::report::progress(&format!("storm: {name}: instance up"));
+    let sim = world.sim.clone();
+    world.timings = CallTimings::default();
+    let rpcs_before = world.flux_rpcs.clone();
+    let fed = world.admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm");
+    let over = world.run_until(Duration::from_secs(120), |w| w.kube_idle() && finished(w));
+    assert!(
+        over,
+        "{name}: the storm never settled: {:#}",
+        world.status()
+    );
+    let done = fed.elapsed();
+    let end = Instant::now();
+    world.run_for(Duration::from_secs(1));
+    let log = sim.requests();
+    let last_delete = log
+        .records
+        .iter()
+        .filter(|r| r.verb == Some(Verb::Delete) && r.received >= fed)
+        .map(|r| r.received - fed)
+        .max();
+    let deletes = world.commands(|a| matches!(a, KubeAction::DeletePod { .. }));
+    let sizes: Vec<String> = world
+        .kube_log
+        .values()
+        .filter_map(|(a, _)| match a {
+            KubeAction::SetSize { size, .. } => Some(size.to_string()),
+            _ => None,
+        })
+        .collect();
+    let rpcs = world
+        .flux_rpcs
+        .iter()
+        .map(|(topic, n)| format!("{topic}: {}", n - rpcs_before.get(topic).unwrap_or(&0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    merge(calls, &world.timings);
+    Storm {
+        name,
+        done,
+        last_delete,
+        commands: format!("{deletes} pod deletes, size set to [{}]", sizes.join(", ")),
+        flux_rpcs: if rpcs.is_empty() { "none".into() } else { rpcs },
+        requests: counts_text(&requests_between(&log, fed, end)),
+        after: counts_text(&requests_since(&sim, end)),
+    }
+}
+
+fn none_live(world: &World) -> bool {
+    let live = world.live_indexes();
+    (DRAINED.0..=DRAINED.1).all(|k| !live.contains(k))
+}
+
+/// 1,001 ranks, 1-500 drained: in the middle, so each pod is deleted.
+pub fn middle(calls: &mut CallTimings) -> Storm {
+    let world = World::with_bare_job(sim(), "storm-mid", 1_001, planner());
+    storm(
+        "bare Job, 1,001 ranks, drain 1-500 (middle)",
+        world,
+        none_live,
+        calls,
+    )
+}
+
+/// 501 ranks, 1-500 drained: the whole tail, so the size is lowered instead.
+pub fn tail(calls: &mut CallTimings) -> Storm {
+    let world = World::with_bare_job(sim(), "storm-tail", 501, planner());
+    storm(
+        "bare Job, 501 ranks, drain 1-500 (tail)",
+        world,
+        none_live,
+        calls,
+    )
+}
+
+/// A MiniCluster with completeWorkers: the brokers are told to leave and their pods
+/// complete, without a Kubernetes request.
+pub fn completing_workers(calls: &mut CallTimings) -> Storm {
+    let world = World::with_minicluster(sim(), "storm-mc", 1_001, 1_001, planner());
+    storm(
+        "MiniCluster (completeWorkers), 1,001 ranks, drain 1-500",
+        world,
+        none_live,
+        calls,
+    )
+}
+
+pub fn print(storms: &[Storm]) {
+    for s in storms {
+        println!("**{}**\n", s.name);
+        println!("- wall time, drain fed → all done: {}", ms(s.done));
+        if let Some(last) = s.last_delete {
+            println!("- drain fed → last DELETE received: {}", ms(last));
+        }
+        println!("- engine commands to the driver: {}", s.commands);
+        println!("- Flux RPCs: {}", s.flux_rpcs);
+        println!(
+            "- API requests (verb resource status: count): {}",
+            s.requests
+        );
+        println!("- API requests in the idle second after: {}", s.after);
+        let verdict = if s.done < Duration::from_secs(2) {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!("- target < 2 s: {verdict}\n");
+    }
+}
+
+/// Deletes in the first 3 s of a middle storm with the module's fixed limit of 20
+/// Kubernetes actions per minute.
+pub fn rate_limited() -> (usize, Duration) {
+    let mut world = World::with_bare_job(
+        sim(),
+        "storm-limited",
+        1_001,
+        PlannerConfig {
+            cooldown: 0.0,
+            ..PlannerConfig::default()
+        },
+    );
+    let window = Duration::from_secs(3);
+    world.admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm");
+    world.run_for(window);
+    (
+        world.commands(|a| matches!(a, KubeAction::DeletePod { .. })),
+        window,
+    )
+}
+
+pub fn print_rate_limited((deletes, window): &(usize, Duration)) {
+    println!(
+        "With the module's defaults (max 20 Kubernetes actions per minute, not a module \
+         setting), the middle storm issues {deletes} deletes in its first {} s, and as many \
+         per rolling minute after: the 500 take about {} minutes.",
+        window.as_secs(),
+        500_usize.div_ceil((*deletes).max(1))
+    );
+}

@@ -1,0 +1,80 @@
+//! Fuzzing idsets and hostlists, the two compact notations every Flux payload and the
+//! retire RPC carry: any text is parsed or refused with an error naming it, and what
+//! parses prints back to the same thing.
+//!
+//! `FUZZ_CASES=N` sets the cases per target (default 2,000).
+
+mod fuzz_support;
+
+use fluxk8s::model::IdSet;
+use fluxk8s::model::hostlist::{self, MAX_HOSTS};
+use proptest::prelude::*;
+
+use fuzz_support::{config, hostlist_text, idset_text};
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn idset_text_parses_and_prints_back_or_is_refused(text in idset_text(10_000)) {
+        match text.parse::<IdSet>() {
+            Ok(set) => {
+                let printed = set.to_string();
+                prop_assert_eq!(printed.parse::<IdSet>().ok(), Some(set));
+            }
+            Err(err) => prop_assert!(err.to_string().contains(&text), "{err}"),
+        }
+    }
+
+    #[test]
+    fn any_set_prints_in_a_form_that_parses_back(
+        ids in prop::collection::btree_set(any::<u32>(), 0..64),
+        runs in prop::collection::vec((any::<u32>(), 0u32..50), 0..4),
+    ) {
+        let mut set: IdSet = ids.into_iter().collect();
+        for (start, length) in runs {
+            set = set.union(&IdSet::range(start, start.saturating_add(length)));
+        }
+        prop_assert_eq!(set.to_string().parse::<IdSet>().ok(), Some(set));
+    }
+
+    #[test]
+    fn parse_below_keeps_every_id_under_the_limit(
+        text in idset_text(10_000),
+        limit in 0u32..12_000,
+    ) {
+        match IdSet::parse_below(&text, limit) {
+            Ok(set) => prop_assert!(set.last().is_none_or(|id| id < limit)),
+            Err(err) => prop_assert!(err.to_string().contains(&text), "{err}"),
+        }
+    }
+
+    #[test]
+    fn hostlist_text_expands_within_bounds_and_encodes_back_or_is_refused(
+        text in hostlist_text(),
+    ) {
+        match hostlist::expand(&text) {
+            Ok(hosts) => {
+                prop_assert!(hosts.len() <= MAX_HOSTS);
+                let encoded = hostlist::encode(&hosts);
+                prop_assert_eq!(hostlist::expand(&encoded).ok(), Some(hosts), "{}", encoded);
+            }
+            Err(err) => prop_assert!(err.to_string().contains(&text), "{err}"),
+        }
+    }
+
+    #[test]
+    fn numbered_host_names_encode_and_expand_back(
+        hosts in prop::collection::vec(
+            (prop::sample::select(vec!["flux-sample-", "node", "n0", "a.b-"]), 0u64..2_000, 0usize..4),
+            0..40,
+        ),
+    ) {
+        let names: Vec<String> = hosts
+            .into_iter()
+            .map(|(prefix, n, width)| format!("{prefix}{n:0width$}"))
+            .collect();
+        let encoded = hostlist::encode(&names);
+        prop_assert_eq!(hostlist::expand(&encoded).ok(), Some(names), "{}", encoded);
+    }
+}
