@@ -27,6 +27,7 @@ fn reload_while_the_delete_cannot_land_finishes_with_one_delete() {
     let sim = sim();
     let mut world = World::with_bare_job(sim.clone(), "reload-a", 4, test_planner());
     sim.faults().forbid(Verb::Delete, "pods");
+    world.crash_brokers(&"2".parse::<IdSet>().unwrap());
     world.request_retire(&"2".parse::<IdSet>().unwrap());
     let stuck = world.run_until(CONVERGE, |_| answered(&sim, Verb::Delete, "pods", 403) > 0);
     assert!(stuck, "the delete was never tried: {:#}", world.status());
@@ -55,6 +56,7 @@ fn reload_after_the_delete_landed_but_before_its_answer_deletes_nothing_more() {
     // Slow enough that the driver is still recording the Event, its last step, when
     // the module goes away.
     sim.faults().set_latency(Duration::from_millis(300));
+    world.crash_brokers(&"1".parse::<IdSet>().unwrap());
     world.request_retire(&"1".parse::<IdSet>().unwrap());
     let landed = world.run_until(CONVERGE, |_| answered(&sim, Verb::Delete, "pods", 200) == 1);
     assert!(landed, "the delete never landed: {:#}", world.status());

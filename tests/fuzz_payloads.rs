@@ -126,8 +126,11 @@ proptest! {
             }
             for effect in engine.step(now) {
                 let id = match &effect {
-                    Effect::FluxRpc { id, payload, .. } => {
-                        prop_assert!(serde_json::from_str::<Value>(payload).is_ok());
+                    Effect::FluxRpc { id, request } => {
+                        prop_assert!(serde_json::from_str::<Value>(&request.payload).is_ok());
+                        // Only the broker's own state machine is asked of a follower; the
+                        // leader is never told to shut down.
+                        prop_assert!(request.nodeid != 0 || request.expects_reply);
                         *id
                     }
                     Effect::Kube { id, action } => {

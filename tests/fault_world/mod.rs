@@ -1,7 +1,7 @@
 //! A whole fluxk8s on a bench: the real [`Engine`] and [`Driver`] against the simulated API
 //! server, with a fake Flux beside them. The fake Flux follows the pods (a pod whose
 //! container starts brings its rank online, one whose container ends takes it offline) and
-//! carries out the engine's Flux RPCs (drain, undrain, disconnect) as a broker would, by
+//! carries out the engine's Flux RPCs (drain, undrain, shutdown) as a broker would, by
 //! answering them and emitting the matching `resource.journal` events.
 //!
 //! The pump loop does what the module's reactor callbacks do: feed stream payloads and
@@ -133,8 +133,8 @@ pub struct FakeFlux {
     instance: Instance,
     online: IdSet,
     drains: BTreeMap<u32, String>,
-    /// Ranks told to leave (disconnected), whose pods fake Flux ends with exit 0.
-    disconnected: IdSet,
+    /// Ranks told to shut down, whose pods fake Flux ends with exit 0.
+    shut_down: IdSet,
     epoch: Instant,
 }
 
@@ -314,7 +314,7 @@ impl World {
             instance,
             online,
             drains: BTreeMap::new(),
-            disconnected: IdSet::new(),
+            shut_down: IdSet::new(),
             epoch: Instant::now(),
         };
         let driver = spawn_driver(&sim, &flux.instance, &tuning, &input_tx);
@@ -415,6 +415,19 @@ impl World {
     }
 
     /// `flux k8s retire IDSET`, as the module's RPC handler does it.
+    /// The brokers of `ranks` die while their pods keep running: Flux sees them go
+    /// offline, Kubernetes sees nothing. Retiring such a rank takes a pod delete, the path
+    /// these tests exercise (a rank whose broker is up is shut down instead).
+    pub fn crash_brokers(&mut self, ranks: &IdSet) {
+        for rank in ranks.iter() {
+            self.flux.online.remove(rank);
+        }
+        let event = self
+            .flux
+            .event("offline", json!({"idset": ranks.to_string()}));
+        self.feed_journal(&event);
+    }
+
     pub fn request_retire(&mut self, ranks: &IdSet) -> Value {
         let answer = self
             .engine
@@ -442,9 +455,9 @@ impl World {
                             .send(Command::Apply { id, action })
                             .expect("the driver takes commands");
                     }
-                    Effect::FluxRpc { id, topic, payload } => {
+                    Effect::FluxRpc { id, request } => {
                         flux_side = true;
-                        self.flux_rpc(id, topic, &payload);
+                        self.flux_rpc(id, request.topic, &request.payload, request.nodeid);
                     }
                 }
             }
@@ -455,7 +468,7 @@ impl World {
     }
 
     /// Carries out one Flux RPC as rank 0 would, then answers it.
-    fn flux_rpc(&mut self, id: u64, topic: &'static str, payload: &str) {
+    fn flux_rpc(&mut self, id: u64, topic: &'static str, payload: &str, nodeid: u32) {
         *self.flux_rpcs.entry(topic).or_default() += 1;
         let request: Value = serde_json::from_str(payload).expect("the engine sends JSON");
         let ranks = |key: &str| -> IdSet {
@@ -474,10 +487,11 @@ impl World {
                 let event = self.flux.undrain(&ranks("targets"));
                 self.feed_journal(&event);
             }
-            "overlay.disconnect-subtree" => {
-                let rank = request["rank"].as_u64().expect("rank") as u32;
-                // The broker leaves and exits 0: its pod completes.
-                self.flux.disconnected.insert(rank);
+            "state-machine.post" => {
+                assert_eq!(request["event"], "shutdown", "{payload}");
+                let rank = nodeid;
+                // The broker shuts down and exits 0: its pod completes.
+                self.flux.shut_down.insert(rank);
                 let instance = &self.flux.instance;
                 // A pod already gone has nothing left to end.
                 let _ = self
