@@ -4,6 +4,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+/// Most ids one idset may hold when parsed: far above any instance, far below what a
+/// hostile `0-4294967295` would make us allocate.
+pub const MAX_IDS: usize = 1 << 20;
+
 /// A set of ranks (or Job completion indexes, which Kubernetes writes the same way).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct IdSet(BTreeSet<u32>);
@@ -116,6 +120,9 @@ impl FromStr for IdSet {
             if lo > hi {
                 return Err(fail("descending range"));
             }
+            if set.len() + (hi - lo) as usize >= MAX_IDS {
+                return Err(fail("too many ids"));
+            }
             set.extend(lo..=hi);
         }
         Ok(Self(set))
@@ -200,7 +207,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in ["a", "1-", "-1", "3-1", "1,,2", "[1-2", "1 2", "99999999999"] {
+        for bad in [
+            "a",
+            "1-",
+            "-1",
+            "3-1",
+            "1,,2",
+            "[1-2",
+            "1 2",
+            "99999999999",
+            "0-4294967295",
+            "0-1048575,2000000",
+        ] {
             assert!(bad.parse::<IdSet>().is_err(), "{bad:?} parsed");
         }
     }

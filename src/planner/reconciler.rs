@@ -16,6 +16,10 @@ const MAX_BACKOFF: f64 = 3600.0;
 /// A broker that comes back this many times after a clean shutdown has a pod that
 /// restarts it (its container does not end with the broker): stop trying.
 pub(super) const MAX_SHUTDOWNS: u32 = 3;
+/// An action the executor has not answered is issued again only after this long: the
+/// executor answers every action (the driver retries on its own), so this only guards
+/// against an answer that was lost.
+const UNANSWERED_RETRY: f64 = 600.0;
 
 /// An action issued and not yet seen to take effect.
 #[derive(Debug, Clone)]
@@ -325,9 +329,8 @@ impl Reconciler {
     pub fn action_finished(&mut self, action: &Action, outcome: Result<(), String>, now: f64) {
         let retry = self.config.retry_interval;
         if let Some(pending) = self.pending.iter_mut().rev().find(|p| &p.action == action) {
-            if outcome.is_err() {
-                pending.retry_after = now + retry;
-            }
+            // Done or failed, it may be issued again if the views do not show it soon.
+            pending.retry_after = now + retry;
             pending.outcome = Some(outcome);
         }
     }
@@ -421,6 +424,11 @@ impl Reconciler {
             .as_ref()
             .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
         let size = kube.requested_size();
+        // One pass over the pods, not one per rank: plans stay linear in the size.
+        let mut live_pods = BTreeMap::new();
+        for pod in kube.pods.iter().filter(|p| p.is_live()) {
+            live_pods.entry(pod.index).or_insert(pod);
+        }
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
                 let state = flux.rank(k).cloned().unwrap_or_default();
@@ -455,8 +463,8 @@ impl Reconciler {
                     drain,
                     protected,
                     retire,
-                    live_pod: kube
-                        .live_pod(k)
+                    live_pod: live_pods
+                        .get(&k)
                         .map(|pod| (pod.name.clone(), pod.uid.clone())),
                 }
             })
@@ -967,7 +975,7 @@ impl Reconciler {
         self.pending.push(Pending {
             action: planned.action.clone(),
             issued_at: now,
-            retry_after: now + self.config.retry_interval,
+            retry_after: now + UNANSWERED_RETRY,
             outcome: None,
         });
         match &planned.effect {
