@@ -1,6 +1,7 @@
-//! Reaction: a drain event fed to the engine (journal + step, as the journal callback
-//! does) until the pod's DELETE reaches the API server, against the bare DELETE round
-//! trip of a kube client on the same server.
+//! Reaction: a retire request fed to the engine (the request handler's path, then a step)
+//! until the pod's DELETE reaches the API server, against the bare DELETE round trip of a
+//! kube client on the same server. The rank's broker is crashed first: a rank whose broker
+//! is up leaves by a clean Flux-side shutdown, with no API call to time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,7 +132,17 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
                 .into_iter()
                 .find(|p| p.index == rank && p.is_live())
                 .expect("a live pod at the rank");
-            let fed = world.admin_drain(&IdSet::range(rank, rank), "bench: reaction");
+            // A rank whose broker is up leaves by a clean shutdown (no API call); the
+            // DELETE path is a rank whose broker is down: crash it first, let fluxk8s
+            // drain it as lost, then time the retire from request to DELETE.
+            let one = IdSet::range(rank, rank);
+            world.crash_brokers(&one);
+            let drained = world.run_until(Duration::from_secs(10), |w| {
+                w.flux.drained().contains(rank) && w.kube_idle()
+            });
+            assert!(drained, "rank {rank} was not drained as lost");
+            let fed = Instant::now();
+            world.request_retire(&one);
             let answered = world.run_until(Duration::from_secs(10), |w| w.kube_idle());
             let received = delete_received(&sim, &pod.name);
             let (true, Some(received)) = (answered, received) else {
@@ -142,9 +153,9 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             result.bare_round_trip.push(round_trip);
             result.bare_one_way.push(one_way);
             let gone = world.run_until(Duration::from_secs(10), |w| {
-                !w.flux.online().contains(rank) && w.kube_idle()
+                !w.live_indexes().contains(rank) && w.kube_idle()
             });
-            assert!(gone, "rank {rank} never went offline");
+            assert!(gone, "rank {rank}'s pod never went");
         }
         if ranks >= 1_000 {
             merge(calls, &world.timings);
