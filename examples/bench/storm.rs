@@ -153,8 +153,8 @@ pub fn print(storms: &[Storm]) {
     }
 }
 
-/// Deletes in the first 3 s of a middle storm with the module's fixed limit of 20
-/// Kubernetes actions per minute.
+/// Removals (pod deletes and broker shutdowns) in the first 3 s of a middle storm with
+/// the module's fixed limit of 20 per minute.
 pub fn rate_limited() -> (usize, Duration) {
     let mut world = World::with_bare_job(
         sim(),
@@ -168,18 +168,21 @@ pub fn rate_limited() -> (usize, Duration) {
     let window = Duration::from_secs(3);
     world.admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm");
     world.run_for(window);
-    (
-        world.commands(|a| matches!(a, KubeAction::DeletePod { .. })),
-        window,
-    )
+    let deletes = world.commands(|a| matches!(a, KubeAction::DeletePod { .. }));
+    let shutdowns = world
+        .flux_rpcs
+        .get("state-machine.post")
+        .copied()
+        .unwrap_or(0);
+    (deletes + shutdowns as usize, window)
 }
 
-pub fn print_rate_limited((deletes, window): &(usize, Duration)) {
+pub fn print_rate_limited((removals, window): &(usize, Duration)) {
     println!(
-        "With the module's defaults (max 20 Kubernetes actions per minute, not a module \
-         setting), the middle storm issues {deletes} deletes in its first {} s, and as many \
-         per rolling minute after: the 500 take about {} minutes.",
+        "With the module's defaults (max 20 Kubernetes actions and shutdowns per minute, \
+         not a module setting), the middle storm issues {removals} removals in its first {} \
+         s, and as many per rolling minute after: the 500 take about {} minutes.",
         window.as_secs(),
-        500_usize.div_ceil((*deletes).max(1))
+        500_usize.div_ceil((*removals).max(1))
     );
 }
