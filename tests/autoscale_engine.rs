@@ -295,18 +295,8 @@ fn a_four_node_job_grows_two_ranks_to_four_then_idle_ranks_shrink_back_to_min_si
 fn kube_view(size: u32, max: u32) -> KubeView {
     KubeView {
         job: JobView {
-            name: NAME.into(),
-            uid: "job".into(),
-            parallelism: size,
-            completions: size,
-            backoff_limit: 100,
-            backoff_limit_per_index: None,
-            has_pod_failure_policy: false,
-            completed_indexes: IdSet::new(),
-            failed_indexes: IdSet::new(),
             active: size,
-            succeeded: 0,
-            failed: 0,
+            ..JobView::new(NAME, "job", size)
         },
         minicluster: Some(MiniClusterView {
             name: NAME.into(),
@@ -316,14 +306,7 @@ fn kube_view(size: u32, max: u32) -> KubeView {
             complete_workers: true,
         }),
         pods: (0..size)
-            .map(|index| PodView {
-                name: format!("{NAME}-{index}"),
-                uid: format!("uid-{index}"),
-                index,
-                phase: PodPhase::Running,
-                ready: true,
-                terminating: false,
-            })
+            .map(|index| PodView::running(format!("{NAME}-{index}"), format!("uid-{index}"), index))
             .collect(),
     }
 }
