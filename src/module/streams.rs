@@ -59,9 +59,6 @@ pub(crate) struct Streams {
     pub(crate) journal: Subscription,
     pub(crate) overlay: Subscription,
     pub(crate) jobs: Subscription,
-    /// The overlay waits for the journal's `restart` (the instance size): its first
-    /// reports could otherwise arrive first and name ranks not yet known.
-    overlay_deferred: bool,
 }
 
 impl Streams {
@@ -76,14 +73,6 @@ impl Streams {
 
 /// Opens `stream` (rank 0's services, we are on rank 0).
 pub(crate) fn subscribe(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: Stream) {
-    if stream == Stream::Overlay {
-        let mut module = shared.borrow_mut();
-        let deferred = module.engine.flux().size() == 0;
-        module.streams.overlay_deferred = deferred;
-        if deferred {
-            return;
-        }
-    }
     let weak = Rc::downgrade(shared);
     let payload = match stream {
         Stream::Journal => Some("{}".to_owned()),
@@ -152,11 +141,7 @@ fn on_reply(
         Stream::Overlay => module.engine.overlay(&payload, now),
         Stream::Jobs => module.engine.job_journal(&payload, now),
     }
-    let overlay_due = module.streams.overlay_deferred && module.engine.flux().size() > 0;
     drop(module);
-    if overlay_due {
-        subscribe(shared, handle, Stream::Overlay);
-    }
     super::state_changed(shared, handle);
 }
 
