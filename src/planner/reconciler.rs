@@ -7,7 +7,8 @@ use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
 use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
-use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView};
+use crate::model::flux::RankState;
+use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodView};
 
 /// The rate limit counts actions over this window (seconds).
 const RATE_WINDOW: f64 = 60.0;
@@ -67,7 +68,7 @@ pub struct Reconciler {
 
 /// What is known of one rank, with actions in flight folded in.
 #[derive(Debug, Clone)]
-struct Rank {
+struct Rank<'a> {
     k: u32,
     /// Below the size and not completed/failed: Kubernetes runs (or recreates) a pod.
     active: bool,
@@ -75,6 +76,8 @@ struct Rank {
     finished: Option<&'static str>,
     online: bool,
     ever_online: bool,
+    /// The overlay saw its connection drop.
+    lost: bool,
     /// Was seen up while active and is gone (lost, or offline).
     down: bool,
     seen_up: bool,
@@ -88,7 +91,7 @@ struct Rank {
     retire: bool,
     /// Expected to run: active and not on its way out.
     counted: bool,
-    live_pod: Option<(String, String)>,
+    live_pod: Option<&'a PodView>,
 }
 
 /// Both views, reduced to what the policies need.
@@ -98,7 +101,7 @@ struct Scene<'a> {
     size: u32,
     /// The most ranks there can be: broker size and MiniCluster `maxSize`.
     max: u32,
-    ranks: Vec<Rank>,
+    ranks: Vec<Rank<'a>>,
     frozen: Option<String>,
 }
 
@@ -313,9 +316,12 @@ impl Reconciler {
         let Some(kube) = both_synced(flux, kube) else {
             return Vec::new();
         };
-        self.observe(flux, kube, now);
-        self.choose_victims(flux, kube, now);
-        let assessment = self.assess(flux, kube, now);
+        self.forget_done(flux, kube, now);
+        // One scene per plan: what observing and choosing victims change is folded into it.
+        let mut scene = self.scene(flux, kube);
+        self.observe(&mut scene, now);
+        self.choose_victims(&mut scene, now);
+        let assessment = self.assess(&scene, now);
         let mut actions = Vec::with_capacity(assessment.actions.len());
         for planned in assessment.actions {
             self.record(&planned, now);
@@ -366,7 +372,7 @@ impl Reconciler {
             };
         };
         let scene = self.scene(flux, kube);
-        let assessment = self.assess(flux, kube, now);
+        let assessment = self.assess(&scene, now);
         PlanStatus {
             synced: true,
             desired_size: self.desired,
@@ -425,13 +431,17 @@ impl Reconciler {
             .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
         let size = kube.requested_size();
         // One pass over the pods, not one per rank: plans stay linear in the size.
-        let mut live_pods = BTreeMap::new();
+        let mut live_pods: Vec<Option<&PodView>> = vec![None; max as usize];
         for pod in kube.pods.iter().filter(|p| p.is_live()) {
-            live_pods.entry(pod.index).or_insert(pod);
+            if let Some(slot @ None) = live_pods.get_mut(pod.index as usize) {
+                *slot = Some(pod);
+            }
         }
+        let unknown = RankState::default();
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
-                let state = flux.rank(k).cloned().unwrap_or_default();
+                let state = flux.rank(k).unwrap_or(&unknown);
+                let seen_up = self.seen_up.contains(k);
                 let finished = if k >= size {
                     None
                 } else if kube.job.completed_indexes.contains(k) {
@@ -455,32 +465,20 @@ impl Reconciler {
                     finished,
                     online: state.online,
                     ever_online: state.ever_online,
-                    down: self.seen_up.contains(k) && (state.lost || !state.online),
-                    seen_up: self.seen_up.contains(k),
+                    lost: state.lost,
+                    down: seen_up && (state.lost || !state.online),
+                    seen_up,
                     busy: flux.busy().contains(k),
                     flux_drained: state.drain.is_some(),
                     counted: active && !retire && matches!(drain, None | Some(DrainKind::OursLost)),
                     drain,
                     protected,
                     retire,
-                    live_pod: live_pods
-                        .get(&k)
-                        .map(|pod| (pod.name.clone(), pod.uid.clone())),
+                    live_pod: live_pods[k as usize],
                 }
             })
             .collect();
-        let active = ranks.iter().filter(|r| r.active).count();
-        let lost = ranks
-            .iter()
-            .filter(|r| r.active && r.k != 0 && r.down && !r.retire)
-            .count();
-        let frozen = (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64)
-            .then(|| {
-                format!(
-                    "{lost} of {active} ranks lost, more than max-lost-fraction {}",
-                    self.config.max_lost_fraction
-                )
-            });
+        let frozen = self.frozen(&ranks);
         Scene {
             kube,
             size,
@@ -488,6 +486,21 @@ impl Reconciler {
             ranks,
             frozen,
         }
+    }
+
+    /// Why removals are suspended: too many ranks lost at once looks like an outage.
+    fn frozen(&self, ranks: &[Rank<'_>]) -> Option<String> {
+        let active = ranks.iter().filter(|r| r.active).count();
+        let lost = ranks
+            .iter()
+            .filter(|r| r.active && r.k != 0 && r.down && !r.retire)
+            .count();
+        (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64).then(|| {
+            format!(
+                "{lost} of {active} ranks lost, more than max-lost-fraction {}",
+                self.config.max_lost_fraction
+            )
+        })
     }
 
     /// A retiring rank may go: Flux has drained it and it is idle (or past the grace).
@@ -539,9 +552,9 @@ impl Reconciler {
         (reachable, limits)
     }
 
-    /// Records what the views now show: actions that took effect or may be retried,
-    /// ranks waiting to start, retiring ranks that are busy.
-    fn observe(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
+    /// Drops pending actions that took effect (counting shutdowns) or may be retried, and
+    /// moves out of the rate window.
+    fn forget_done(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
         for pending in &self.pending {
             if let Action::Flux(FluxAction::Shutdown { rank }) = pending.action
@@ -552,14 +565,20 @@ impl Reconciler {
         }
         self.pending
             .retain(|p| now < p.retry_after && !took_effect(&p.action, flux, kube));
-        let scene = self.scene(flux, kube);
-        for rank in &scene.ranks {
+    }
+
+    /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
+    /// that are busy; the scene then reflects the ranks seen up.
+    fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
+        for rank in &mut scene.ranks {
             let k = rank.k;
             if rank.active && rank.online && !rank.down {
                 self.seen_up.insert(k);
             } else if !rank.active {
                 self.seen_up.remove(k);
             }
+            rank.seen_up = self.seen_up.contains(k);
+            rank.down = rank.seen_up && (rank.lost || !rank.online);
             let starting =
                 rank.active && k != 0 && !rank.online && !rank.seen_up && rank.drain.is_none();
             if starting {
@@ -580,34 +599,33 @@ impl Reconciler {
                 self.shutdowns.remove(&k);
             }
         }
+        scene.frozen = self.frozen(&scene.ranks);
     }
 
     /// Picks the ranks a shrink retires: not running first, then idle, highest first;
     /// never rank 0 or a protected rank.
-    fn choose_victims(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
-        let scene = self.scene(flux, kube);
+    fn choose_victims(&mut self, scene: &mut Scene<'_>, now: f64) {
         let Some(target) = self.desired else { return };
         let counted = scene.counted();
         if counted <= target || scene.frozen.is_some() || self.cooling_after(self.last_grow, now) {
             return;
         }
-        let mut candidates: Vec<&Rank> = scene
+        let mut candidates: Vec<&mut Rank> = scene
             .ranks
-            .iter()
+            .iter_mut()
             .filter(|r| r.counted && r.k != 0 && !r.protected)
             .collect();
         candidates.sort_by_key(|r| (r.online && !r.down, r.busy, Reverse(r.k)));
-        let victims: Vec<u32> = candidates
-            .iter()
-            .take((counted - target) as usize)
-            .map(|r| r.k)
-            .collect();
-        if victims.is_empty() {
+        candidates.truncate((counted - target) as usize);
+        if candidates.is_empty() {
             return;
         }
-        for k in victims {
-            self.retiring.insert(k, reasons::resize(target));
+        for victim in candidates {
+            self.retiring.insert(victim.k, reasons::resize(target));
+            victim.retire = true;
+            victim.counted = false;
         }
+        scene.frozen = self.frozen(&scene.ranks);
         self.last_shrink = Some(now);
     }
 
@@ -703,8 +721,7 @@ impl Reconciler {
     }
 
     /// One pass of every policy over the views. Pure: `plan` records the result.
-    fn assess(&self, flux: &FluxView, kube: &KubeView, now: f64) -> Assessment {
-        let scene = self.scene(flux, kube);
+    fn assess(&self, scene: &Scene<'_>, now: f64) -> Assessment {
         let mut waiting = Vec::new();
         let mut ranks = Vec::with_capacity(scene.ranks.len());
         let mut drains: BTreeMap<String, IdSet> = BTreeMap::new();
@@ -712,12 +729,12 @@ impl Reconciler {
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
 
-        let growth = self.growth(&scene, now, &mut waiting);
+        let growth = self.growth(scene, now, &mut waiting);
         let growing_to = growth.raise_to.or(self.pending_size()).unwrap_or(0);
         let base = if scene.frozen.is_some() {
             scene.size
         } else {
-            self.lowering_base(&scene, now)
+            self.lowering_base(scene, now)
         };
         if let Some(target) = self.desired
             && scene.counted() > target
@@ -763,7 +780,7 @@ impl Reconciler {
             }
             if rank.retire {
                 let (phase, why) =
-                    self.retire_step(&scene, rank, base, now, &mut |action| removals.push(action));
+                    self.retire_step(scene, rank, base, now, &mut |action| removals.push(action));
                 if let Some(reason) = self.retiring.get(&k)
                     && rank.drain.is_none()
                 {
@@ -888,7 +905,7 @@ impl Reconciler {
         }
         let limits = match self.desired {
             Some(target) => {
-                let (reachable, limits) = self.capacity(&scene, now);
+                let (reachable, limits) = self.capacity(scene, now);
                 if reachable < target {
                     limits
                 } else {
@@ -951,12 +968,12 @@ impl Reconciler {
             return retiring("leaving: broker shut down, waiting for its pod to complete");
         }
         let per_index_zero = scene.kube.job.backoff_limit_per_index == Some(0);
-        match &rank.live_pod {
-            Some((pod, uid)) if per_index_zero => {
+        match rank.live_pod {
+            Some(pod) if per_index_zero => {
                 remove(Action::Kube(KubeAction::DeletePod {
                     index: k,
-                    pod: pod.clone(),
-                    uid: uid.clone(),
+                    pod: pod.name.clone(),
+                    uid: pod.uid.clone(),
                     reason: "fluxk8s: retire drained rank (index fails for good)".into(),
                 }));
                 retiring("leaving: deleting its pod (backoffLimitPerIndex 0)")
