@@ -1,7 +1,7 @@
 //! The reconciler: compares what should run with what runs and decides the next actions.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
@@ -103,6 +103,76 @@ struct Scene<'a> {
     max: u32,
     ranks: Vec<Rank<'a>>,
     frozen: Option<String>,
+    in_flight: InFlight,
+}
+
+/// The pending actions, indexed once per scene: a storm has hundreds, and every rank
+/// looks its own up.
+struct InFlight {
+    /// Ranks our pending drains (`Some`, with the kind) or undrains (`None`) will change;
+    /// the latest wins.
+    drains: HashMap<u32, Option<DrainKind>>,
+    shutdowns: HashSet<u32>,
+    /// A delete is the same whatever its reason: keyed by the pod's uid.
+    deletes: HashSet<String>,
+    sizes: Vec<Action>,
+}
+
+impl InFlight {
+    fn of(pending: &[Pending]) -> Self {
+        let mut in_flight = InFlight {
+            drains: HashMap::new(),
+            shutdowns: HashSet::new(),
+            deletes: HashSet::new(),
+            sizes: Vec::new(),
+        };
+        for p in pending {
+            match &p.action {
+                Action::Flux(FluxAction::Drain { ranks, reason }) => {
+                    let kind = reasons::kind_of_reason(reason);
+                    in_flight
+                        .drains
+                        .extend(ranks.iter().map(|k| (k, Some(kind))));
+                }
+                Action::Flux(FluxAction::Undrain { ranks }) => {
+                    in_flight.drains.extend(ranks.iter().map(|k| (k, None)));
+                }
+                Action::Flux(FluxAction::Shutdown { rank }) => {
+                    in_flight.shutdowns.insert(*rank);
+                }
+                Action::Kube(KubeAction::DeletePod { uid, .. }) => {
+                    in_flight.deletes.insert(uid.clone());
+                }
+                size @ Action::Kube(KubeAction::SetSize { .. }) => {
+                    in_flight.sizes.push(size.clone())
+                }
+            }
+        }
+        in_flight
+    }
+
+    /// The drain of rank `k` once our pending drains/undrains land. A drain by others
+    /// stays whatever we have in flight.
+    fn intended_drain(&self, k: u32, state: &RankState) -> Option<DrainKind> {
+        let now = state.drain.as_ref().map(reasons::kind_of);
+        match (now, self.drains.get(&k).copied()) {
+            (Some(DrainKind::Admin), _) | (_, None) => now,
+            (Some(_), Some(None)) => None,
+            (Some(ours), Some(Some(_))) => Some(ours),
+            (None, Some(intended)) => intended,
+        }
+    }
+
+    /// This move (shutdown, delete of the same pod, size change) is in flight.
+    fn has_move(&self, action: &Action) -> bool {
+        match action {
+            Action::Flux(FluxAction::Shutdown { rank }) => self.shutdowns.contains(rank),
+            Action::Kube(KubeAction::DeletePod { uid, .. }) => self.deletes.contains(uid),
+            Action::Kube(KubeAction::SetSize { .. }) => self.sizes.contains(action),
+            // Not moves: `intended_drain` folds them into the scene instead.
+            Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }) => false,
+        }
+    }
 }
 
 impl Scene<'_> {
@@ -405,25 +475,6 @@ impl Reconciler {
         })
     }
 
-    /// The drain of rank `k` once our pending drains/undrains land (the latest wins).
-    /// A drain by others stays whatever we have in flight.
-    fn intended_drain(&self, k: u32, flux: &FluxView) -> Option<DrainKind> {
-        let now = flux.rank(k)?.drain.as_ref().map(reasons::kind_of);
-        let in_flight = self.pending.iter().rev().find_map(|p| match &p.action {
-            Action::Flux(FluxAction::Drain { ranks, reason }) if ranks.contains(k) => {
-                Some(Some(reasons::kind_of_reason(reason)))
-            }
-            Action::Flux(FluxAction::Undrain { ranks }) if ranks.contains(k) => Some(None),
-            _ => None,
-        });
-        match (now, in_flight) {
-            (Some(DrainKind::Admin), _) | (_, None) => now,
-            (Some(_), Some(None)) => None,
-            (Some(ours), Some(Some(_))) => Some(ours),
-            (None, Some(intended)) => intended,
-        }
-    }
-
     fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
         let max = kube
             .minicluster
@@ -438,6 +489,7 @@ impl Reconciler {
             }
         }
         let unknown = RankState::default();
+        let in_flight = InFlight::of(&self.pending);
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
                 let state = flux.rank(k).unwrap_or(&unknown);
@@ -452,7 +504,7 @@ impl Reconciler {
                     None
                 };
                 let active = k < size && finished.is_none();
-                let drain = self.intended_drain(k, flux);
+                let drain = in_flight.intended_drain(k, state);
                 let protected = self.config.protect.contains(k);
                 let retire = active
                     && k != 0
@@ -485,6 +537,7 @@ impl Reconciler {
             max,
             ranks,
             frozen,
+            in_flight,
         }
     }
 
@@ -556,15 +609,22 @@ impl Reconciler {
     /// moves out of the rate window.
     fn forget_done(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
+        let live_uids: HashSet<&str> = kube
+            .pods
+            .iter()
+            .filter(|p| p.is_live())
+            .map(|p| p.uid.as_str())
+            .collect();
+        let took_effect = |action: &Action| took_effect(action, flux, kube, &live_uids);
         for pending in &self.pending {
             if let Action::Flux(FluxAction::Shutdown { rank }) = pending.action
-                && took_effect(&pending.action, flux, kube)
+                && took_effect(&pending.action)
             {
                 *self.shutdowns.entry(rank).or_default() += 1;
             }
         }
         self.pending
-            .retain(|p| now < p.retry_after && !took_effect(&p.action, flux, kube));
+            .retain(|p| now < p.retry_after && !took_effect(&p.action));
     }
 
     /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
@@ -637,16 +697,6 @@ impl Reconciler {
         self.pending.iter().find_map(|p| match p.action {
             Action::Kube(KubeAction::SetSize { size, .. }) => Some(size),
             _ => None,
-        })
-    }
-
-    fn is_pending(&self, action: &Action) -> bool {
-        self.pending.iter().any(|p| match (&p.action, action) {
-            (
-                Action::Kube(KubeAction::DeletePod { uid: a, .. }),
-                Action::Kube(KubeAction::DeletePod { uid: b, .. }),
-            ) => a == b,
-            (a, b) => a == b,
         })
     }
 
@@ -890,7 +940,7 @@ impl Reconciler {
         let budget = self.config.max_actions_per_minute as usize;
         let mut used = self.recent_moves.len();
         for planned in moves {
-            if self.is_pending(&planned.action) {
+            if scene.in_flight.has_move(&planned.action) {
                 continue;
             }
             if used >= budget {
@@ -1016,8 +1066,13 @@ impl Reconciler {
     }
 }
 
-/// The views show the action's effect.
-fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
+/// The views show the action's effect; `live_uids` are the live pods of `kube`.
+fn took_effect(
+    action: &Action,
+    flux: &FluxView,
+    kube: &KubeView,
+    live_uids: &HashSet<&str>,
+) -> bool {
     let drained = |k: u32| flux.rank(k).is_some_and(|r| r.drain.is_some());
     match action {
         Action::Flux(FluxAction::Drain { ranks, .. }) => ranks.iter().all(drained),
@@ -1027,9 +1082,7 @@ fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
                 .is_some_and(|d| d.ours)
         }),
         Action::Flux(FluxAction::Shutdown { rank }) => !flux.rank(*rank).is_some_and(|r| r.online),
-        Action::Kube(KubeAction::DeletePod { uid, .. }) => {
-            !kube.pods.iter().any(|p| &p.uid == uid && p.is_live())
-        }
+        Action::Kube(KubeAction::DeletePod { uid, .. }) => !live_uids.contains(uid.as_str()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
     }
 }
