@@ -411,7 +411,7 @@ fn evict_mode_removes_the_pod_through_the_eviction_api() {
 }
 
 #[test]
-fn stale_uid_is_refused_by_the_server_and_reported_as_replaced() {
+fn a_uid_the_watch_has_replaced_is_answered_without_a_request() {
     let sim = sim();
     sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
         .unwrap();
@@ -419,6 +419,7 @@ fn stale_uid_is_refused_by_the_server_and_reported_as_replaced() {
     module.wait_synced();
     let view = module.wait_running(3);
     let live = view.live_pod(1).unwrap().clone();
+    sim.clear_requests();
     let id = module.apply(KubeAction::DeletePod {
         index: 1,
         pod: live.name.clone(),
@@ -431,19 +432,67 @@ fn stale_uid_is_refused_by_the_server_and_reported_as_replaced() {
             current_uid: Some(live.uid.clone())
         }
     );
-    // The server saw the precondition: it answered 409 and the pod lives on.
     let log = sim.requests();
-    let deletes: Vec<u16> = log
-        .records
-        .iter()
-        .filter(|r| r.verb == Some(Verb::Delete))
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(deletes, [409], "one DELETE, refused, never retried");
+    assert_eq!(log.count(Verb::Delete, "pods"), 0);
+    assert_eq!(log.count(Verb::Get, "pods"), 0, "judged on the watch");
     let still = sim.pod_views(NS, "flux-sample");
     assert!(still.iter().any(|p| p.uid == live.uid && p.is_live()));
     assert!(events_with_reason(&sim, "RetiredRank").is_empty());
     assert_eq!(module.finished_count(id), 1);
+}
+
+#[test]
+fn a_delete_costs_one_pod_request() {
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
+        .unwrap();
+    let mut module = Module::start(&sim, config_for("flux-sample-0"));
+    module.wait_synced();
+    let view = module.wait_running(3);
+    sim.clear_requests();
+    let id = module.apply(delete_action(&view, 2, "rank 2 drained"));
+    assert_eq!(module.outcome(id), Outcome::Done);
+    let pod_requests: Vec<_> = sim
+        .requests()
+        .records
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some("pods") && r.verb != Some(Verb::Watch))
+        .map(|r| (r.verb, r.status))
+        .collect();
+    assert_eq!(pod_requests, [(Some(Verb::Delete), 200)]);
+}
+
+#[test]
+fn pods_of_an_earlier_job_of_the_same_name_are_refused() {
+    let sim = sim();
+    sim.create_job(NS, &IndexedJobSpec::new("flux-sample", 2))
+        .unwrap();
+    let mut module = Module::start(&sim, config_for("flux-sample-0"));
+    module.wait_synced();
+    let first = module.wait_running(2);
+    // Deleting a Job through the API orphans its pods: they keep the job-name label the
+    // pod watch selects on, but no controller.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async {
+            let client = kube::Client::try_from(sim.kube_config(NS))?;
+            let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+                kube::Api::namespaced(client, NS);
+            jobs.delete("flux-sample", &Default::default()).await
+        })
+        .unwrap();
+    sim.create_job(NS, &IndexedJobSpec::new("flux-sample", 2))
+        .unwrap();
+    module.wait_view("the new Job", |v| v.job.uid != first.job.uid);
+    let id = module.apply(delete_action(&first, 1, "old pod"));
+    match module.outcome(id) {
+        Outcome::Refused(why) => assert!(why.contains("not controlled by Job"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(sim.requests().count(Verb::Delete, "pods"), 0);
 }
 
 #[test]
@@ -474,16 +523,15 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
     };
     let why = refused(&mut module, delete_action(&view, 0, "never"));
     assert!(why.contains("index 0"), "{why}");
-    let why = refused(
-        &mut module,
-        KubeAction::DeletePod {
-            index: 1,
-            pod: foreign.name.clone(),
-            uid: foreign.uid.clone(),
-            reason: "not ours".to_owned(),
-        },
-    );
-    assert!(why.contains("not controlled by Job"), "{why}");
+    // A pod the Job's watch does not show is not ours: answered as gone, never deleted.
+    let id = module.apply(KubeAction::DeletePod {
+        index: 1,
+        pod: foreign.name.clone(),
+        uid: foreign.uid.clone(),
+        reason: "not ours".to_owned(),
+    });
+    assert_eq!(module.outcome(id), Outcome::Replaced { current_uid: None });
+    assert_eq!(sim.requests().count(Verb::Delete, "pods"), 0);
     let why = refused(
         &mut module,
         KubeAction::SetSize {

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::Outcome;
 use super::failure::{Failure, Request};
-use super::state::{ClusterState, completion_index, controller_uid};
+use super::state::{ClusterState, PodRecord};
 use super::target::{MINICLUSTER_GROUP, MINICLUSTER_KIND, MINICLUSTER_VERSION, Target};
 use super::worker::Ctx;
 use crate::model::{KubeAction, MiniClusterView};
@@ -94,8 +94,8 @@ impl Actions {
                 self.resize_running = Some(id);
             }
             self.running_ids.insert(id);
-            self.running
-                .push(start(ctx.clone(), Scene::new(target, state), id, action));
+            let scene = Scene::new(target, state, &action);
+            self.running.push(start(ctx.clone(), scene, id, action));
         }
         self.waiting = held;
     }
@@ -140,10 +140,16 @@ struct Scene {
     has_minicluster: bool,
     minicluster: Option<MiniClusterView>,
     namespace: String,
+    /// For a pod delete: the pod of that name as the watch shows it, if any.
+    pod: Option<PodRecord>,
 }
 
 impl Scene {
-    fn new(target: &Target, state: &ClusterState) -> Self {
+    fn new(target: &Target, state: &ClusterState, action: &KubeAction) -> Self {
+        let pod = match action {
+            KubeAction::DeletePod { pod, .. } => state.pod(pod).cloned(),
+            KubeAction::SetSize { .. } => None,
+        };
         Self {
             job: target.job.clone(),
             job_uid: state.job().map(|j| j.uid.clone()),
@@ -151,6 +157,7 @@ impl Scene {
             has_minicluster: target.minicluster.is_some(),
             minicluster: state.minicluster().cloned(),
             namespace: target.namespace.clone(),
+            pod,
         }
     }
 
@@ -196,31 +203,24 @@ fn start(ctx: Ctx, scene: Scene, id: u64, action: KubeAction) -> Running {
     .boxed_local()
 }
 
-/// Why a pod may not be deleted, judged on the live object; `None` when it may.
-fn refusal(
-    pod: &k8s_openapi::api::core::v1::Pod,
-    name: &str,
-    index: u32,
-    scene: &Scene,
-) -> Option<String> {
+/// Why a pod may not be deleted, judged on the watched object; `None` when it may.
+fn refusal(pod: &PodRecord, index: u32, scene: &Scene) -> Option<String> {
+    let name = &pod.view.name;
     let Some(job_uid) = scene.job_uid.as_deref() else {
         return Some(format!("Job {:?} does not exist", scene.job));
     };
-    if controller_uid(pod).as_deref() != Some(job_uid) {
+    if pod.controller_uid.as_deref() != Some(job_uid) {
         return Some(format!(
             "pod {name} is not controlled by Job {:?}",
             scene.job
         ));
     }
-    match completion_index(pod) {
-        Some(0) => Some(format!(
+    match pod.view.index {
+        0 => Some(format!(
             "pod {name} is index 0 (rank 0); it is never removed"
         )),
-        Some(actual) if actual != index => {
-            Some(format!("pod {name} has index {actual}, not {index}"))
-        }
-        Some(_) => None,
-        None => Some(format!("pod {name} has no completion index")),
+        actual if actual != index => Some(format!("pod {name} has index {actual}, not {index}")),
+        _ => None,
     }
 }
 
@@ -236,18 +236,22 @@ async fn delete_pod(
     if index == 0 {
         return Outcome::Refused("index 0 runs rank 0; it is never removed".to_owned());
     }
-    let pods = ctx.pods();
-    // Judge ownership on the live object, not on a watch that may lag.
-    let current = match ctx.retrying(area, GET_POD, || pods.get_opt(name)).await {
-        Ok(Some(pod)) => pod,
-        Ok(None) => return Outcome::Replaced { current_uid: None },
-        Err(failure) => return Outcome::Failed(failure.describe()),
+    // Judged on the watch (no GET per delete): the pod the planner chose must be the one
+    // the watch shows by that name, controlled by our Job, at that index.
+    let watched = match &scene.pod {
+        Some(pod) if pod.view.uid == uid => pod,
+        other => {
+            return Outcome::Replaced {
+                current_uid: other.as_ref().map(|pod| pod.view.uid.clone()),
+            };
+        }
     };
-    if let Some(why) = refusal(&current, name, index, scene) {
+    if let Some(why) = refusal(watched, index, scene) {
         return Outcome::Refused(why);
     }
+    let pods = ctx.pods();
     // The uid precondition makes the API server refuse (409) if the name now belongs to
-    // another pod than the one the planner chose, even one created after our read.
+    // another pod than the one the planner chose, one the watch has not shown yet.
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),

@@ -133,6 +133,11 @@ impl ClusterState {
         self.job.objects.values().next()
     }
 
+    /// The pod of that name, as the pod watch last showed it.
+    pub fn pod(&self, name: &str) -> Option<&PodRecord> {
+        self.pods.objects.get(name)
+    }
+
     /// The MiniCluster, if watched and present.
     pub fn minicluster(&self) -> Option<&MiniClusterView> {
         self.minicluster.objects.values().next()
