@@ -6,15 +6,15 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
 use crate::model::queue::{JobJournalResponse, QueueView};
 use crate::model::{Action, FluxAction, IdSet, KubeAction, KubeView};
 use crate::planner::{
-    AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError, ResizeAnswer,
-    RetireAnswer, Supply,
+    AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, PlanStatus, PlannerConfig, Reconciler,
+    RequestError, ResizeAnswer, RetireAnswer, Supply,
 };
 
 /// How many recent errors the status keeps.
@@ -383,63 +383,134 @@ impl Engine {
         }
     }
 
-    /// Sizes, rank states, the Kubernetes view and the plan, as JSON.
-    pub fn status(&self, now: f64) -> Value {
+    /// Sizes, rank states, the Kubernetes view and the plan, to serialize as the status.
+    pub fn status(&self, now: f64) -> Status<'_> {
         let flux = &self.flux;
         let plan = self.reconciler.status(flux, self.kube.synced(), now);
-        let kube_problems: Vec<Value> = self
-            .kube
-            .problems
-            .values()
-            .map(|p| {
-                json!({
-                    "area": p.area,
-                    "what": p.what,
-                    "forbidden": p.forbidden,
-                    "retrying_in": p.retrying_in.map(|d| d.as_secs_f64()),
-                })
-            })
-            .collect();
-        let problems: Vec<Value> = self
-            .problems
-            .iter()
-            .map(|(time, what)| json!({"time": time, "what": what}))
-            .collect();
-        json!({
-            "real_size": flux.real_size(),
-            "desired_size": plan.desired_size,
-            "max_size": flux.size(),
-            "flux": {
-                "synced": flux.synced(),
-                "size": flux.size(),
-                "online": flux.online(),
-                "offline": flux.offline(),
-                "lost": flux.lost(),
-                "torpid": flux.torpid(),
-                "drained": flux.drained(),
-                "drained_by_fluxk8s": flux.drained_by_us(),
-                "never_started": flux.never_started(),
-                "busy": flux.busy(),
+        Status {
+            real_size: flux.real_size(),
+            desired_size: plan.desired_size,
+            max_size: flux.size(),
+            flux: FluxStatus {
+                synced: flux.synced(),
+                size: flux.size(),
+                online: flux.online(),
+                offline: flux.offline(),
+                lost: flux.lost(),
+                torpid: flux.torpid(),
+                drained: flux.drained(),
+                drained_by_fluxk8s: flux.drained_by_us(),
+                never_started: flux.never_started(),
+                busy: flux.busy(),
+                shell: Map::new(),
             },
-            "kubernetes": {
-                "synced": self.kube.synced,
-                "view": self.kube.view,
-                "problems": kube_problems,
+            kubernetes: KubeStatus {
+                synced: self.kube.synced,
+                view: self.kube.view.as_ref(),
+                problems: self.kube.problems.values().map(ProblemStatus).collect(),
+                shell: Map::new(),
             },
-            "plan": plan,
-            "autoscale": match &self.autoscaler {
-                Some(autoscaler) => {
-                    let mut report = json!(autoscaler.status());
-                    report["enabled"] = json!(true);
-                    report
-                }
-                None => json!({"enabled": false}),
+            plan,
+            autoscale: AutoscaleReport {
+                enabled: self.autoscaler.is_some(),
+                report: self.autoscaler.as_ref().map(Autoscaler::status),
+                shell: Map::new(),
             },
-            "in_flight": self.in_flight.len(),
-            "problems": problems,
-            "engine": self.counters,
-        })
+            in_flight: self.in_flight.len(),
+            problems: self
+                .problems
+                .iter()
+                .map(|(time, what)| RecentProblem { time: *time, what })
+                .collect(),
+            engine: &self.counters,
+            shell: Map::new(),
+        }
     }
+
+    /// [`Engine::status`] as a JSON value, for callers that look fields up.
+    pub fn status_json(&self, now: f64) -> Value {
+        serde_json::to_value(self.status(now)).expect("the status has string keys only")
+    }
+}
+
+/// The engine's status. Serialized straight to text (a status of 1,000 ranks built as a
+/// JSON value first cost several times more). `shell` fields carry what the program
+/// running the engine adds (the module: streams, connection, name, ...).
+#[derive(Debug, Serialize)]
+pub struct Status<'a> {
+    pub real_size: u32,
+    pub desired_size: Option<u32>,
+    pub max_size: u32,
+    pub flux: FluxStatus<'a>,
+    pub kubernetes: KubeStatus<'a>,
+    pub plan: PlanStatus,
+    pub autoscale: AutoscaleReport<'a>,
+    pub in_flight: usize,
+    pub problems: Vec<RecentProblem<'a>>,
+    pub engine: &'a EngineCounters,
+    #[serde(flatten)]
+    pub shell: Map<String, Value>,
+}
+
+/// The Flux side of the status.
+#[derive(Debug, Serialize)]
+pub struct FluxStatus<'a> {
+    pub synced: bool,
+    pub size: u32,
+    pub online: IdSet,
+    pub offline: IdSet,
+    pub lost: IdSet,
+    pub torpid: IdSet,
+    pub drained: IdSet,
+    pub drained_by_fluxk8s: IdSet,
+    pub never_started: IdSet,
+    pub busy: &'a IdSet,
+    #[serde(flatten)]
+    pub shell: Map<String, Value>,
+}
+
+/// The Kubernetes side of the status.
+#[derive(Debug, Serialize)]
+pub struct KubeStatus<'a> {
+    pub synced: bool,
+    pub view: Option<&'a KubeView>,
+    pub problems: Vec<ProblemStatus<'a>>,
+    #[serde(flatten)]
+    pub shell: Map<String, Value>,
+}
+
+/// A current Kubernetes problem, with its retry delay in seconds.
+#[derive(Debug)]
+pub struct ProblemStatus<'a>(&'a Problem);
+
+impl Serialize for ProblemStatus<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let p = self.0;
+        let mut out = s.serialize_struct("Problem", 4)?;
+        out.serialize_field("area", &p.area)?;
+        out.serialize_field("what", &p.what)?;
+        out.serialize_field("forbidden", &p.forbidden)?;
+        out.serialize_field("retrying_in", &p.retrying_in.map(|d| d.as_secs_f64()))?;
+        out.end()
+    }
+}
+
+/// Autoscaling in the status: whether it is on and, if so, its last decision.
+#[derive(Debug, Serialize)]
+pub struct AutoscaleReport<'a> {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub report: Option<&'a AutoscaleStatus>,
+    #[serde(flatten)]
+    pub shell: Map<String, Value>,
+}
+
+/// One of the last errors, with when it happened.
+#[derive(Debug, Serialize)]
+pub struct RecentProblem<'a> {
+    pub time: f64,
+    pub what: &'a str,
 }
 
 #[cfg(test)]
@@ -492,7 +563,7 @@ mod tests {
         engine.journal(RESTART, 0.0);
         assert_eq!(engine.flux().lost().to_string(), "2");
         assert_eq!(
-            engine.status(0.0)["problems"],
+            engine.status_json(0.0)["problems"],
             json!([]),
             "nothing was dropped"
         );
@@ -516,7 +587,7 @@ mod tests {
             engine.step(2.0).is_empty(),
             "nothing new until the views change"
         );
-        assert_eq!(engine.status(2.0)["in_flight"], 0);
+        assert_eq!(engine.status_json(2.0)["in_flight"], 0);
     }
 
     #[test]
@@ -525,7 +596,7 @@ mod tests {
         drain_rank_2(&mut engine);
         assert!(engine.step(1.0).is_empty());
         assert_eq!(engine.counters().actions, 1);
-        let pending = &engine.status(1.0)["plan"]["pending"];
+        let pending = &engine.status_json(1.0)["plan"]["pending"];
         assert_eq!(pending[0]["outcome"], "ok", "{pending}");
     }
 
@@ -537,7 +608,7 @@ mod tests {
             panic!("a Flux effect")
         };
         engine.finished(id, Err("EHOSTUNREACH".into()), 1.5);
-        let status = engine.status(1.5);
+        let status = engine.status_json(1.5);
         let what = status["problems"][0]["what"].as_str().unwrap();
         assert!(
             what.contains("shut down broker 2") && what.contains("EHOSTUNREACH"),
@@ -564,7 +635,10 @@ mod tests {
         let mut engine = synced(false);
         engine.journal("{not json", 1.0);
         engine.overlay(r#"{"rank":"two"}"#, 1.0);
-        let problems = engine.status(1.0)["problems"].as_array().unwrap().len();
+        let problems = engine.status_json(1.0)["problems"]
+            .as_array()
+            .unwrap()
+            .len();
         assert_eq!(problems, 2);
         assert_eq!(
             engine.flux().online().to_string(),

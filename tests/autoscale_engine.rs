@@ -175,7 +175,7 @@ impl Rig {
                 Instant::now() < deadline,
                 "timed out waiting for {what} at t={}; status: {:#}",
                 self.now,
-                self.engine.status(self.now)
+                self.engine.status_json(self.now)
             );
             self.turn();
             self.now += 1.0;
@@ -189,7 +189,7 @@ impl Rig {
     }
 
     fn status(&self) -> Value {
-        self.engine.status(self.now)
+        self.engine.status_json(self.now)
     }
 }
 
@@ -328,7 +328,7 @@ fn dry_run_shows_what_autoscale_would_do_and_does_nothing() {
         0.0,
     );
     assert!(engine.step(1.0).is_empty(), "dry run: no effect");
-    let status = engine.status(1.0);
+    let status = engine.status_json(1.0);
     let grow = status["autoscale"]["last_grow"]["what"].as_str().unwrap();
     assert!(grow.starts_with("autoscale: grow to 4"), "{grow}");
     assert_eq!(status["desired_size"], 4);

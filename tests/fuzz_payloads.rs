@@ -145,7 +145,7 @@ proptest! {
                 last_id = id;
             }
             check_view(engine.flux())?;
-            let status = engine.status(now);
+            let status = engine.status_json(now);
             prop_assert!(status["plan"].is_object());
         }
     }

@@ -112,22 +112,56 @@ fn only_fields(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refu
     }
 }
 
-fn status(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     only_fields(&request_object(msg)?, &[])?;
     let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
     let mut view = module.engine.status(module.now);
-    view["name"] = json!(module.name);
-    view["version"] = json!(env!("CARGO_PKG_VERSION"));
-    view["config"] = json!(module.config);
-    view["uptime"] = json!(module.now - module.loaded_at);
-    view["flux"]["journal"] = stream(&module.streams.journal);
-    view["flux"]["overlay"] = stream(&module.streams.overlay);
-    view["autoscale"]["stream"] = stream(&module.streams.jobs);
-    view["kubernetes"]["connected"] = json!(module.driver.is_some());
-    view["kubernetes"]["namespace"] = json!(module.driver.as_ref().map(|d| d.namespace()));
-    view["counters"] = json!(module.counters);
-    view["panics_contained"] = json!(flux::panics_caught());
-    Ok(view)
+    let add = |map: &mut Map<String, Value>, key: &str, value: Value| {
+        map.insert(key.to_owned(), value);
+    };
+    add(&mut view.shell, "name", json!(module.name));
+    add(&mut view.shell, "version", json!(env!("CARGO_PKG_VERSION")));
+    add(&mut view.shell, "config", json!(module.config));
+    add(
+        &mut view.shell,
+        "uptime",
+        json!(module.now - module.loaded_at),
+    );
+    add(&mut view.shell, "counters", json!(module.counters));
+    add(
+        &mut view.shell,
+        "panics_contained",
+        json!(flux::panics_caught()),
+    );
+    add(
+        &mut view.flux.shell,
+        "journal",
+        stream(&module.streams.journal),
+    );
+    add(
+        &mut view.flux.shell,
+        "overlay",
+        stream(&module.streams.overlay),
+    );
+    add(
+        &mut view.autoscale.shell,
+        "stream",
+        stream(&module.streams.jobs),
+    );
+    let namespace = module.driver.as_ref().map(|d| d.namespace());
+    add(
+        &mut view.kubernetes.shell,
+        "connected",
+        json!(module.driver.is_some()),
+    );
+    add(&mut view.kubernetes.shell, "namespace", json!(namespace));
+    let text = serde_json::to_string(&view)
+        .map_err(|e| Refusal::invalid(format!("cannot encode the status: {e}")))?;
+    drop(view);
+    if let Err(err) = handle.respond(msg, &text) {
+        tracing::error!("{}: cannot respond: {err}", module.name);
+    }
+    Ok(Value::Null)
 }
 
 fn refusal(err: RequestError) -> Refusal {

@@ -389,7 +389,7 @@ impl Cluster {
             for effect in effects {
                 carry_out(k, &mut self.flux, &self.sim, effect, now, &mut notes);
             }
-            k.status = k.engine.status(now);
+            k.status = k.engine.status_json(now);
         }
         for line in notes {
             self.note(line);

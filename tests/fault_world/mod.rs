@@ -382,7 +382,7 @@ impl World {
     }
 
     pub fn status(&self) -> Value {
-        self.engine.status(self.now())
+        self.engine.status_json(self.now())
     }
 
     /// Feeds one `resource.journal` payload, as the journal stream callback does.
