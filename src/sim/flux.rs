@@ -1,5 +1,5 @@
-//! A simulated Flux side for a MiniCluster whose pods run in a [`SimCluster`]: one broker
-//! per configured rank (`<name>-<i>`), following the pods, with the leader's resource
+//! A simulated Flux side for a MiniCluster (or bare Indexed Job) whose pods run in a
+//! [`SimCluster`]: one broker per configured rank (`<name>-<i>`), following the pods, with the leader's resource
 //! module (drains, `resource.journal`), overlay (`overlay.monitor`) and each follower's
 //! state machine (`state-machine.post` shutdown).
 //!
@@ -130,7 +130,8 @@ impl SimFlux {
     }
 
     /// Broker `rank` dies while its pod keeps running (a broker crashing in its
-    /// container): lost to the leader, and Kubernetes sees nothing.
+    /// container): lost to the leader, and Kubernetes sees nothing. Nothing happens to
+    /// the leader, a rank beyond the size, or a broker that is not up.
     pub fn crash_broker(&mut self, rank: u32) {
         if rank != 0 {
             self.leave(rank, BrokerState::Lost);
@@ -243,10 +244,13 @@ impl SimFlux {
 
     /// Broker `rank` goes away (`Lost` or `Offline`); nothing happens if it is not up.
     fn leave(&mut self, rank: u32, how: BrokerState) {
-        let broker = &mut self.brokers[rank as usize];
-        if broker.state != BrokerState::Up {
+        let Some(broker) = self
+            .brokers
+            .get_mut(rank as usize)
+            .filter(|b| b.state == BrokerState::Up)
+        else {
             return;
-        }
+        };
         broker.state = how;
         broker.torpid = false;
         self.report_overlay(rank);
