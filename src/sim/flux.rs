@@ -817,6 +817,30 @@ mod tests {
     }
 
     #[test]
+    fn a_crashed_broker_is_lost_and_the_leader_or_an_unknown_rank_is_left_alone() {
+        let (mut flux, tx) = flux();
+        start(&tx, 0);
+        start(&tx, 1);
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        let mut view = FluxView::new();
+        apply(&mut view, &mut flux);
+        flux.crash_broker(1);
+        assert_eq!(
+            flux.take_overlay(),
+            [r#"{"rank":1,"status":"lost","torpid":false}"#]
+        );
+        let offline = JournalResponse::parse(&flux.take_journal()[0]).unwrap();
+        assert_eq!(offline.entries[0].event, JournalEvent::Offline(ids("1")));
+        flux.crash_broker(0);
+        flux.crash_broker(9);
+        assert_eq!(flux.online(), ids("0"));
+        assert_eq!(flux.lost(), ids("1"));
+        assert!(flux.take_journal().is_empty() && flux.take_overlay().is_empty());
+    }
+
+    #[test]
     fn drain_and_undrain_answer_as_flux_core_does() {
         let sim = sim();
         let (mut flux, tx) = flux();
