@@ -669,6 +669,21 @@ mod tests {
         );
     }
 
+    /// A SimFlux whose `ranks` are up, with both streams subscribed and their backlog
+    /// taken, so only what happens next is queued.
+    fn followed_with(ranks: &[u32]) -> SimFlux {
+        let (mut flux, tx) = flux();
+        for &rank in ranks {
+            start(&tx, rank);
+        }
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        flux.take_journal();
+        flux.take_overlay();
+        flux
+    }
+
     /// Applies every journal and overlay payload to a FluxView, as the engine does.
     fn apply(view: &mut FluxView, flux: &mut SimFlux) {
         for payload in flux.take_journal() {
@@ -795,14 +810,7 @@ mod tests {
 
     #[test]
     fn torpid_and_lively_are_reported_on_both_streams() {
-        let (mut flux, tx) = flux();
-        start(&tx, 0);
-        start(&tx, 3);
-        flux.pump();
-        flux.subscribe_journal().unwrap();
-        flux.subscribe_overlay().unwrap();
-        let mut view = FluxView::new();
-        apply(&mut view, &mut flux);
+        let mut flux = followed_with(&[0, 3]);
         flux.set_torpid(3, true);
         let journal = flux.take_journal();
         let torpid = JournalResponse::parse(&journal[0]).unwrap();
@@ -818,14 +826,7 @@ mod tests {
 
     #[test]
     fn a_crashed_broker_is_lost_and_the_leader_or_an_unknown_rank_is_left_alone() {
-        let (mut flux, tx) = flux();
-        start(&tx, 0);
-        start(&tx, 1);
-        flux.pump();
-        flux.subscribe_journal().unwrap();
-        flux.subscribe_overlay().unwrap();
-        let mut view = FluxView::new();
-        apply(&mut view, &mut flux);
+        let mut flux = followed_with(&[0, 1]);
         flux.crash_broker(1);
         assert_eq!(
             flux.take_overlay(),
