@@ -1,5 +1,5 @@
 //! Faults of the Kubernetes API server, with the real engine and driver against the sim
-//! and a fake Flux following the pods: an outage in the middle of a resize, conflicts,
+//! and the simulated Flux side following the pods: an outage in the middle of a resize, conflicts,
 //! missing permissions, bursts of server errors, dropped watches, and a slow server.
 //! Each test checks the intent survives, the status says what is wrong, the work
 //! converges once the fault ends, and the request log shows nothing done twice.
@@ -30,7 +30,7 @@ fn kube_problems(world: &World) -> Vec<Value> {
 
 /// Live pods and Flux both show exactly `live` running.
 fn converged_to(world: &World, live: &IdSet) -> bool {
-    &world.live_indexes() == live && world.flux.online() == live
+    &world.live_indexes() == live && &world.flux.online() == live
 }
 
 /// Requests a grow while the API server is down for 30 s, checks the engine keeps the

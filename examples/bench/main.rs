@@ -2,13 +2,15 @@
 //! 10,000 ranks, and what the module costs a real broker. Prints Markdown tables.
 //!
 //! ```text
-//! FLUX_CORE_PREFIX=/opt/flux-core cargo run --release --example bench
+//! FLUX_CORE_PREFIX=/opt/flux-core cargo run --release --example bench [-- SECTION...]
 //! ```
 //!
 //! Everything runs against the simulated API server on loopback, with the real engine
-//! and Kubernetes driver and a fake Flux that follows the pods (tests/fault_world). The
-//! broker lines need flux-core (`FLUX_CORE_PREFIX`) and are skipped without it;
-//! `BENCH_IDLE_SECS` shortens the idle watch (default 60 s).
+//! and Kubernetes driver and the simulated Flux side (`SimFlux`, wired up in
+//! tests/fault_world). The broker lines need flux-core (`FLUX_CORE_PREFIX`) and are
+//! skipped without it; `BENCH_IDLE_SECS` shortens the idle watch (default 60 s).
+//! SECTION is one of `reaction`, `storm`, `resize`, `planner`, `broker`: only those run
+//! (default: all).
 
 #[path = "../../tests/common/flux.rs"]
 mod flux_core;
@@ -24,34 +26,58 @@ mod storm;
 
 use world::CallTimings;
 
+/// Section names, for choosing some on the command line.
+const SECTIONS: [&str; 5] = ["reaction", "storm", "resize", "planner", "broker"];
+
 fn main() {
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = chosen.iter().find(|c| !SECTIONS.contains(&c.as_str())) {
+        eprintln!(
+            "bench: unknown section '{unknown}'; sections: {}",
+            SECTIONS.join(", ")
+        );
+        std::process::exit(2);
+    }
+    let wanted = |section: &str| chosen.is_empty() || chosen.iter().any(|c| c == section);
     // Quiet: the engine and driver log every action, which would drown the tables.
     report::progress("start");
     report::machine();
     let mut big_calls = CallTimings::default();
 
-    report::section("1. Reaction: drain event in the engine → DELETE at the API server");
-    let reactions: Vec<_> = [10, 100, 1_000]
-        .into_iter()
-        .map(|ranks| reaction::run(ranks, 200, &mut big_calls))
-        .collect();
-    reaction::print(&reactions);
+    if wanted("reaction") {
+        report::section("1. Reaction: drain event in the engine → DELETE at the API server");
+        let reactions: Vec<_> = [10, 100, 1_000]
+            .into_iter()
+            .map(|ranks| reaction::run(ranks, 200, &mut big_calls))
+            .collect();
+        reaction::print(&reactions);
+    }
 
-    report::section("2. Drain storm: ranks 1-500 drained in one event");
-    storm::print(&[
-        storm::middle(&mut big_calls),
-        storm::tail(&mut big_calls),
-        storm::completing_workers(&mut big_calls),
-    ]);
-    storm::print_rate_limited(&storm::rate_limited());
+    if wanted("storm") {
+        report::section("2. Drain storm: ranks 1-500 drained in one event");
+        storm::print(&[
+            storm::middle(&mut big_calls),
+            storm::tail(&mut big_calls),
+            storm::completing_workers(&mut big_calls),
+        ]);
+        storm::print_rate_limited(&storm::rate_limited());
+    }
 
-    report::section("3. Resize: grow 1 → 1,000 live ranks, then shrink back to 1");
-    resize::print(&resize::run(&mut big_calls));
+    if wanted("resize") {
+        report::section("3. Resize: grow 1 → 1,000 live ranks, then shrink back to 1");
+        resize::print(&resize::run(&mut big_calls));
+    }
 
-    report::section("4. Planner: one Reconciler::plan on synthetic views");
-    planning::print(&planning::run());
+    if wanted("planner") {
+        report::section("4. Planner: one Reconciler::plan on synthetic views");
+        planning::print(&planning::run());
+    }
 
-    report::section("5. Broker cost");
-    report::print_engine_calls(&big_calls);
-    broker::print(broker::run().as_ref());
+    if wanted("broker") || !big_calls.0.is_empty() {
+        report::section("5. Broker cost");
+        report::print_engine_calls(&big_calls);
+    }
+    if wanted("broker") {
+        broker::print(broker::run().as_ref());
+    }
 }

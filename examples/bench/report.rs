@@ -101,6 +101,10 @@ pub fn machine() {
 
 /// The longest single engine call of each kind, from the 1,000-rank runs.
 pub fn print_engine_calls(timings: &CallTimings) {
+    if timings.0.is_empty() {
+        println!("Engine calls at 1,000 ranks: none measured (sections 1 to 3 did not run).");
+        return;
+    }
     println!("Engine calls at 1,000 ranks (each is what one reactor callback costs the broker):\n");
     println!("| call | calls | longest | mean |");
     println!("|---|---:|---:|---:|");

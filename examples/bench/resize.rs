@@ -1,5 +1,5 @@
-//! Resize: a MiniCluster grown from 1 to 1,000 live ranks and shrunk back, with the fake
-//! Flux bringing ranks online as their pods start and carrying out the drains.
+//! Resize: a MiniCluster grown from 1 to 1,000 live ranks and shrunk back, with SimFlux
+//! bringing ranks online as their pods start and carrying out the drains.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,6 @@ pub fn print(phases: &[Phase]) {
     }
     println!(
         "\nWall time includes the simulated kubelet (2 ms to start a pod, 5 ms to stop one) \
-         and the fake Flux following the pods."
+         and SimFlux following the pods."
     );
 }

@@ -1,6 +1,6 @@
-//! Drain storms: ranks 1-500 drained in one journal event, on a bare Indexed Job (pods
-//! deleted, or the size lowered when they are the tail) and on a MiniCluster whose
-//! workers complete (brokers told to leave).
+//! Drain storms: ranks 1-500 drained in one journal event, on a bare Indexed Job (in the
+//! middle, brokers shut down; the tail, the size lowered) and on a MiniCluster whose
+//! workers complete (brokers shut down).
 
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,8 @@ fn none_live(world: &World) -> bool {
     (DRAINED.0..=DRAINED.1).all(|k| !live.contains(k))
 }
 
-/// 1,001 ranks, 1-500 drained: in the middle, so each pod is deleted.
+/// 1,001 ranks, 1-500 drained: in the middle, below live ranks, so each broker (up) is
+/// shut down and its exit 0 completes its index.
 pub fn middle(calls: &mut CallTimings) -> Storm {
     let world = World::with_bare_job(sim(), "storm-mid", 1_001, planner());
     storm(
@@ -118,7 +119,7 @@ pub fn tail(calls: &mut CallTimings) -> Storm {
     )
 }
 
-/// A MiniCluster with completeWorkers: the brokers are told to leave and their pods
+/// A MiniCluster with completeWorkers: the brokers are shut down and their pods
 /// complete, without a Kubernetes request.
 pub fn completing_workers(calls: &mut CallTimings) -> Storm {
     let world = World::with_minicluster(sim(), "storm-mc", 1_001, 1_001, planner());

@@ -1,5 +1,5 @@
-//! A simulated Flux side for a MiniCluster whose pods run in a [`SimCluster`]: one broker
-//! per configured rank (`<name>-<i>`), following the pods, with the leader's resource
+//! A simulated Flux side for a MiniCluster (or bare Indexed Job) whose pods run in a
+//! [`SimCluster`]: one broker per configured rank (`<name>-<i>`), following the pods, with the leader's resource
 //! module (drains, `resource.journal`), overlay (`overlay.monitor`) and each follower's
 //! state machine (`state-machine.post` shutdown).
 //!
@@ -130,7 +130,8 @@ impl SimFlux {
     }
 
     /// Broker `rank` dies while its pod keeps running (a broker crashing in its
-    /// container): lost to the leader, and Kubernetes sees nothing.
+    /// container): lost to the leader, and Kubernetes sees nothing. Nothing happens to
+    /// the leader, a rank beyond the size, or a broker that is not up.
     pub fn crash_broker(&mut self, rank: u32) {
         if rank != 0 {
             self.leave(rank, BrokerState::Lost);
@@ -243,10 +244,13 @@ impl SimFlux {
 
     /// Broker `rank` goes away (`Lost` or `Offline`); nothing happens if it is not up.
     fn leave(&mut self, rank: u32, how: BrokerState) {
-        let broker = &mut self.brokers[rank as usize];
-        if broker.state != BrokerState::Up {
+        let Some(broker) = self
+            .brokers
+            .get_mut(rank as usize)
+            .filter(|b| b.state == BrokerState::Up)
+        else {
             return;
-        }
+        };
         broker.state = how;
         broker.torpid = false;
         self.report_overlay(rank);
@@ -665,6 +669,21 @@ mod tests {
         );
     }
 
+    /// A SimFlux whose `ranks` are up, with both streams subscribed and their backlog
+    /// taken, so only what happens next is queued.
+    fn followed_with(ranks: &[u32]) -> SimFlux {
+        let (mut flux, tx) = flux();
+        for &rank in ranks {
+            start(&tx, rank);
+        }
+        flux.pump();
+        flux.subscribe_journal().unwrap();
+        flux.subscribe_overlay().unwrap();
+        flux.take_journal();
+        flux.take_overlay();
+        flux
+    }
+
     /// Applies every journal and overlay payload to a FluxView, as the engine does.
     fn apply(view: &mut FluxView, flux: &mut SimFlux) {
         for payload in flux.take_journal() {
@@ -791,14 +810,7 @@ mod tests {
 
     #[test]
     fn torpid_and_lively_are_reported_on_both_streams() {
-        let (mut flux, tx) = flux();
-        start(&tx, 0);
-        start(&tx, 3);
-        flux.pump();
-        flux.subscribe_journal().unwrap();
-        flux.subscribe_overlay().unwrap();
-        let mut view = FluxView::new();
-        apply(&mut view, &mut flux);
+        let mut flux = followed_with(&[0, 3]);
         flux.set_torpid(3, true);
         let journal = flux.take_journal();
         let torpid = JournalResponse::parse(&journal[0]).unwrap();
@@ -810,6 +822,23 @@ mod tests {
         flux.set_torpid(3, false);
         let lively = JournalResponse::parse(&flux.take_journal()[0]).unwrap();
         assert_eq!(lively.entries[0].event, JournalEvent::Lively(ids("3")));
+    }
+
+    #[test]
+    fn a_crashed_broker_is_lost_and_the_leader_or_an_unknown_rank_is_left_alone() {
+        let mut flux = followed_with(&[0, 1]);
+        flux.crash_broker(1);
+        assert_eq!(
+            flux.take_overlay(),
+            [r#"{"rank":1,"status":"lost","torpid":false}"#]
+        );
+        let offline = JournalResponse::parse(&flux.take_journal()[0]).unwrap();
+        assert_eq!(offline.entries[0].event, JournalEvent::Offline(ids("1")));
+        flux.crash_broker(0);
+        flux.crash_broker(9);
+        assert_eq!(flux.online(), ids("0"));
+        assert_eq!(flux.lost(), ids("1"));
+        assert!(flux.take_journal().is_empty() && flux.take_overlay().is_empty());
     }
 
     #[test]

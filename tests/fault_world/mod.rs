@@ -1,36 +1,32 @@
 //! A whole fluxk8s on a bench: the real [`Engine`] and [`Driver`] against the simulated API
-//! server, with a fake Flux beside them. The fake Flux follows the pods (a pod whose
-//! container starts brings its rank online, one whose container ends takes it offline) and
-//! carries out the engine's Flux RPCs (drain, undrain, shutdown) as a broker would, by
-//! answering them and emitting the matching `resource.journal` events.
+//! server, with the simulated Flux side ([`SimFlux`]) beside them. SimFlux follows the pods
+//! (a pod whose container starts runs its rank's broker, one that ends or is deleted takes
+//! it away) and serves the engine's Flux RPCs as brokers would: drains and undrains on the
+//! leader, and the one-way `state-machine.post` shutdown, which takes the broker offline at
+//! once and ends its pod's container with exit 0.
 //!
 //! The pump loop does what the module's reactor callbacks do: feed stream payloads and
 //! driver reports to the engine, step it, and route the effects. Every engine call is
 //! timed, since each one is what a reactor callback costs the broker.
 //!
-//! Shared by the fault tests (`tests/fault_*.rs`) and `examples/bench.rs`.
+//! Shared by the fault tests (`tests/fault_*.rs`) and `examples/bench`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use fluxk8s::engine::{Effect, Engine};
+use fluxk8s::engine::{Effect, Engine, FluxRequest};
 use fluxk8s::k8s::{Command, Driver, DriverConfig, Outcome, Report, Tuning};
 use fluxk8s::model::{IdSet, KubeAction};
 use fluxk8s::planner::PlannerConfig;
+use fluxk8s::sim::flux::SimFlux;
 use fluxk8s::sim::{
-    IndexedJobSpec, MiniClusterSpec, PodEvent, PodEventKind, SimCluster, SimOptions, Verb,
+    ApiError, IndexedJobSpec, MiniClusterSpec, PodEvent, SimCluster, SimOptions, Verb,
 };
 use serde_json::{Value, json};
-
-/// What wakes the pump: the driver's doorbell or a pod lifecycle event.
-enum Input {
-    Wake,
-    Pod(PodEvent),
-}
 
 /// The longest and total time of one kind of engine call.
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,108 +114,20 @@ pub fn fast_tuning() -> Tuning {
     }
 }
 
-/// The instance the fake Flux plays: its Job (pod index = rank) and broker size.
-#[derive(Debug, Clone)]
-pub struct Instance {
-    pub namespace: String,
-    pub job: String,
-    /// Configured ranks (the broker size, i.e. the maximum size).
-    pub size: u32,
-}
-
-/// Flux as the brokers would report it: which ranks are up and which are drained.
-#[derive(Debug)]
-pub struct FakeFlux {
-    instance: Instance,
-    online: IdSet,
-    drains: BTreeMap<u32, String>,
-    /// Ranks told to shut down, whose pods fake Flux ends with exit 0.
-    shut_down: IdSet,
-    epoch: Instant,
-}
-
-impl FakeFlux {
-    fn timestamp(&self) -> f64 {
-        // Flux writes seconds since the Unix epoch; any steady origin does here.
-        1.7e9 + self.epoch.elapsed().as_secs_f64()
-    }
-
-    fn event(&self, name: &str, context: Value) -> String {
-        json!({"events": [{"timestamp": self.timestamp(), "name": name, "context": context}]})
-            .to_string()
-    }
-
-    /// The `resource.journal` backlog a fresh subscription gets: restart, the drains
-    /// grouped by reason, then the empty response that ends the backlog.
-    pub fn backlog(&self) -> Vec<String> {
-        let last = self.instance.size - 1;
-        let nodelist = match last {
-            0 => format!("{}-0", self.instance.job),
-            _ => format!("{}-[0-{last}]", self.instance.job),
-        };
-        let mut payloads = vec![self.event(
-            "restart",
-            json!({
-                "ranks": IdSet::range(0, last).to_string(),
-                "online": self.online.to_string(),
-                "nodelist": nodelist,
-            }),
-        )];
-        let mut by_reason: BTreeMap<&str, IdSet> = BTreeMap::new();
-        for (rank, reason) in &self.drains {
-            by_reason.entry(reason).or_default().insert(*rank);
-        }
-        payloads.extend(
-            by_reason
-                .iter()
-                .map(|(reason, ranks)| self.drain_event(ranks, reason)),
-        );
-        payloads.push(json!({"events": []}).to_string());
-        payloads
-    }
-
-    fn drain_event(&self, ranks: &IdSet, reason: &str) -> String {
-        self.event(
-            "drain",
-            json!({"idset": ranks.to_string(), "reason": reason, "overwrite": 0}),
-        )
-    }
-
-    /// Records a drain (by anyone) and returns its journal event.
-    pub fn drain(&mut self, ranks: &IdSet, reason: &str) -> String {
-        for rank in ranks.iter() {
-            self.drains.entry(rank).or_insert_with(|| reason.to_owned());
-        }
-        self.drain_event(ranks, reason)
-    }
-
-    fn undrain(&mut self, ranks: &IdSet) -> String {
-        for rank in ranks.iter() {
-            self.drains.remove(&rank);
-        }
-        self.event("undrain", json!({"idset": ranks.to_string()}))
-    }
-
-    pub fn online(&self) -> &IdSet {
-        &self.online
-    }
-
-    pub fn drained(&self) -> IdSet {
-        self.drains.keys().copied().collect()
-    }
-}
-
-/// Engine + driver + fake Flux against one simulated cluster.
+/// Engine + driver + simulated Flux against one simulated cluster.
 pub struct World {
     pub sim: Arc<SimCluster>,
     pub engine: Engine,
     pub driver: Driver,
-    pub flux: FakeFlux,
+    pub flux: SimFlux,
     pub timings: CallTimings,
+    /// The Job running the brokers (pod index = rank).
+    job: String,
     planner: PlannerConfig,
     tuning: Tuning,
-    inputs: Receiver<Input>,
-    input_tx: Sender<Input>,
+    /// Rung by the driver and by every pod event (SimFlux has one to follow).
+    wakes: Receiver<()>,
+    wake_tx: Sender<()>,
     started: Instant,
     /// Driver commands sent and not answered yet.
     kube_in_flight: BTreeSet<u64>,
@@ -227,7 +135,8 @@ pub struct World {
     /// it came. A reload starts a new generation (a new engine numbers from 1 again).
     pub kube_log: BTreeMap<(u32, u64), (KubeAction, Option<Outcome>)>,
     generation: u32,
-    /// Flux RPCs carried out, by topic.
+    /// Flux RPCs the engine sent, by topic (one-way ones included, whether or not a
+    /// broker was there to get them).
     pub flux_rpcs: BTreeMap<&'static str, u64>,
 }
 
@@ -241,9 +150,10 @@ impl World {
         max: u32,
         planner: PlannerConfig,
     ) -> World {
-        sim.create_minicluster(NS, &MiniClusterSpec::new(name, size, max))
-            .expect("MiniCluster created");
-        Self::started_with(sim, name, size, max, planner)
+        let spec = MiniClusterSpec::new(name, size, max);
+        Self::start(sim, name, max, size, planner, |sim| {
+            sim.create_minicluster(NS, &spec)
+        })
     }
 
     /// A bare Indexed Job of `size` ranks with `backoffLimitPerIndex: 0` (a deleted pod
@@ -256,123 +166,90 @@ impl World {
     ) -> World {
         let mut spec = IndexedJobSpec::new(name, size);
         spec.backoff_limit_per_index = Some(0);
-        sim.create_job(NS, &spec).expect("Job created");
-        Self::started_with(sim, name, size, size, planner)
+        Self::start(sim, name, size, size, planner, |sim| {
+            sim.create_job(NS, &spec)
+        })
     }
 
-    fn started_with(
+    /// Brokers for `configured` ranks of `job` follow the pods from before `create` makes
+    /// the workload, so they see every pod start; once `running` ranks are up, fluxk8s is
+    /// loaded and waits until both its views are synced.
+    fn start(
         sim: Arc<SimCluster>,
         job: &str,
+        configured: u32,
         running: u32,
-        size: u32,
         planner: PlannerConfig,
+        create: impl FnOnce(&SimCluster) -> Result<Value, ApiError>,
     ) -> World {
-        let instance = Instance {
-            namespace: NS.to_owned(),
-            job: job.to_owned(),
-            size,
-        };
-        let mut world = World::start(sim, instance, planner, fast_tuning());
-        let up = world.run_until(Duration::from_secs(60), |w| {
-            w.flux.online().len() == running as usize
-        });
-        assert!(
-            up,
-            "{running} ranks never came online: {:#}",
-            world.status()
-        );
-        world
-    }
-
-    /// Starts the engine and driver for `instance` on `sim`, replays the Flux backlog
-    /// (ranks online = pods already running), and waits until both views are synced.
-    pub fn start(
-        sim: Arc<SimCluster>,
-        instance: Instance,
-        planner: PlannerConfig,
-        tuning: Tuning,
-    ) -> World {
-        let (input_tx, inputs) = mpsc::channel();
-        let pod_events = sim.subscribe_pods();
-        let forward = input_tx.clone();
-        std::thread::spawn(move || {
-            // Ends when the sim or the world is gone.
-            while let Ok(event) = pod_events.recv() {
-                if forward.send(Input::Pod(event)).is_err() {
-                    break;
-                }
-            }
-        });
-        let online: IdSet = sim
-            .pod_views(&instance.namespace, &instance.job)
-            .iter()
-            .filter(|pod| pod.is_live() && pod.ready)
-            .map(|pod| pod.index)
-            .filter(|&index| index < instance.size)
-            .collect();
-        let flux = FakeFlux {
-            instance,
-            online,
-            drains: BTreeMap::new(),
-            shut_down: IdSet::new(),
-            epoch: Instant::now(),
-        };
-        let driver = spawn_driver(&sim, &flux.instance, &tuning, &input_tx);
+        let (wake_tx, wakes) = mpsc::channel();
+        let flux = SimFlux::new(NS, job, configured, follow_pods(&sim, &wake_tx));
+        if let Err(err) = create(&sim) {
+            panic!("cannot create the workload {job}: {err}");
+        }
+        let tuning = fast_tuning();
+        let driver = spawn_driver(&sim, job, &tuning, &wake_tx);
         let mut world = World {
             engine: Engine::new(planner.clone(), false),
             driver,
             flux,
             sim,
             timings: CallTimings::default(),
+            job: job.to_owned(),
             planner,
             tuning,
-            inputs,
-            input_tx,
+            wakes,
+            wake_tx,
             started: Instant::now(),
             kube_in_flight: BTreeSet::new(),
             kube_log: BTreeMap::new(),
             generation: 0,
             flux_rpcs: BTreeMap::new(),
         };
-        world.replay_backlog();
-        let synced = world.run_until(Duration::from_secs(30), |w| w.synced());
-        assert!(synced, "views never synced: {:#}", world.status());
+        let up = world.run_until(Duration::from_secs(60), |w| {
+            w.flux.online().len() == running as usize
+        });
+        assert!(
+            up,
+            "{running} ranks never came online, only {}",
+            world.flux.online()
+        );
+        world.load_module();
         world
     }
 
+    /// What loading the module on rank 0 does: subscribe to `resource.journal` (its
+    /// backlog replays Flux's state) and `overlay.monitor`, then wait until both views are
+    /// synced.
+    fn load_module(&mut self) {
+        self.engine.journal_restarted();
+        if let Err(err) = self.flux.subscribe_journal() {
+            panic!("resource.journal refused: {err}");
+        }
+        if let Err(err) = self.flux.subscribe_overlay() {
+            panic!("overlay.monitor refused: {err}");
+        }
+        self.feed_flux_streams();
+        let synced = self.run_until(Duration::from_secs(30), |w| w.synced());
+        assert!(synced, "views never synced: {:#}", self.status());
+    }
+
     /// What a module reload does: a new engine and driver (the old driver is stopped and
-    /// joined first, abandoning its commands), the Flux backlog replayed to the new
-    /// engine. Flux itself, and the cluster, carry on.
+    /// joined first, abandoning its commands), subscribed afresh. Flux itself, and the
+    /// cluster, carry on.
     pub fn reload(&mut self) {
-        let fresh = spawn_driver(&self.sim, &self.flux.instance, &self.tuning, &self.input_tx);
+        let fresh = spawn_driver(&self.sim, &self.job, &self.tuning, &self.wake_tx);
         let old = std::mem::replace(&mut self.driver, fresh);
         old.shutdown();
         self.engine = Engine::new(self.planner.clone(), false);
         self.kube_in_flight.clear();
         self.generation += 1;
-        self.replay_backlog();
-        let synced = self.run_until(Duration::from_secs(30), |w| w.synced());
-        assert!(
-            synced,
-            "views never synced after reload: {:#}",
-            self.status()
-        );
-    }
-
-    fn replay_backlog(&mut self) {
-        self.engine.journal_restarted();
-        for payload in self.flux.backlog() {
-            self.feed_journal(&payload);
-        }
+        self.load_module();
     }
 
     /// Seconds since the world started: the engine's clock.
     pub fn now(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
-    }
-
-    pub fn instance(&self) -> &Instance {
-        &self.flux.instance
     }
 
     /// Both views synced, as the engine's status says.
@@ -385,22 +262,45 @@ impl World {
         self.engine.status_json(self.now())
     }
 
-    /// Feeds one `resource.journal` payload, as the journal stream callback does.
-    pub fn feed_journal(&mut self, payload: &str) {
-        let now = self.now();
-        let engine = &mut self.engine;
-        self.timings
-            .time("journal", || engine.journal(payload, now));
+    /// Feeds what Flux sent on both streams since the last call, as the stream callbacks
+    /// do. Returns how many payloads there were.
+    fn feed_flux_streams(&mut self) -> usize {
+        let journal = self.flux.take_journal();
+        let overlay = self.flux.take_overlay();
+        for payload in &journal {
+            let now = self.now();
+            self.timings
+                .time("journal", || self.engine.journal(payload, now));
+        }
+        for payload in &overlay {
+            let now = self.now();
+            self.timings
+                .time("overlay", || self.engine.overlay(payload, now));
+        }
+        journal.len() + overlay.len()
     }
 
     /// An administrator drains `ranks` (`flux resource drain`): the journal event reaches
     /// the engine, which steps at once. Returns the instant just before the engine got it.
     pub fn admin_drain(&mut self, ranks: &IdSet, reason: &str) -> Instant {
-        let payload = self.flux.drain(ranks, reason);
+        let request = json!({"targets": ranks.to_string(), "reason": reason}).to_string();
+        if let Err(err) = self.flux.rpc(&self.sim, "resource.drain", &request, 0) {
+            panic!("flux resource drain {ranks} refused: {err}");
+        }
         let fed_at = Instant::now();
-        self.feed_journal(&payload);
+        self.feed_flux_streams();
         self.step();
         fed_at
+    }
+
+    /// The brokers of `ranks` die while their pods keep running: Flux sees them lost,
+    /// Kubernetes sees nothing. Retiring such a rank takes a pod delete, the path these
+    /// tests exercise (a rank whose broker is up is shut down instead).
+    pub fn crash_brokers(&mut self, ranks: &IdSet) {
+        for rank in ranks.iter() {
+            self.flux.crash_broker(rank);
+        }
+        self.feed_flux_streams();
     }
 
     /// `flux k8s resize N`, as the module's RPC handler does it (request, then step).
@@ -415,19 +315,6 @@ impl World {
     }
 
     /// `flux k8s retire IDSET`, as the module's RPC handler does it.
-    /// The brokers of `ranks` die while their pods keep running: Flux sees them go
-    /// offline, Kubernetes sees nothing. Retiring such a rank takes a pod delete, the path
-    /// these tests exercise (a rank whose broker is up is shut down instead).
-    pub fn crash_brokers(&mut self, ranks: &IdSet) {
-        for rank in ranks.iter() {
-            self.flux.online.remove(rank);
-        }
-        let event = self
-            .flux
-            .event("offline", json!({"idset": ranks.to_string()}));
-        self.feed_journal(&event);
-    }
-
     pub fn request_retire(&mut self, ranks: &IdSet) -> Value {
         let answer = self
             .engine
@@ -437,13 +324,13 @@ impl World {
         serde_json::to_value(answer).expect("answer serializes")
     }
 
-    /// Plans and routes the effects; Flux RPCs are answered at once, and their journal
-    /// events fed back, so this repeats until the engine has nothing more to say.
+    /// Plans and routes the effects; Flux RPCs are served at once, and what the brokers
+    /// said of them on the streams fed back, so this repeats until the engine has nothing
+    /// more to say.
     pub fn step(&mut self) {
         loop {
             let now = self.now();
-            let engine = &mut self.engine;
-            let effects = self.timings.time("step", || engine.step(now));
+            let effects = self.timings.time("step", || self.engine.step(now));
             let mut flux_side = false;
             for effect in effects {
                 match effect {
@@ -457,83 +344,45 @@ impl World {
                     }
                     Effect::FluxRpc { id, request } => {
                         flux_side = true;
-                        self.flux_rpc(id, request.topic, &request.payload, request.nodeid);
+                        self.flux_rpc(id, &request);
                     }
                 }
             }
             if !flux_side {
                 return;
             }
+            self.feed_flux_streams();
         }
     }
 
-    /// Carries out one Flux RPC as rank 0 would, then answers it.
-    fn flux_rpc(&mut self, id: u64, topic: &'static str, payload: &str, nodeid: u32) {
-        *self.flux_rpcs.entry(topic).or_default() += 1;
-        let request: Value = serde_json::from_str(payload).expect("the engine sends JSON");
-        let ranks = |key: &str| -> IdSet {
-            request[key]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{topic}: bad {key} in {payload}"))
+    /// Sends one Flux RPC to its broker and gives the engine the answer it would get: a
+    /// one-way request is done once sent, whatever the broker makes of it.
+    fn flux_rpc(&mut self, id: u64, request: &FluxRequest) {
+        *self.flux_rpcs.entry(request.topic).or_default() += 1;
+        let answer = self
+            .flux
+            .rpc(&self.sim, request.topic, &request.payload, request.nodeid)
+            .map_err(|err| err.to_string());
+        let outcome = if request.expects_reply {
+            answer
+        } else {
+            Ok(())
         };
-        match topic {
-            "resource.drain" => {
-                let reason = request["reason"].as_str().unwrap_or_default().to_owned();
-                let event = self.flux.drain(&ranks("targets"), &reason);
-                self.feed_journal(&event);
-            }
-            "resource.undrain" => {
-                let event = self.flux.undrain(&ranks("targets"));
-                self.feed_journal(&event);
-            }
-            "state-machine.post" => {
-                assert_eq!(request["event"], "shutdown", "{payload}");
-                let rank = nodeid;
-                // The broker shuts down and exits 0: its pod completes.
-                self.flux.shut_down.insert(rank);
-                let instance = &self.flux.instance;
-                // A pod already gone has nothing left to end.
-                let _ = self
-                    .sim
-                    .end_index(&instance.namespace, &instance.job, rank, 0);
-            }
-            other => panic!("unexpected Flux RPC {other}"),
-        }
         let now = self.now();
-        let engine = &mut self.engine;
         self.timings
-            .time("finished", || engine.finished(id, Ok(()), now));
+            .time("finished", || self.engine.finished(id, outcome, now));
     }
 
-    /// Takes what is waiting (at most `wait` for the first input), feeds it to the engine
-    /// and steps. Returns whether anything came.
+    /// Waits for a pod event or a driver report (at most `wait`), lets the brokers follow
+    /// the pods, feeds the streams and reports to the engine and steps. Returns whether
+    /// anything came.
     pub fn pump(&mut self, wait: Duration) -> bool {
-        let first = match self.inputs.recv_timeout(wait) {
-            Ok(input) => Some(input),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => unreachable!("the world holds a sender"),
-        };
-        let mut came_online = IdSet::new();
-        let mut went_offline = IdSet::new();
-        let waiting: Vec<Input> = first.into_iter().chain(self.inputs.try_iter()).collect();
-        for input in waiting {
-            if let Input::Pod(event) = input {
-                self.follow_pod(event, &mut came_online, &mut went_offline);
-            }
+        if self.wakes.recv_timeout(wait).is_ok() {
+            // One look serves every wake-up queued so far.
+            while self.wakes.try_recv().is_ok() {}
         }
-        if !went_offline.is_empty() {
-            let event = self
-                .flux
-                .event("offline", json!({"idset": went_offline.to_string()}));
-            self.feed_journal(&event);
-        }
-        if !came_online.is_empty() {
-            let event = self
-                .flux
-                .event("online", json!({"idset": came_online.to_string()}));
-            self.feed_journal(&event);
-        }
+        let pod_events = self.flux.pump();
+        let payloads = self.feed_flux_streams();
         let mut reports = 0;
         while let Some(report) = self.driver.try_recv() {
             reports += 1;
@@ -544,36 +393,11 @@ impl World {
                 }
             }
             let now = self.now();
-            let engine = &mut self.engine;
             self.timings
-                .time("kube_report", || engine.kube_report(report, now));
+                .time("kube_report", || self.engine.kube_report(report, now));
         }
         self.step();
-        reports > 0 || !came_online.is_empty() || !went_offline.is_empty()
-    }
-
-    /// A broker runs while its pod's container runs.
-    fn follow_pod(&mut self, event: PodEvent, online: &mut IdSet, offline: &mut IdSet) {
-        let instance = &self.flux.instance;
-        let ours = event.namespace == instance.namespace
-            && event.job.as_deref() == Some(instance.job.as_str());
-        let Some(rank) = event.index.filter(|&k| ours && k < instance.size) else {
-            return;
-        };
-        match event.kind {
-            PodEventKind::Started => {
-                self.flux.online.insert(rank);
-                offline.remove(rank);
-                online.insert(rank);
-            }
-            PodEventKind::Ended { .. } => {
-                if self.flux.online.remove(rank) {
-                    online.remove(rank);
-                    offline.insert(rank);
-                }
-            }
-            PodEventKind::Terminating | PodEventKind::Deleted => {}
-        }
+        reports + pod_events + payloads > 0
     }
 
     /// Pumps until `done` holds (checked after every pump) or `timeout` passes.
@@ -608,9 +432,8 @@ impl World {
 
     /// Live pods of the Job, by index.
     pub fn live_indexes(&self) -> IdSet {
-        let instance = &self.flux.instance;
         self.sim
-            .pod_views(&instance.namespace, &instance.job)
+            .pod_views(NS, &self.job)
             .iter()
             .filter(|pod| pod.is_live())
             .map(|pod| pod.index)
@@ -618,26 +441,37 @@ impl World {
     }
 }
 
-fn spawn_driver(
-    sim: &SimCluster,
-    instance: &Instance,
-    tuning: &Tuning,
-    inputs: &Sender<Input>,
-) -> Driver {
-    let wake_tx = inputs.clone();
+/// Pod events for SimFlux, from now on. Each one also rings `wake`, so a pump waiting
+/// for the driver wakes for the pods too.
+fn follow_pods(sim: &SimCluster, wake: &Sender<()>) -> Receiver<PodEvent> {
+    let events = sim.subscribe_pods();
+    let (forward, followed) = mpsc::channel();
+    let wake = wake.clone();
+    std::thread::spawn(move || {
+        // Ends when the sim or the world is gone.
+        while let Ok(event) = events.recv() {
+            if forward.send(event).is_err() || wake.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    followed
+}
+
+fn spawn_driver(sim: &SimCluster, job: &str, tuning: &Tuning, wake: &Sender<()>) -> Driver {
+    let wake = wake.clone();
     let wake = Arc::new(move || {
         // The world is gone: nobody to wake.
-        let _ = wake_tx.send(Input::Wake);
+        let _ = wake.send(());
     });
     let config = DriverConfig {
-        namespace: Some(instance.namespace.clone()),
-        job: Some(instance.job.clone()),
-        hostname: Some(format!("{}-0", instance.job)),
+        namespace: Some(NS.to_owned()),
+        job: Some(job.to_owned()),
+        hostname: Some(format!("{job}-0")),
         tuning: tuning.clone(),
         ..DriverConfig::default()
     };
-    Driver::spawn_with_config(sim.kube_config(&instance.namespace), config, wake)
-        .expect("the driver starts")
+    Driver::spawn_with_config(sim.kube_config(NS), config, wake).expect("the driver starts")
 }
 
 /// The API server goes down: every request on every resource fluxk8s uses is answered
