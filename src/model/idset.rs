@@ -143,7 +143,11 @@ impl fmt::Display for IdSet {
         let mut first = true;
         while let Some(lo) = ids.next() {
             let mut hi = lo;
-            while ids.peek() == Some(&(hi + 1)) {
+            // checked: `hi` may be u32::MAX, the last id there is.
+            while hi
+                .checked_add(1)
+                .is_some_and(|next| ids.peek() == Some(&next))
+            {
                 hi += 1;
                 ids.next();
             }
