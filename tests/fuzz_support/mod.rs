@@ -1,5 +1,6 @@
 //! What the fuzz targets share: the case count, and generators for the text shapes that
-//! reach fluxk8s from outside (idsets, hostlists, journal and overlay payloads).
+//! reach fluxk8s from outside (idsets, hostlists, journal and overlay payloads; the module
+//! configuration in [`settings`]).
 //!
 //! Ranges in generated idsets stay narrow (numbers below 10,000, or too large for a u32
 //! so they fail to parse): an idset range is expanded eagerly, so a span such as
@@ -8,6 +9,8 @@
 //! memory rather than find anything new.
 
 #![allow(dead_code)]
+
+pub mod settings;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
