@@ -12,6 +12,7 @@ mod fuzz_support;
 
 use fluxk8s::config::Config;
 use fluxk8s::model::IdSet;
+use fluxk8s::model::idset::MAX_IDS;
 use fluxk8s::rpc::{Refusal, reloaded_config, resize_request, retire_request, status_request};
 use libc::{EINVAL, EPROTO};
 use proptest::prelude::*;
@@ -101,6 +102,18 @@ fn connection(config: &Config) -> impl PartialEq + std::fmt::Debug {
         config.minicluster.clone(),
         config.evict,
     )
+}
+
+/// Overlapping ranges cannot make a short payload expensive: the parser counts the ids
+/// written, not only the set they make (a thousand `0-524287` took 40 s before).
+#[test]
+fn a_retire_of_overlapping_ranges_is_refused_past_the_id_limit() {
+    let half = format!("0-{}", MAX_IDS / 2 - 1);
+    let ranks = [half.as_str(); 3].join(",");
+    let refusal = retire_request(Some(&json!({ "ranks": ranks }).to_string()))
+        .expect_err("1.5 Mi ids written");
+    assert_eq!(refusal.errno, EINVAL);
+    assert!(refusal.message.contains("too many ids"), "{refusal:?}");
 }
 
 proptest! {
