@@ -10,7 +10,9 @@
 //! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
 //! - [`sim`]: a simulated API server (and Flux side) for tests and the demo;
 //! - [`scenario`]: end-to-end runs of the engine and driver against the simulations;
-//! - `module`: `mod_main`, configuration and the RPC handlers.
+//! - `module`: `mod_main` and the RPC handlers, private; what they read from outside is
+//!   public for tests and fuzzers: [`config`] (the `[fluxk8s]` table and the module
+//!   arguments) and [`rpc`] (the request payloads, parsed and checked).
 
 #[cfg(panic = "abort")]
 compile_error!("fluxk8s relies on unwinding: mod_main catches panics so none reaches the broker");
@@ -26,3 +28,5 @@ pub mod scenario;
 pub mod sim;
 
 mod module;
+
+pub use module::{config, rpc};

@@ -1,5 +1,9 @@
 //! Module configuration: the broker config's `[fluxk8s]` table, overridden by the
 //! `key=value` words given to `flux module load`.
+//!
+//! The broker parses its TOML files and hands the module the table as JSON;
+//! [`Config::load`] reads that JSON text and the arguments. Pure, so public for tests
+//! and fuzzers.
 
 use std::path::PathBuf;
 
@@ -70,15 +74,19 @@ impl Default for Config {
 /// Where a bad value came from, for the error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// A `key=value` word given to `flux module load`.
     Argument,
+    /// The broker config's `[fluxk8s]` table.
     Table,
 }
 
 /// A configuration error, naming the key and what it accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A key fluxk8s does not know (a typo must not pass silently).
     #[error("unknown key '{key}' ({where_}); accepted keys: {accepted}", where_ = source_name(*.origin), accepted = accepted_keys())]
     UnknownKey { key: String, origin: Source },
+    /// A known key with a value it does not accept.
     #[error("bad value for '{key}' ({where_}): got {got}, expected {expected}", where_ = source_name(*.origin))]
     BadValue {
         key: &'static str,
@@ -86,8 +94,10 @@ pub enum ConfigError {
         got: String,
         expected: &'static str,
     },
+    /// A module argument without `=`.
     #[error("argument '{0}' is not of the form key=value")]
     NotKeyValue(String),
+    /// The `[fluxk8s]` table is not a table (or not JSON at all).
     #[error("the [fluxk8s] table is not a TOML table")]
     NotATable,
 }

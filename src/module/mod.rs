@@ -4,7 +4,7 @@ mod busy;
 pub mod config;
 mod effects;
 mod queue;
-mod rpc;
+pub mod rpc;
 mod streams;
 
 use std::cell::RefCell;

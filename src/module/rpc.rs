@@ -1,5 +1,10 @@
-//! The module's services: `<name>.status` (and `stats-get`), `config-reload`,
-//! `shutdown`.
+//! The module's services: `<name>.status` (and `stats-get`), `resize`, `retire`,
+//! `config-reload`, `shutdown`.
+//!
+//! What a request carries is read and checked by pure functions ([`status_request`],
+//! [`resize_request`], [`retire_request`], [`reloaded_config`]) before a handler acts on
+//! it; they are public so that tests and fuzzers reach them without a broker. The
+//! handlers around them stay private.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,21 +17,25 @@ use crate::flux::{self, Access, Handle, Message, MsgHandler};
 use crate::model::IdSet;
 use crate::planner::RequestError;
 
-/// A request that cannot be served: errno and a message for the caller.
-pub(crate) struct Refusal {
-    pub(crate) errno: i32,
-    pub(crate) message: String,
+/// A request that cannot be served: the errno and message its handler answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `EPROTO` for a malformed payload, `EINVAL` for a well-formed one asking for
+    /// something invalid, `EAGAIN` when the module cannot decide yet.
+    pub errno: i32,
+    /// What the caller is told.
+    pub message: String,
 }
 
 impl Refusal {
-    pub(crate) fn proto(message: impl Into<String>) -> Self {
+    fn proto(message: impl Into<String>) -> Self {
         Refusal {
             errno: libc::EPROTO,
             message: message.into(),
         }
     }
 
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+    fn invalid(message: impl Into<String>) -> Self {
         Refusal {
             errno: libc::EINVAL,
             message: message.into(),
@@ -89,11 +98,8 @@ fn answer(handle: &Handle, msg: &Message<'_>, module: &mut Module, reply: Reply)
 }
 
 /// The request payload as a JSON object; an absent payload is an empty object.
-pub(crate) fn request_object(msg: &Message<'_>) -> Result<Map<String, Value>, Refusal> {
-    let payload = msg
-        .payload()
-        .map_err(|e| Refusal::proto(format!("cannot decode request: {e}")))?;
-    match payload.as_deref().map(serde_json::from_str::<Value>) {
+fn request_object(payload: Option<&str>) -> Result<Map<String, Value>, Refusal> {
+    match payload.map(serde_json::from_str::<Value>) {
         None => Ok(Map::new()),
         Some(Ok(Value::Object(map))) => Ok(map),
         Some(Ok(_)) => Err(Refusal::proto("payload must be a JSON object")),
@@ -112,49 +118,86 @@ fn only_fields(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refu
     }
 }
 
+/// `<name>.status` and `<name>.stats-get`: no payload, or an empty object.
+pub fn status_request(payload: Option<&str>) -> Result<(), Refusal> {
+    only_fields(&request_object(payload)?, &[])
+}
+
+/// `<name>.resize`: `{"size": N}`, N a whole number that fits in 32 bits (whether the
+/// size is possible is the engine's to say).
+pub fn resize_request(payload: Option<&str>) -> Result<u32, Refusal> {
+    let object = request_object(payload)?;
+    only_fields(&object, &["size"])?;
+    object
+        .get("size")
+        .ok_or_else(|| Refusal::proto("resize needs {\"size\": N}"))?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| Refusal::proto("size must be a whole number, at most 4294967295"))
+}
+
+/// `<name>.retire`: `{"ranks": "IDSET"}` naming at least one rank.
+pub fn retire_request(payload: Option<&str>) -> Result<IdSet, Refusal> {
+    let object = request_object(payload)?;
+    only_fields(&object, &["ranks"])?;
+    let text = object
+        .get("ranks")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Refusal::proto("retire needs {\"ranks\": \"IDSET\"}"))?;
+    let ranks: IdSet = text.parse().map_err(|e| Refusal::invalid(format!("{e}")))?;
+    if ranks.is_empty() {
+        return Err(Refusal::invalid("no ranks given"));
+    }
+    Ok(ranks)
+}
+
+/// `<name>.config-reload`: the configuration from the new `[fluxk8s]` table (JSON text,
+/// as the broker hands it over) and the module arguments, refused if it is invalid or
+/// changes a setting that only applies when the module loads.
+pub fn reloaded_config(
+    table: Option<&str>,
+    args: &[String],
+    current: &Config,
+) -> Result<Config, Refusal> {
+    let config = Config::load(table, args).map_err(|e| Refusal::invalid(e.to_string()))?;
+    if config.connection_differs(current) {
+        return Err(Refusal::invalid(
+            "namespace, kubeconfig, job, minicluster and evict apply only at load: reload the module",
+        ));
+    }
+    Ok(config)
+}
+
+/// The payload of a request as the broker delivered it.
+fn payload(msg: &Message<'_>) -> Result<Option<String>, Refusal> {
+    msg.payload()
+        .map_err(|e| Refusal::proto(format!("cannot decode request: {e}")))
+}
+
 fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    only_fields(&request_object(msg)?, &[])?;
+    status_request(payload(msg)?.as_deref())?;
     let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
     let mut view = module.engine.status(module.now);
-    let add = |map: &mut Map<String, Value>, key: &str, value: Value| {
-        map.insert(key.to_owned(), value);
-    };
-    add(&mut view.shell, "name", json!(module.name));
-    add(&mut view.shell, "version", json!(env!("CARGO_PKG_VERSION")));
-    add(&mut view.shell, "config", json!(module.config));
-    add(
-        &mut view.shell,
-        "uptime",
-        json!(module.now - module.loaded_at),
-    );
-    add(&mut view.shell, "counters", json!(module.counters));
-    add(
-        &mut view.shell,
-        "panics_contained",
-        json!(flux::panics_caught()),
-    );
-    add(
-        &mut view.flux.shell,
-        "journal",
-        stream(&module.streams.journal),
-    );
-    add(
-        &mut view.flux.shell,
-        "overlay",
-        stream(&module.streams.overlay),
-    );
-    add(
-        &mut view.autoscale.shell,
-        "stream",
-        stream(&module.streams.jobs),
-    );
     let namespace = module.driver.as_ref().map(|d| d.namespace());
-    add(
-        &mut view.kubernetes.shell,
-        "connected",
-        json!(module.driver.is_some()),
-    );
-    add(&mut view.kubernetes.shell, "namespace", json!(namespace));
+    view.shell.extend(fields([
+        ("name", json!(module.name)),
+        ("version", json!(env!("CARGO_PKG_VERSION"))),
+        ("config", json!(module.config)),
+        ("uptime", json!(module.now - module.loaded_at)),
+        ("counters", json!(module.counters)),
+        ("panics_contained", json!(flux::panics_caught())),
+    ]));
+    view.flux.shell.extend(fields([
+        ("journal", stream(&module.streams.journal)),
+        ("overlay", stream(&module.streams.overlay)),
+    ]));
+    view.autoscale
+        .shell
+        .extend(fields([("stream", stream(&module.streams.jobs))]));
+    view.kubernetes.shell.extend(fields([
+        ("connected", json!(module.driver.is_some())),
+        ("namespace", json!(namespace)),
+    ]));
     let text = serde_json::to_string(&view)
         .map_err(|e| Refusal::invalid(format!("cannot encode the status: {e}")))?;
     drop(view);
@@ -162,6 +205,13 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         tracing::error!("{}: cannot respond: {err}", module.name);
     }
     Ok(Value::Null)
+}
+
+/// Named values for a status section the module adds to.
+fn fields<const N: usize>(pairs: [(&str, Value); N]) -> impl Iterator<Item = (String, Value)> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
 }
 
 fn refusal(err: RequestError) -> Refusal {
@@ -175,30 +225,14 @@ fn refusal(err: RequestError) -> Refusal {
 }
 
 fn resize(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    let object = request_object(msg)?;
-    only_fields(&object, &["size"])?;
-    let size = object
-        .get("size")
-        .ok_or_else(|| Refusal::proto("resize needs {\"size\": N}"))?
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Refusal::proto("size must be a whole number"))?;
+    let size = resize_request(payload(msg)?.as_deref())?;
     let now = module.now;
     let answer = module.engine.request_size(size, now).map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
 
 fn retire(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    let object = request_object(msg)?;
-    only_fields(&object, &["ranks"])?;
-    let text = object
-        .get("ranks")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Refusal::proto("retire needs {\"ranks\": \"IDSET\"}"))?;
-    let ranks: IdSet = text.parse().map_err(|e| Refusal::invalid(format!("{e}")))?;
-    if ranks.is_empty() {
-        return Err(Refusal::invalid("no ranks given"));
-    }
+    let ranks = retire_request(payload(msg)?.as_deref())?;
     let answer = module.engine.request_retire(&ranks).map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
@@ -207,14 +241,13 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
     let table = handle
         .accept_config_reload(msg, "fluxk8s")
         .map_err(|e| Refusal::proto(format!("config-reload: {e}")))?;
-    let config = Config::load(table.as_deref(), &module.args)
-        .map_err(|e| Refusal::invalid(format!("{}: {e}", module.name)))?;
-    if config.connection_differs(&module.config) {
-        return Err(Refusal::invalid(format!(
-            "{}: namespace, kubeconfig, job, minicluster and evict apply only at load: reload the module",
-            module.name
-        )));
-    }
+    let config =
+        reloaded_config(table.as_deref(), &module.args, &module.config).map_err(|refusal| {
+            Refusal {
+                message: format!("{}: {}", module.name, refusal.message),
+                ..refusal
+            }
+        })?;
     module
         .engine
         .reconfigure(super::planner_config(&config), config.dry_run);
