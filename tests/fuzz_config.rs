@@ -18,6 +18,7 @@ use fuzz_support::settings::{KEYS, arguments, key, table_text, valid_settings, v
 fn check_loaded(config: &Config) -> Result<(), TestCaseError> {
     prop_assert!(config.min_size >= 1);
     prop_assert!(config.max_grow_per_minute >= 1);
+    prop_assert!(config.max_actions_per_minute >= 1);
     prop_assert!((0.0..=1.0).contains(&config.max_lost_fraction));
     let durations = [
         config.startup_timeout,

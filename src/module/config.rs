@@ -47,6 +47,8 @@ pub struct Config {
     pub idle_timeout: f64,
     /// Ranks autoscaling adds per rolling minute, at most.
     pub max_grow_per_minute: u32,
+    /// Size changes, pod deletes and broker shutdowns started per rolling minute, at most.
+    pub max_actions_per_minute: u32,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             autoscale: false,
             idle_timeout: 300.0,
             max_grow_per_minute: 10,
+            max_actions_per_minute: 20,
         }
     }
 }
@@ -129,6 +132,7 @@ const KEYS: &[(&str, &str)] = &[
     ("autoscale", "true or false"),
     ("idle-timeout", "a duration such as 90, 30s, 5m, 1.5h, 1d"),
     ("max-grow-per-minute", "a whole number >= 1"),
+    ("max-actions-per-minute", "a whole number >= 1"),
 ];
 
 fn accepted_keys() -> String {
@@ -230,6 +234,9 @@ impl Config {
             "min-size" => self.min_size = positive_whole(&raw).ok_or_else(bad)?,
             "max-grow-per-minute" => {
                 self.max_grow_per_minute = positive_whole(&raw).ok_or_else(bad)?
+            }
+            "max-actions-per-minute" => {
+                self.max_actions_per_minute = positive_whole(&raw).ok_or_else(bad)?
             }
             "protect" => self.protect = raw.text().and_then(|t| t.parse().ok()).ok_or_else(bad)?,
             "drain-grace" => self.drain_grace = Some(duration(&raw).ok_or_else(bad)?),

@@ -69,6 +69,7 @@ fn planner_config(config: &Config) -> PlannerConfig {
         startup_timeout: config.startup_timeout,
         max_lost_fraction: config.max_lost_fraction,
         cooldown: config.cooldown,
+        max_actions_per_minute: config.max_actions_per_minute,
         ..PlannerConfig::default()
     }
 }

@@ -10,7 +10,7 @@ use fluxk8s::config::Config;
 use super::{any_json, idset_text};
 
 /// Every key of the `[fluxk8s]` table, as documented in `etc/fluxk8s.toml`.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "namespace",
     "kubeconfig",
     "job",
@@ -26,6 +26,7 @@ pub const KEYS: [&str; 15] = [
     "autoscale",
     "idle-timeout",
     "max-grow-per-minute",
+    "max-actions-per-minute",
 ];
 
 /// The keys that only apply when the module loads (a reload may not change them).
@@ -137,7 +138,7 @@ pub fn valid_setting(key: &'static str) -> BoxedStrategy<ValidSetting> {
                 ValidSetting::new(key, json!(on), words[spelling].to_owned(), json!(on))
             })
             .boxed(),
-        "min-size" | "max-grow-per-minute" => (
+        "min-size" | "max-grow-per-minute" | "max-actions-per-minute" => (
             prop_oneof![3 => 1..100u32, 1 => 1..=u32::MAX],
             any::<bool>(),
         )
