@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::bridge::{BrokerEvent, PodBridge};
-use common::cluster::Cluster;
+use common::cluster::{As, Cluster};
 use common::flux::flux_or_skip;
 use fluxk8s::model::PodPhase;
 use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions, Verb};
@@ -33,8 +33,22 @@ struct Walkthrough {
 
 impl Walkthrough {
     fn start(tag: &str, size: u32, max_size: u32) -> Option<Walkthrough> {
+        Self::start_with_env(tag, size, max_size, &[])
+    }
+
+    /// [`Walkthrough::start`] with extra environment for the brokers.
+    fn start_with_env(
+        tag: &str,
+        size: u32,
+        max_size: u32,
+        broker_env: &[(&str, &str)],
+    ) -> Option<Walkthrough> {
         let flux = flux_or_skip(tag)?;
-        let cluster = Arc::new(Cluster::new(&flux, tag, NAME, max_size, ""));
+        let mut cluster = Cluster::new(&flux, tag, NAME, max_size, "");
+        for (key, value) in broker_env {
+            cluster.set_broker_env(key, value);
+        }
+        let cluster = Arc::new(cluster);
         let sim = Arc::new(SimCluster::start(SimOptions::default()).expect("sim starts"));
         let bridge = PodBridge::start(sim.clone(), cluster.clone(), NAMESPACE, NAME);
         sim.create_minicluster(NAMESPACE, &MiniClusterSpec::new(NAME, size, max_size))
@@ -170,4 +184,38 @@ fn downsize_shuts_a_real_broker_down_and_its_index_completes() {
         "no pod evicted"
     );
     assert_eq!(walk.job()["status"]["completedIndexes"], "2");
+}
+
+#[test]
+fn a_panic_in_the_kubernetes_worker_is_contained_and_reported() {
+    let broker_env = [("FLUXK8S_TEST_PANIC", "1")];
+    let Some(walk) = Walkthrough::start_with_env("walk-panic", 2, 3, &broker_env) else {
+        return;
+    };
+    let answer = walk
+        .cluster
+        .rpc("fluxk8s.test-panic", Some(r#"{"in":"worker"}"#), As::Owner)
+        .expect("the request is answered");
+    assert_eq!(answer, serde_json::json!({}));
+    let status = walk.wait_for_status("the worker's panic in the status", |s| {
+        s["kubernetes"]["problems"]
+            .as_array()
+            .is_some_and(|problems| problems.iter().any(|p| p["area"] == "driver"))
+    });
+    let problems = status["kubernetes"]["problems"].to_string();
+    assert!(
+        problems.contains("the Kubernetes driver stopped after a panic"),
+        "{problems}"
+    );
+    assert!(
+        walk.dmesg()
+            .contains("the Kubernetes driver stopped after a panic")
+    );
+    // The broker and the module's Flux side go on, and the module unloads cleanly.
+    walk.cluster
+        .wait_for_status("the Flux side still followed", |s| {
+            flux_field(s, "online") == "0-1"
+        });
+    walk.cluster.flux_ok(&["module", "remove", "fluxk8s"]);
+    walk.cluster.flux_ok(&["getattr", "size"]);
 }

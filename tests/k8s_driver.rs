@@ -781,3 +781,30 @@ fn bad_settings_fail_at_spawn() {
         Err(K8sError::Target(LookupError::BadHostname(_)))
     ));
 }
+
+#[test]
+fn a_worker_panic_is_reported_and_the_driver_refuses_further_commands() {
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 3))
+        .unwrap();
+    let mut module = Module::start(&sim, config_for("flux-sample-0"));
+    module.wait_synced();
+    module.driver.send(Command::Panic).unwrap();
+    let what = module.wait_for("the driver's panic report", |report| match report {
+        Report::Problem(p) if p.area == "driver" => Some(p.what.clone()),
+        _ => None,
+    });
+    assert!(
+        what.contains("stopped after a panic: panic requested through FLUXK8S_TEST_PANIC"),
+        "{what}"
+    );
+    // The worker is gone: a command fails at once instead of waiting for an answer.
+    let deadline = Instant::now() + WAIT;
+    while module.driver.send(Command::Panic).is_ok() {
+        assert!(Instant::now() < deadline, "the driver still takes commands");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopping = Instant::now();
+    module.driver.shutdown();
+    assert!(stopping.elapsed() < Duration::from_secs(3));
+}

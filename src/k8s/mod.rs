@@ -85,6 +85,10 @@ impl Default for Tuning {
 pub enum Command {
     /// Carry out `action`; answered by exactly one [`Report::Finished`] with the same `id`.
     Apply { id: u64, action: KubeAction },
+    /// Makes the worker panic, to prove such a panic is contained and reported. Only the
+    /// module's `test-panic` request sends it, and that exists only under
+    /// `FLUXK8S_TEST_PANIC`.
+    Panic,
 }
 
 /// How a command ended.

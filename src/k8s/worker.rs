@@ -398,6 +398,10 @@ impl Publisher {
     }
 }
 
+fn panic_on_request() -> ! {
+    panic!("panic requested through FLUXK8S_TEST_PANIC")
+}
+
 /// Runs the driver until `stop` fires (or the module's command sender is dropped).
 pub async fn run(
     ctx: Ctx,
@@ -417,6 +421,7 @@ pub async fn run(
             }
             command = commands.recv() => match command {
                 Some(Command::Apply { id, action }) => actions.submit(id, action),
+                Some(Command::Panic) => panic_on_request(),
                 None => {
                     actions.abandon_all(&ctx.reporter);
                     return;
@@ -465,6 +470,7 @@ pub async fn run(
             _ = &mut stop => break,
             command = commands.recv() => match command {
                 Some(Command::Apply { id, action }) => actions.submit(id, action),
+                Some(Command::Panic) => panic_on_request(),
                 None => break,
             },
             Some((id, outcome)) = actions.next_finished() => {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::config::Config;
 use super::{Handlers, Module, OWNER};
 use crate::flux::{self, Access, Handle, Message, MsgHandler};
+use crate::k8s::Command;
 use crate::model::IdSet;
 use crate::planner::RequestError;
 
@@ -75,9 +76,20 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
     add("config-reload", OWNER, config_reload)?;
     add("shutdown", OWNER, shutdown)?;
     if std::env::var_os("FLUXK8S_TEST_PANIC").is_some() {
-        // Test-only: proves a panic in a callback is contained and answered.
-        add("test-panic", OWNER, |_, _, _| {
-            panic!("panic requested through FLUXK8S_TEST_PANIC")
+        // Test-only: proves a panic in a callback (or, with {"in": "worker"}, in the
+        // Kubernetes worker) is contained, answered and reported.
+        add("test-panic", OWNER, |_, msg, module| {
+            let object = request_object(payload(msg)?.as_deref())?;
+            if object.get("in").and_then(Value::as_str) != Some("worker") {
+                panic!("panic requested through FLUXK8S_TEST_PANIC")
+            }
+            let driver = module.driver.as_ref();
+            let sent = driver.map(|d| d.send(Command::Panic));
+            match sent {
+                Some(Ok(())) => Ok(json!({})),
+                Some(Err(err)) => Err(Refusal::invalid(format!("driver: {err}"))),
+                None => Err(Refusal::invalid("no Kubernetes driver runs")),
+            }
         })?;
     }
     Ok(handlers)
