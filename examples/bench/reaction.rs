@@ -11,7 +11,7 @@ use fluxk8s::sim::{IndexedJobSpec, SimCluster, Verb};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Preconditions};
 
-use crate::report::{merge, ms, percentile};
+use crate::report::{ms, percentile};
 use crate::world::{CallTimings, NS, World, sim};
 
 pub struct Reaction {
@@ -158,7 +158,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             assert!(gone, "rank {rank}'s pod never went");
         }
         if ranks >= 1_000 {
-            merge(calls, &world.timings);
+            calls.merge(&world.timings);
         }
         crate::report::progress(&format!(
             "reaction at {ranks} ranks: {} samples",

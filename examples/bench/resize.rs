@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::report::{counts_text, merge, ms, requests_between};
+use crate::report::{counts_text, ms, requests_between};
 use crate::world::{CallTimings, World, sim};
 
 pub struct Phase {
@@ -25,6 +25,7 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
     let over = world.run_until(Duration::from_secs(300), |w| w.kube_idle() && done(w));
     assert!(over, "{name} never finished: {:#}", world.status());
     let wall = started.elapsed();
+    world.status_text();
     let rpcs = world
         .flux_rpcs
         .iter()
@@ -58,7 +59,7 @@ pub fn run(calls: &mut CallTimings) -> Vec<Phase> {
     let shrink = phase(&mut world, "shrink 1,000 → 1", 1, |w| {
         w.flux.online().len() == 1 && w.live_indexes().len() == 1
     });
-    merge(calls, &world.timings);
+    calls.merge(&world.timings);
     vec![grow, shrink]
 }
 

@@ -8,7 +8,7 @@ use fluxk8s::model::{IdSet, KubeAction};
 use fluxk8s::planner::PlannerConfig;
 use fluxk8s::sim::Verb;
 
-use crate::report::{counts_text, merge, ms, requests_between, requests_since};
+use crate::report::{counts_text, ms, requests_between, requests_since};
 use crate::world::{CallTimings, World, sim};
 
 /// The planner for benchmarks: the module's defaults, with the per-minute action limit
@@ -56,6 +56,7 @@ fn storm(
     );
     let done = fed.elapsed();
     let end = Instant::now();
+    world.status_text();
     world.run_for(Duration::from_secs(1));
     let log = sim.requests();
     let last_delete = log
@@ -79,7 +80,7 @@ fn storm(
         .map(|(topic, n)| format!("{topic}: {}", n - rpcs_before.get(topic).unwrap_or(&0)))
         .collect::<Vec<_>>()
         .join(", ");
-    merge(calls, &world.timings);
+    calls.merge(&world.timings);
     Storm {
         name,
         done,

@@ -28,20 +28,44 @@ use fluxk8s::sim::{
 };
 use serde_json::{Value, json};
 
-/// The longest and total time of one kind of engine call.
+/// The longest and total time of one kind of engine call: wall time, and the CPU time of
+/// the calling thread (what the call itself cost; on a busy machine the wall time also
+/// counts the time other threads ran instead).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {
     pub calls: u64,
     pub longest: Duration,
     pub total: Duration,
+    pub longest_cpu: Duration,
+    pub total_cpu: Duration,
 }
 
 impl CallStats {
-    fn add(&mut self, took: Duration) {
+    fn add(&mut self, took: Duration, cpu: Duration) {
         self.calls += 1;
         self.total += took;
         self.longest = self.longest.max(took);
+        self.total_cpu += cpu;
+        self.longest_cpu = self.longest_cpu.max(cpu);
     }
+
+    /// Adds `more` in, keeping the longest and summing the rest.
+    pub fn merge(&mut self, more: &CallStats) {
+        self.calls += more.calls;
+        self.total += more.total;
+        self.longest = self.longest.max(more.longest);
+        self.total_cpu += more.total_cpu;
+        self.longest_cpu = self.longest_cpu.max(more.longest_cpu);
+    }
+}
+
+/// CPU time this thread has run, from the scheduler's per-thread account (nanoseconds,
+/// first field of /proc/thread-self/schedstat); zero where that file is missing.
+fn thread_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// Engine call timings by kind: `journal`, `kube_report`, `step`, ...
@@ -50,17 +74,35 @@ pub struct CallTimings(pub BTreeMap<&'static str, CallStats>);
 
 impl CallTimings {
     fn time<T>(&mut self, kind: &'static str, call: impl FnOnce() -> T) -> T {
+        let cpu = thread_cpu_time();
         let started = Instant::now();
         let result = call();
-        self.0.entry(kind).or_default().add(started.elapsed());
+        let took = started.elapsed();
+        let cpu = thread_cpu_time().saturating_sub(cpu);
+        self.0.entry(kind).or_default().add(took, cpu);
         result
     }
 
-    /// The longest single call of any kind, and its kind.
+    /// Adds `more` in, call kind by call kind.
+    pub fn merge(&mut self, more: &CallTimings) {
+        for (kind, stats) in &more.0 {
+            self.0.entry(kind).or_default().merge(stats);
+        }
+    }
+
+    /// The longest single call of any kind (wall time), and its kind.
     pub fn longest(&self) -> Option<(&'static str, Duration)> {
         self.0
             .iter()
             .map(|(kind, stats)| (*kind, stats.longest))
+            .max_by_key(|(_, longest)| *longest)
+    }
+
+    /// The call with the most CPU time of any kind, and its kind.
+    pub fn longest_cpu(&self) -> Option<(&'static str, Duration)> {
+        self.0
+            .iter()
+            .map(|(kind, stats)| (*kind, stats.longest_cpu))
             .max_by_key(|(_, longest)| *longest)
     }
 }
@@ -260,6 +302,16 @@ impl World {
 
     pub fn status(&self) -> Value {
         self.engine.status_json(self.now())
+    }
+
+    /// What the module's status request does (the engine's status, serialized), timed as
+    /// a `status` call.
+    pub fn status_text(&mut self) -> String {
+        let now = self.now();
+        let engine = &self.engine;
+        self.timings.time("status", || {
+            serde_json::to_string(&engine.status(now)).expect("the status serializes")
+        })
     }
 
     /// Feeds what Flux sent on both streams since the last call, as the stream callbacks
