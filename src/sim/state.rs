@@ -688,6 +688,38 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_could_not_create_its_pod_tries_again_at_the_next_settle() {
+        let mut state = SimState::new(SimOptions::default());
+        // Generated next: the uids of two blocking pods and of the Job, then the names of
+        // the Job's first pod (taken), of its retry in the next round (taken too, and the
+        // Job has nothing else to write, so the settle ends), and of the next settle's try.
+        let mut rng = Rng(state.rng.0);
+        for _ in 0..3 {
+            rng.uid();
+        }
+        for _ in 0..2 {
+            let taken = format!("job-0-{}", rng.name_suffix());
+            let blocking = json!({"metadata": {"name": taken}, "spec": {"containers": []}});
+            state.create_object(Kind::Pod, "ns", blocking).unwrap();
+        }
+        let job = json!({"metadata": {"name": "job"}, "spec": {
+            "completionMode": "Indexed", "completions": 1, "parallelism": 1,
+            "template": {"spec": {"restartPolicy": "Never", "containers": []}}}});
+        state.create_object(Kind::Job, "ns", job).unwrap();
+        let job_pods = |state: &SimState| {
+            state
+                .store
+                .objects(Kind::Pod, Some("ns"))
+                .filter(|(_, pod)| pod["metadata"]["labels"]["job-name"] == "job")
+                .count()
+        };
+        state.settle();
+        assert_eq!(job_pods(&state), 0, "both generated names were taken");
+        state.settle();
+        assert_eq!(job_pods(&state), 1);
+    }
+
+    #[test]
     fn create_rejects_a_duplicate_and_a_nameless_object() {
         let mut state = SimState::new(SimOptions::default());
         let event = json!({"metadata": {"name": "e"}, "involvedObject": {}});

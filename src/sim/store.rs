@@ -457,6 +457,56 @@ mod tests {
         assert_eq!(drain(&mut current).len(), 3);
     }
 
+    fn owned(owner_uid: &str) -> Value {
+        json!({"metadata": {"name": "d", "ownerReferences": [{"uid": owner_uid}]}})
+    }
+
+    fn owned_by(store: &Store, owner_uid: &str) -> Vec<String> {
+        store
+            .owned_by(owner_uid)
+            .map(|key| key.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_owner_index_follows_owner_references_through_updates_and_deletion() {
+        let mut store = Store::new(10);
+        let key = ObjectKey::new(Kind::Pod, "ns", "d");
+        store.create(key.clone(), owned("u1"));
+        assert_eq!(owned_by(&store, "u1"), ["d"]);
+        store.update(key.clone(), owned("u2"));
+        assert!(owned_by(&store, "u1").is_empty());
+        assert_eq!(owned_by(&store, "u2"), ["d"]);
+        store.delete(&key);
+        assert!(owned_by(&store, "u2").is_empty());
+    }
+
+    #[test]
+    fn the_journal_hands_each_change_over_once_with_its_before_and_after() {
+        let mut store = Store::new(1);
+        let key = ObjectKey::new(Kind::Pod, "ns", "a");
+        store.create(key.clone(), pod("a", "x"));
+        store.update(key.clone(), pod("a", "x"));
+        store.update(key.clone(), pod("a", "y"));
+        store.delete(&key);
+        let app = |version: Option<&Value>| version.map(|v| v["metadata"]["labels"]["app"].clone());
+        let changes: Vec<_> = store
+            .take_changes()
+            .iter()
+            .map(|c| (app(c.previous()), app(c.current())))
+            .collect();
+        // The no-op update is no change; the journal outlives the history limit of 1.
+        assert_eq!(
+            changes,
+            [
+                (None, Some(json!("x"))),
+                (Some(json!("x")), Some(json!("y"))),
+                (Some(json!("y")), None),
+            ]
+        );
+        assert!(store.take_changes().is_empty());
+    }
+
     #[test]
     fn dropped_watches_end_their_feed() {
         let mut store = Store::new(10);
