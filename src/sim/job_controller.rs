@@ -3,13 +3,14 @@
 //! range, creates the missing indexes and keeps `status` accurate
 //! (kubernetes-facts.md §3.2).
 
-use k8s_openapi::api::batch::v1::Job;
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
+use super::job_pods::PodFacts;
 use super::kinds::Kind;
 use super::state::{
-    JOB_TRACKING_FINALIZER, Propagation, SimState, controller_of, controller_reference, decode,
-    now_timestamp,
+    JOB_TRACKING_FINALIZER, Propagation, SimState, controller_reference, now_timestamp,
 };
 use super::status::ApiError;
 use super::store::ObjectKey;
@@ -164,43 +165,6 @@ pub(crate) fn pod_index(pod: &Value) -> Option<u32> {
         .and_then(|i| i.parse().ok())
 }
 
-fn phase(pod: &Value) -> &str {
-    pod["status"]["phase"].as_str().unwrap_or("Pending")
-}
-
-fn is_ended(pod: &Value) -> bool {
-    matches!(phase(pod), "Succeeded" | "Failed")
-}
-
-fn is_terminating(pod: &Value) -> bool {
-    !pod["metadata"]["deletionTimestamp"].is_null()
-}
-
-/// Running or about to, and not on its way out.
-fn is_active(pod: &Value) -> bool {
-    !is_ended(pod) && !is_terminating(pod)
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-fn has_tracking_finalizer(pod: &Value) -> bool {
-    pod["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|fs| fs.iter().any(|f| f == JOB_TRACKING_FINALIZER))
-}
-
-fn failure_count(pod: &Value) -> u32 {
-    pod["metadata"]["annotations"][INDEX_FAILURE_COUNT]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 fn parse_indexes(indexes: Option<&str>, completions: u32) -> IdSet {
     let parsed: IdSet = indexes
         .unwrap_or("")
@@ -223,16 +187,23 @@ fn condition(kind: &str, reason: &str, message: &str) -> Value {
            "lastProbeTime": now, "lastTransitionTime": now})
 }
 
-/// The pods this Job controls (controller ownerReference with its uid).
-fn owned_pods(state: &SimState, namespace: &str, job_uid: &str) -> Vec<(ObjectKey, Value)> {
-    state
-        .store
-        .objects(Kind::Pod, Some(namespace))
-        .filter(|(_, pod)| {
-            controller_of(pod).is_some_and(|(kind, _, uid)| kind == "Job" && uid == job_uid)
-        })
-        .map(|(key, pod)| (key.clone(), pod.clone()))
-        .collect()
+/// What the Job controller knows of the pods this Job controls (controller ownerReference
+/// with its uid), in key order, with the writes so far taken in. Reading them borrows the
+/// state, so each pass decides first and writes after. They are counted in the settle's
+/// work.
+fn owned_pods<'a>(
+    state: &'a mut SimState,
+    namespace: &str,
+    job_uid: &str,
+) -> Vec<(&'a ObjectKey, &'a PodFacts)> {
+    state.absorb_changes();
+    let pods: Vec<_> = state
+        .job_pods
+        .of(job_uid)
+        .filter(|(key, _)| key.namespace == namespace)
+        .collect();
+    state.settle_work.pods_read += pods.len();
+    pods
 }
 
 /// The Job's limits, read once per sync.
@@ -245,67 +216,73 @@ struct Limits {
     replace_only_failed: bool,
 }
 
-fn limits(job: &Job) -> Option<Limits> {
-    let spec = job.spec.as_ref()?;
-    let non_negative = |v: Option<i32>| v.map(|v| v.max(0).unsigned_abs());
+/// An int32 count field of a stored Job, negative read as 0.
+fn count(value: &Value) -> Option<u32> {
+    value
+        .as_i64()
+        .map(|v| u32::try_from(v.clamp(0, MAX_INT32)).unwrap_or_default())
+}
+
+fn limits(job: &Value) -> Option<Limits> {
+    let spec = job.get("spec").filter(|spec| spec.is_object())?;
     Some(Limits {
-        completions: non_negative(spec.completions).unwrap_or(0),
-        parallelism: non_negative(spec.parallelism).unwrap_or(1),
-        backoff_limit: non_negative(spec.backoff_limit).unwrap_or(DEFAULT_BACKOFF_LIMIT as u32),
-        per_index: non_negative(spec.backoff_limit_per_index),
-        max_failed_indexes: non_negative(spec.max_failed_indexes),
-        replace_only_failed: spec.pod_replacement_policy.as_deref() == Some("Failed"),
+        completions: count(&spec["completions"]).unwrap_or(0),
+        parallelism: count(&spec["parallelism"]).unwrap_or(1),
+        backoff_limit: count(&spec["backoffLimit"]).unwrap_or(DEFAULT_BACKOFF_LIMIT as u32),
+        per_index: count(&spec["backoffLimitPerIndex"]),
+        max_failed_indexes: count(&spec["maxFailedIndexes"]),
+        replace_only_failed: spec["podReplacementPolicy"] == "Failed",
     })
 }
 
-/// One pass of the Job controller over one Job.
+/// One pass of the Job controller over one Job. It reads the Job's JSON directly (stored
+/// Jobs were validated against the schema on the way in) and its pods through `job_pods`.
 pub(crate) fn sync(state: &mut SimState, key: &ObjectKey) {
-    let Some(job_value) = state.store.get(key).cloned() else {
+    let Some(job) = state.store.get(key).cloned() else {
         return;
     };
-    let Some(job) = decode::<Job>(&job_value) else {
-        return;
-    };
-    let indexed = job.spec.as_ref().and_then(|s| s.completion_mode.as_deref()) == Some("Indexed");
-    if !indexed || !job_value["metadata"]["deletionTimestamp"].is_null() {
+    let indexed = job["spec"]["completionMode"] == "Indexed";
+    if !indexed || !job["metadata"]["deletionTimestamp"].is_null() {
         // Only Indexed Jobs are simulated; others are stored but never run.
         return;
     }
     let Some(limits) = limits(&job) else {
         return;
     };
-    let job_uid = job.metadata.uid.clone().unwrap_or_default();
-    let status = job.status.clone().unwrap_or_default();
-    let mut completed = parse_indexes(status.completed_indexes.as_deref(), limits.completions);
-    let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref(), limits.completions);
-    let mut failed = status.failed.unwrap_or(0).max(0).unsigned_abs();
-    let mut conditions: Vec<Value> = job_value["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
+    let status = &job["status"];
+    let mut completed = parse_indexes(status["completedIndexes"].as_str(), limits.completions);
+    let mut failed_indexes = parse_indexes(status["failedIndexes"].as_str(), limits.completions);
+    let mut failed = count(&status["failed"]).unwrap_or(0);
+    let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
 
     // Account every finished or deleted pod once; the finalizer marks "not yet counted".
-    for (pod_key, pod) in owned_pods(state, &key.namespace, &job_uid) {
-        if !has_tracking_finalizer(&pod) {
+    let mut counted = Vec::new();
+    let pods = owned_pods(state, &key.namespace, job_uid);
+    for (pod_key, pod) in pods {
+        if !pod.tracked {
             continue;
         }
-        let index = pod_index(&pod).filter(|i| *i < limits.completions);
-        if phase(&pod) == "Succeeded" {
+        let index = pod.index.filter(|i| *i < limits.completions);
+        if pod.succeeded {
             if let Some(index) = index.filter(|i| !failed_indexes.contains(*i)) {
                 completed.insert(index);
             }
-        } else if phase(&pod) == "Failed" || is_terminating(&pod) {
+        } else if pod.failed || pod.terminating {
             // A deleted pod counts as failed, like one that exited non-zero.
             failed += 1;
             if let (Some(limit), Some(index)) = (limits.per_index, index)
-                && failure_count(&pod) + 1 > limit
+                && pod.failure_count + 1 > limit
             {
                 failed_indexes.insert(index);
             }
         } else {
             continue;
         }
-        state.remove_finalizer(&pod_key, JOB_TRACKING_FINALIZER);
+        counted.push(pod_key.clone());
+    }
+    for pod_key in &counted {
+        state.remove_finalizer(pod_key, JOB_TRACKING_FINALIZER);
     }
 
     let was_finished =
@@ -339,27 +316,33 @@ pub(crate) fn sync(state: &mut SimState, key: &ObjectKey) {
     // those scaled out (index >= completions), those of a finished index, and duplicates.
     // The finalizer goes first so these removals are not counted as failures.
     let mut running = IdSet::new();
-    for (pod_key, pod) in owned_pods(state, &key.namespace, &job_uid) {
-        if !is_active(&pod) {
+    let mut unwanted = Vec::new();
+    let pods = owned_pods(state, &key.namespace, job_uid);
+    for (pod_key, pod) in pods {
+        if !pod.active() {
             continue;
         }
-        let index = pod_index(&pod);
+        let index = pod.index;
         let keep = !finished
             && index.is_some_and(|i| {
                 i < limits.completions && !completed.contains(i) && !failed_indexes.contains(i)
             })
             && index.is_some_and(|i| running.insert(i));
         if !keep {
-            state.remove_finalizer(&pod_key, JOB_TRACKING_FINALIZER);
-            // The pod may have vanished meanwhile; then there is nothing to delete.
-            let _ = state.delete_object(&pod_key, None, Propagation::Background);
+            unwanted.push(pod_key.clone());
         }
+    }
+    for pod_key in &unwanted {
+        state.remove_finalizer(pod_key, JOB_TRACKING_FINALIZER);
+        // The pod may have vanished meanwhile; then there is nothing to delete.
+        let _ = state.delete_object(pod_key, None, Propagation::Background);
     }
 
     if !finished {
         create_missing_pods(
             state,
-            &job_value,
+            key,
+            &job,
             &limits,
             &running,
             &completed,
@@ -394,7 +377,7 @@ pub(crate) fn sync(state: &mut SimState, key: &ObjectKey) {
     write_status(
         state,
         key,
-        &job_value,
+        &job,
         &limits,
         Counts {
             completed,
@@ -407,23 +390,31 @@ pub(crate) fn sync(state: &mut SimState, key: &ObjectKey) {
 
 fn create_missing_pods(
     state: &mut SimState,
+    key: &ObjectKey,
     job: &Value,
     limits: &Limits,
     running: &IdSet,
     completed: &IdSet,
     failed_indexes: &IdSet,
 ) {
-    let namespace = job["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
-    let pods = owned_pods(state, &namespace, job_uid);
-    let terminating: IdSet = pods
-        .iter()
-        .filter(|(_, pod)| is_terminating(pod) && !is_ended(pod))
-        .filter_map(|(_, pod)| pod_index(pod))
-        .collect();
+    // Per index: whether a pod of it is still terminating, and its failures so far (one
+    // more than the last failed pod of the index recorded), in one pass over the pods.
+    let mut terminating = IdSet::new();
+    let mut failures: HashMap<u32, u32> = HashMap::new();
+    let pods = owned_pods(state, &key.namespace, job_uid);
+    for (_, pod) in pods {
+        let Some(index) = pod.index else {
+            continue;
+        };
+        if pod.stopping() {
+            terminating.insert(index);
+        }
+        if pod.failed || pod.terminating {
+            let most = failures.entry(index).or_default();
+            *most = (*most).max(pod.failure_count + 1);
+        }
+    }
     let room = limits.parallelism.saturating_sub(running.len() as u32) as usize;
     let pending: Vec<u32> = (0..limits.completions)
         .filter(|i| {
@@ -433,18 +424,11 @@ fn create_missing_pods(
         .take(room)
         .collect();
     for index in pending {
-        // Failures so far: one more than the last failed pod of this index recorded.
-        let failures = pods
-            .iter()
-            .filter(|(_, pod)| {
-                pod_index(pod) == Some(index) && (phase(pod) == "Failed" || is_terminating(pod))
-            })
-            .map(|(_, pod)| failure_count(pod) + 1)
-            .max()
-            .unwrap_or(0);
+        let failures = failures.get(&index).copied().unwrap_or(0);
         let pod = new_pod(job, index, limits.per_index.map(|_| failures));
-        if let Err(err) = state.create_object(Kind::Pod, &namespace, pod) {
+        if let Err(err) = state.create_object(Kind::Pod, &key.namespace, pod) {
             tracing::error!("sim: job controller could not create pod for index {index}: {err}");
+            state.requeue(key);
         }
     }
 }
@@ -501,16 +485,16 @@ fn write_status(
     counts: Counts,
 ) {
     let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
+    let (mut active, mut ready, mut terminating) = (0, 0, 0);
     let pods = owned_pods(state, &key.namespace, job_uid);
-    let active = pods.iter().filter(|(_, p)| is_active(p)).count();
-    let ready = pods
-        .iter()
-        .filter(|(_, p)| is_active(p) && is_ready(p))
-        .count();
-    let terminating = pods
-        .iter()
-        .filter(|(_, p)| is_terminating(p) && !is_ended(p))
-        .count();
+    for (_, pod) in pods {
+        if pod.active() {
+            active += 1;
+            ready += usize::from(pod.ready);
+        } else if pod.stopping() {
+            terminating += 1;
+        }
+    }
     let old = &job["status"];
     let mut status = json!({
         "active": active,

@@ -9,8 +9,9 @@
 //! (5xx, 403, 409, latency, dropped watches) can be injected, and every request is logged.
 //!
 //! Layout: `state` (the state machine: store + controllers, no HTTP), `store` (objects,
-//! versions, watches), `api` (the API operations), `job_controller`, `operator`,
-//! `kubelet`, `faults`, `http` (routing and watch streaming), `requests` (the log).
+//! versions, watches), `api` (the API operations), `job_controller` (with `job_pods`, its
+//! index of what it reads of each pod), `operator`, `kubelet`, `faults`, `http` (routing
+//! and watch streaming), `requests` (the log).
 //!
 //! Not simulated (requests for these get a clear 4xx, or the rule is simply absent):
 //! server-side apply, strategic merge patches containing lists, the `/status` endpoints,
@@ -27,6 +28,7 @@ mod faults;
 pub mod flux;
 mod http;
 mod job_controller;
+mod job_pods;
 mod kinds;
 mod kubelet;
 mod operator;

@@ -170,6 +170,7 @@ pub(crate) fn reconcile(state: &mut SimState, key: &ObjectKey) {
         let job = new_job(&object, &mc, state.options.operator_backoff_limit_per_index);
         if let Err(err) = state.create_object(Kind::Job, &key.namespace, job) {
             tracing::error!("sim: operator could not create Job {}: {err}", key.name);
+            state.requeue(key);
         }
         write_status(state, key, &object, status);
         return;
@@ -194,6 +195,7 @@ pub(crate) fn reconcile(state: &mut SimState, key: &ObjectKey) {
         scaled["spec"]["completions"] = json!(size);
         if let Err(err) = state.update_object(&job_key, scaled, None) {
             tracing::error!("sim: operator could not scale Job {}: {err}", key.name);
+            state.requeue(key);
             return;
         }
     }
@@ -209,6 +211,7 @@ fn write_spec_size(state: &mut SimState, key: &ObjectKey, object: &Value, size: 
             "sim: operator could not restore size of {}: {err}",
             key.name
         );
+        state.requeue(key);
     }
 }
 

@@ -2,15 +2,18 @@
 //! Job controller, kubelet) that react to every change. One lock guards it; every method
 //! runs to completion synchronously, so a request is applied with all its consequences.
 
-use std::sync::mpsc as std_mpsc;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::job_pods::JobPods;
 use super::kinds::Kind;
 use super::status::ApiError;
-use super::store::{ObjectKey, Store};
+use super::store::{Change, ObjectKey, Store};
 
 /// Finalizer the Job controller puts on its pods until it has counted them.
 pub const JOB_TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -83,7 +86,102 @@ pub(crate) enum TimerAction {
 #[derive(Debug)]
 struct Timer {
     due: Instant,
+    /// Order of scheduling: timers due at the same instant run in the order they were set.
+    sequence: u64,
     action: TimerAction,
+}
+
+impl Timer {
+    fn order(&self) -> (Instant, u64) {
+        (self.due, self.sequence)
+    }
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Timer {}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// The objects whose controller has to run, because something it reads changed. Each
+/// controller reads only its own object and what that owns, so a request that changes one
+/// pod runs one Job sync, not one per Job in the cluster.
+#[derive(Debug, Default)]
+struct Queue {
+    miniclusters: BTreeSet<ObjectKey>,
+    jobs: BTreeSet<ObjectKey>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.miniclusters.is_empty() && self.jobs.is_empty()
+    }
+
+    fn merge(&mut self, other: Queue) {
+        self.miniclusters.extend(other.miniclusters);
+        self.jobs.extend(other.jobs);
+    }
+
+    fn add(&mut self, key: &ObjectKey) {
+        match key.kind {
+            Kind::MiniCluster => self.miniclusters.insert(key.clone()),
+            Kind::Job => self.jobs.insert(key.clone()),
+            Kind::Pod | Kind::Event | Kind::EventV1 => false,
+        };
+    }
+
+    /// Queues the readers of each changed object: a MiniCluster's operator reconcile reads
+    /// it and the Job of the same name; a Job's sync reads the Job and the pods it controls
+    /// (before and after the change, so a pod that lost its owner is let go of too).
+    fn add_changes(&mut self, changes: &[Arc<Change>]) {
+        for change in changes {
+            let key = &change.key;
+            match key.kind {
+                Kind::MiniCluster => self.add(key),
+                Kind::Job => {
+                    self.add(key);
+                    self.add(&ObjectKey::new(
+                        Kind::MiniCluster,
+                        &key.namespace,
+                        &key.name,
+                    ));
+                }
+                Kind::Pod => {
+                    for version in change.previous().into_iter().chain(change.current()) {
+                        if let Some(("Job", job, _)) = controller_of(version) {
+                            self.add(&ObjectKey::new(Kind::Job, &key.namespace, job));
+                        }
+                    }
+                }
+                Kind::Event | Kind::EventV1 => {}
+            }
+        }
+    }
+}
+
+/// What one `settle` did: traced, and bounded by tests so that a request's cost cannot
+/// grow with the size of the cluster again unnoticed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SettleWork {
+    pub rounds: usize,
+    pub reconciles: usize,
+    pub job_syncs: usize,
+    /// Pods the Job controller read, over all its syncs.
+    pub pods_read: usize,
 }
 
 /// A small deterministic generator (xorshift64*) for names and uids.
@@ -182,8 +280,16 @@ pub struct SimState {
     pub(crate) store: Store,
     pub(crate) options: SimOptions,
     rng: Rng,
-    timers: Vec<Timer>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timers_set: u64,
     pod_listeners: Vec<std_mpsc::Sender<PodEvent>>,
+    /// Controllers to run in this settle.
+    queue: Queue,
+    /// Controllers that failed to write (say a generated pod name was taken) run again at
+    /// the next settle, as the real ones requeue.
+    requeued: Queue,
+    pub(crate) job_pods: JobPods,
+    pub(crate) settle_work: SettleWork,
 }
 
 impl SimState {
@@ -192,8 +298,13 @@ impl SimState {
             store: Store::new(options.history_limit),
             rng: Rng(options.seed | 1),
             options,
-            timers: Vec::new(),
+            timers: BinaryHeap::new(),
+            timers_set: 0,
             pod_listeners: Vec::new(),
+            queue: Queue::default(),
+            requeued: Queue::default(),
+            job_pods: JobPods::default(),
+            settle_work: SettleWork::default(),
         }
     }
 
@@ -220,15 +331,17 @@ impl SimState {
     }
 
     pub(crate) fn schedule(&mut self, delay: Duration, action: TimerAction) {
-        self.timers.push(Timer {
+        self.timers_set += 1;
+        self.timers.push(Reverse(Timer {
             due: Instant::now() + delay,
+            sequence: self.timers_set,
             action,
-        });
+        }));
     }
 
     /// When the next kubelet action is due.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.iter().map(|t| t.due).min()
+        self.timers.peek().map(|Reverse(timer)| timer.due)
     }
 
     /// Runs every kubelet action due by `deadline`, then lets the controllers react.
@@ -236,15 +349,14 @@ impl SimState {
         // Everything due runs first, then the controllers settle once: settling after
         // each of a thousand pod starts made large Jobs quadratic.
         let mut fired = false;
-        while let Some(position) = self
+        while self
             .timers
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.due <= deadline)
-            .min_by_key(|(_, t)| t.due)
-            .map(|(i, _)| i)
+            .peek()
+            .is_some_and(|Reverse(timer)| timer.due <= deadline)
         {
-            let timer = self.timers.swap_remove(position);
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                break;
+            };
             self.run_timer(timer.action);
             fired = true;
         }
@@ -486,17 +598,7 @@ impl SimState {
         let Some(owner_uid) = owner["metadata"]["uid"].as_str() else {
             return;
         };
-        let dependents: Vec<ObjectKey> = Kind::ALL
-            .into_iter()
-            .flat_map(|kind| self.store.keys(kind))
-            .filter(|key| {
-                self.store.get(key).is_some_and(|o| {
-                    o["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
-                })
-            })
-            .collect();
+        let dependents: Vec<ObjectKey> = self.store.owned_by(owner_uid).cloned().collect();
         for key in dependents {
             if key.kind == Kind::Pod {
                 self.remove_finalizer(&key, JOB_TRACKING_FINALIZER);
@@ -522,23 +624,47 @@ impl SimState {
         super::kubelet::run(self, action);
     }
 
-    /// Lets the controllers react until nothing changes: the operator first (so a direct
-    /// Job edit is undone before the Job controller acts on it), then the Job controller.
+    /// Has the controller of `key` (a MiniCluster or Job) run again at the next settle.
+    pub(crate) fn requeue(&mut self, key: &ObjectKey) {
+        self.requeued.add(key);
+    }
+
+    /// Lets the controllers react to the changes since the last settle until nothing
+    /// changes: in each round the operator first (so a direct Job edit is undone before
+    /// the Job controller acts on it), then the Job controller, each only for the objects
+    /// whose inputs changed.
     pub fn settle(&mut self) {
         const MAX_ROUNDS: usize = 64;
+        self.settle_work = SettleWork::default();
+        let requeued = std::mem::take(&mut self.requeued);
+        self.queue.merge(requeued);
         for _ in 0..MAX_ROUNDS {
-            let before = self.store.resource_version();
-            for key in self.store.keys(Kind::MiniCluster) {
+            self.absorb_changes();
+            if self.queue.is_empty() {
+                tracing::trace!("sim: settled: {:?}", self.settle_work);
+                return;
+            }
+            self.settle_work.rounds += 1;
+            for key in std::mem::take(&mut self.queue.miniclusters) {
+                self.settle_work.reconciles += 1;
                 super::operator::reconcile(self, &key);
             }
-            for key in self.store.keys(Kind::Job) {
+            self.absorb_changes();
+            for key in std::mem::take(&mut self.queue.jobs) {
+                self.settle_work.job_syncs += 1;
                 super::job_controller::sync(self, &key);
-            }
-            if self.store.resource_version() == before {
-                return;
             }
         }
         tracing::error!("sim: controllers did not settle after {MAX_ROUNDS} rounds");
+    }
+
+    /// Takes the store's changes since the last call into the Job controller's pod index
+    /// and the queue of controllers to run. The Job controller calls it before reading its
+    /// pods, so it sees its own writes.
+    pub(crate) fn absorb_changes(&mut self) {
+        let changes = self.store.take_changes();
+        self.job_pods.apply(&changes);
+        self.queue.add_changes(&changes);
     }
 }
 
@@ -559,6 +685,38 @@ mod tests {
         let (a, b) = (rng.uid(), rng.uid());
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
+    }
+
+    #[test]
+    fn a_job_that_could_not_create_its_pod_tries_again_at_the_next_settle() {
+        let mut state = SimState::new(SimOptions::default());
+        // Generated next: the uids of two blocking pods and of the Job, then the names of
+        // the Job's first pod (taken), of its retry in the next round (taken too, and the
+        // Job has nothing else to write, so the settle ends), and of the next settle's try.
+        let mut rng = Rng(state.rng.0);
+        for _ in 0..3 {
+            rng.uid();
+        }
+        for _ in 0..2 {
+            let taken = format!("job-0-{}", rng.name_suffix());
+            let blocking = json!({"metadata": {"name": taken}, "spec": {"containers": []}});
+            state.create_object(Kind::Pod, "ns", blocking).unwrap();
+        }
+        let job = json!({"metadata": {"name": "job"}, "spec": {
+            "completionMode": "Indexed", "completions": 1, "parallelism": 1,
+            "template": {"spec": {"restartPolicy": "Never", "containers": []}}}});
+        state.create_object(Kind::Job, "ns", job).unwrap();
+        let job_pods = |state: &SimState| {
+            state
+                .store
+                .objects(Kind::Pod, Some("ns"))
+                .filter(|(_, pod)| pod["metadata"]["labels"]["job-name"] == "job")
+                .count()
+        };
+        state.settle();
+        assert_eq!(job_pods(&state), 0, "both generated names were taken");
+        state.settle();
+        assert_eq!(job_pods(&state), 1);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! The object store: objects by kind/namespace/name, one global resourceVersion counter, a
-//! bounded change history, and the open watches that changes are pushed to.
+//! bounded change history, the open watches that changes are pushed to, and the journal of
+//! changes the controllers have not taken yet.
+//!
+//! A request touches a few objects, so what it costs must not grow with the object count:
+//! an object is stored once (`Arc`) and shared by the map, the history and the journal; an
+//! index by owner uid finds an object's dependents without a scan; a kind's objects are one
+//! range of the ordered map; a watch event is serialized once for all its watchers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,15 +43,32 @@ enum ChangeType {
     Deleted,
 }
 
-/// One committed change, kept for watches that resume from an older resourceVersion.
+/// One committed change: kept for watches that resume from an older resourceVersion, and
+/// journaled for the controllers.
 #[derive(Debug)]
-struct Change {
+pub struct Change {
     resource_version: u64,
-    key: ObjectKey,
+    pub key: ObjectKey,
     change: ChangeType,
     /// The object before a modification, so a selector can tell "stopped matching".
     old: Option<Arc<Value>>,
     object: Arc<Value>,
+}
+
+impl Change {
+    /// The object before the change; `None` for a creation.
+    pub fn previous(&self) -> Option<&Value> {
+        match self.change {
+            ChangeType::Added => None,
+            ChangeType::Modified => self.old.as_deref(),
+            ChangeType::Deleted => Some(&self.object),
+        }
+    }
+
+    /// The object after the change; `None` for a deletion.
+    pub fn current(&self) -> Option<&Value> {
+        (self.change != ChangeType::Deleted).then_some(&*self.object)
+    }
 }
 
 /// What a watch (or list) selects.
@@ -119,26 +142,42 @@ pub fn watch_line(event_type: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// The uids an object's ownerReferences name.
+fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|reference| reference["uid"].as_str())
+}
+
 /// The store. All methods are synchronous; the caller holds the state lock.
 pub struct Store {
-    objects: BTreeMap<ObjectKey, Value>,
+    objects: BTreeMap<ObjectKey, Arc<Value>>,
+    /// The objects with an ownerReference to each uid, kept in step with `objects`.
+    by_owner: HashMap<String, BTreeSet<ObjectKey>>,
     resource_version: u64,
-    history: VecDeque<Change>,
+    history: VecDeque<Arc<Change>>,
     history_limit: usize,
     /// Changes up to and including this version are no longer in `history`.
     compacted_through: u64,
     watchers: Vec<Watcher>,
+    /// Changes since the controllers last took them (every request settles, which takes
+    /// them, so this stays short).
+    journal: Vec<Arc<Change>>,
 }
 
 impl Store {
     pub fn new(history_limit: usize) -> Self {
         Self {
             objects: BTreeMap::new(),
+            by_owner: HashMap::new(),
             resource_version: 1,
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
             compacted_through: 1,
             watchers: Vec::new(),
+            journal: Vec::new(),
         }
     }
 
@@ -147,25 +186,28 @@ impl Store {
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Value> {
-        self.objects.get(key)
+        self.objects.get(key).map(|object| &**object)
     }
 
-    /// Objects of a kind, in one namespace or all, in key order.
+    /// Objects of a kind, in one namespace or all, in key order. Keys sort by kind, then
+    /// namespace, so the selection is one contiguous range.
     pub fn objects(
         &self,
         kind: Kind,
         namespace: Option<&str>,
     ) -> impl Iterator<Item = (&ObjectKey, &Value)> {
-        self.objects.iter().filter(move |(key, _)| {
-            key.kind == kind && namespace.is_none_or(|ns| ns == key.namespace)
-        })
+        let first = ObjectKey::new(kind, namespace.unwrap_or(""), "");
+        self.objects
+            .range(first..)
+            .take_while(move |(key, _)| {
+                key.kind == kind && namespace.is_none_or(|ns| ns == key.namespace)
+            })
+            .map(|(key, object)| (key, &**object))
     }
 
-    /// Keys of a kind (all namespaces), so callers can mutate while iterating.
-    pub fn keys(&self, kind: Kind) -> Vec<ObjectKey> {
-        self.objects(kind, None)
-            .map(|(key, _)| key.clone())
-            .collect()
+    /// Objects with an ownerReference to `owner_uid`, of every kind, in key order.
+    pub fn owned_by(&self, owner_uid: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.by_owner.get(owner_uid).into_iter().flatten()
     }
 
     pub fn list(&self, filter: &Filter) -> Vec<Value> {
@@ -178,7 +220,7 @@ impl Store {
     /// Stores a new object (the key must be free) and returns it as stored.
     pub fn create(&mut self, key: ObjectKey, object: Value) -> Value {
         debug_assert!(!self.objects.contains_key(&key), "create over {key:?}");
-        self.commit(key, ChangeType::Added, None, object)
+        self.commit(key, ChangeType::Added, object)
     }
 
     /// Replaces an object. Returns it as stored; an update that changes nothing is a no-op
@@ -188,52 +230,88 @@ impl Store {
             return self.create(key, object);
         };
         object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        if *old == object {
+        if **old == object {
             return object;
         }
-        let old = Arc::new(old.clone());
-        self.commit(key, ChangeType::Modified, Some(old), object)
+        self.commit(key, ChangeType::Modified, object)
     }
 
     /// Removes an object; the DELETED event carries it with the deletion's version.
     pub fn delete(&mut self, key: &ObjectKey) -> Option<Value> {
-        let object = self.objects.get(key)?.clone();
-        let deleted = self.commit(key.clone(), ChangeType::Deleted, None, object);
-        self.objects.remove(key);
-        Some(deleted)
+        let object = Value::clone(self.objects.get(key)?);
+        Some(self.commit(key.clone(), ChangeType::Deleted, object))
     }
 
-    fn commit(
-        &mut self,
-        key: ObjectKey,
-        change: ChangeType,
-        old: Option<Arc<Value>>,
-        mut object: Value,
-    ) -> Value {
+    /// The changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<Arc<Change>> {
+        std::mem::take(&mut self.journal)
+    }
+
+    fn commit(&mut self, key: ObjectKey, change: ChangeType, mut object: Value) -> Value {
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
-        self.objects.insert(key.clone(), object.clone());
-        let change = Change {
+        let object = Arc::new(object);
+        let replaced = match change {
+            ChangeType::Deleted => self.objects.remove(&key),
+            ChangeType::Added | ChangeType::Modified => {
+                self.objects.insert(key.clone(), object.clone())
+            }
+        };
+        let stays = (change != ChangeType::Deleted).then_some(&*object);
+        self.reindex_owners(&key, replaced.as_deref(), stays);
+        let change = Arc::new(Change {
             resource_version: self.resource_version,
             key,
+            old: replaced.filter(|_| change == ChangeType::Modified),
             change,
-            old,
-            object: Arc::new(object.clone()),
-        };
-        self.watchers
-            .retain(|watcher| match watcher.filter.event_for(&change) {
-                Some((event_type, object)) => {
-                    watcher.sender.send(watch_line(event_type, object)).is_ok()
-                }
-                None => !watcher.sender.is_closed(),
-            });
-        self.history.push_back(change);
+            object,
+        });
+        self.notify_watchers(&change);
+        self.journal.push(change.clone());
+        self.history.push_back(change.clone());
         while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {
                 self.compacted_through = dropped.resource_version;
             }
         }
-        object
+        Value::clone(&change.object)
+    }
+
+    /// Moves `key` in the owner index from the owners of `before` to those of `after`.
+    fn reindex_owners(&mut self, key: &ObjectKey, before: Option<&Value>, after: Option<&Value>) {
+        for uid in before.into_iter().flat_map(owner_uids) {
+            if let Some(owned) = self.by_owner.get_mut(uid) {
+                owned.remove(key);
+                if owned.is_empty() {
+                    self.by_owner.remove(uid);
+                }
+            }
+        }
+        for uid in after.into_iter().flat_map(owner_uids) {
+            let owned = self.by_owner.entry(uid.to_owned()).or_default();
+            owned.insert(key.clone());
+        }
+    }
+
+    /// Sends a change to every watcher it concerns, dropping watchers whose stream ended.
+    fn notify_watchers(&mut self, change: &Change) {
+        // Watchers mostly get the same event: serialize it once per event type.
+        let mut lines: Vec<(&str, Bytes)> = Vec::new();
+        self.watchers
+            .retain(|watcher| match watcher.filter.event_for(change) {
+                Some((event_type, object)) => {
+                    let line = match lines.iter().find(|(t, _)| *t == event_type) {
+                        Some((_, line)) => line.clone(),
+                        None => {
+                            let line = watch_line(event_type, object);
+                            lines.push((event_type, line.clone()));
+                            line
+                        }
+                    };
+                    watcher.sender.send(line).is_ok()
+                }
+                None => !watcher.sender.is_closed(),
+            });
     }
 
     /// Opens a watch. Starting after a version older than the retained history fails with
@@ -241,9 +319,9 @@ impl Store {
     pub fn watch(&mut self, filter: Filter, start: WatchStart) -> Result<OpenWatch, ApiError> {
         let initial = match start {
             WatchStart::CurrentState => self
-                .list(&filter)
-                .iter()
-                .map(|object| watch_line("ADDED", object))
+                .objects(filter.kind, filter.namespace.as_deref())
+                .filter(|(key, object)| filter.matches(key, object))
+                .map(|(_, object)| watch_line("ADDED", object))
                 .collect(),
             WatchStart::After(version) if version < self.compacted_through => {
                 return Err(ApiError::expired(version, self.compacted_through + 1));
@@ -377,6 +455,56 @@ mod tests {
         );
         let mut current = store.watch(filter(""), WatchStart::CurrentState).unwrap();
         assert_eq!(drain(&mut current).len(), 3);
+    }
+
+    fn owned(owner_uid: &str) -> Value {
+        json!({"metadata": {"name": "d", "ownerReferences": [{"uid": owner_uid}]}})
+    }
+
+    fn owned_by(store: &Store, owner_uid: &str) -> Vec<String> {
+        store
+            .owned_by(owner_uid)
+            .map(|key| key.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_owner_index_follows_owner_references_through_updates_and_deletion() {
+        let mut store = Store::new(10);
+        let key = ObjectKey::new(Kind::Pod, "ns", "d");
+        store.create(key.clone(), owned("u1"));
+        assert_eq!(owned_by(&store, "u1"), ["d"]);
+        store.update(key.clone(), owned("u2"));
+        assert!(owned_by(&store, "u1").is_empty());
+        assert_eq!(owned_by(&store, "u2"), ["d"]);
+        store.delete(&key);
+        assert!(owned_by(&store, "u2").is_empty());
+    }
+
+    #[test]
+    fn the_journal_hands_each_change_over_once_with_its_before_and_after() {
+        let mut store = Store::new(1);
+        let key = ObjectKey::new(Kind::Pod, "ns", "a");
+        store.create(key.clone(), pod("a", "x"));
+        store.update(key.clone(), pod("a", "x"));
+        store.update(key.clone(), pod("a", "y"));
+        store.delete(&key);
+        let app = |version: Option<&Value>| version.map(|v| v["metadata"]["labels"]["app"].clone());
+        let changes: Vec<_> = store
+            .take_changes()
+            .iter()
+            .map(|c| (app(c.previous()), app(c.current())))
+            .collect();
+        // The no-op update is no change; the journal outlives the history limit of 1.
+        assert_eq!(
+            changes,
+            [
+                (None, Some(json!("x"))),
+                (Some(json!("x")), Some(json!("y"))),
+                (Some(json!("y")), None),
+            ]
+        );
+        assert!(store.take_changes().is_empty());
     }
 
     #[test]
