@@ -1,5 +1,6 @@
 //! The reconciler: compares what should run with what runs and decides the next actions.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -609,10 +610,15 @@ impl Reconciler {
     /// moves out of the rate window.
     fn forget_done(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
+        // Only pending deletes look pods up; most plans have none.
+        let deleting = self
+            .pending
+            .iter()
+            .any(|p| matches!(p.action, Action::Kube(KubeAction::DeletePod { .. })));
         let live_uids: HashSet<&str> = kube
             .pods
             .iter()
-            .filter(|p| p.is_live())
+            .filter(|p| deleting && p.is_live())
             .map(|p| p.uid.as_str())
             .collect();
         let took_effect = |action: &Action| took_effect(action, flux, kube, &live_uids);
@@ -798,7 +804,7 @@ impl Reconciler {
 
         for rank in &scene.ranks {
             let k = rank.k;
-            let mut say = |phase, why: String| {
+            let mut say = |phase, why: Cow<'static, str>| {
                 ranks.push(RankStatus {
                     rank: k,
                     phase,
@@ -825,7 +831,10 @@ impl Reconciler {
                     Some(DrainKind::Admin) => ", drained by others",
                     Some(_) => ", drained by fluxk8s",
                 };
-                say(RankPhase::Retired, format!("retired: {why}{drained}"));
+                say(
+                    RankPhase::Retired,
+                    format!("retired: {why}{drained}").into(),
+                );
                 continue;
             }
             if rank.retire {
@@ -872,7 +881,7 @@ impl Reconciler {
                     } else {
                         say(
                             RankPhase::Starting,
-                            format!("starting for {}s", (now - since).max(0.0)),
+                            format!("starting for {}s", (now - since).max(0.0)).into(),
                         );
                     }
                 }
@@ -980,23 +989,23 @@ impl Reconciler {
         base: u32,
         now: f64,
         remove: &mut dyn FnMut(Action),
-    ) -> (RankPhase, String) {
+    ) -> (RankPhase, Cow<'static, str>) {
         let k = rank.k;
-        let retiring = |why: &str| (RankPhase::Retiring, why.to_owned());
+        let retiring = |why: Cow<'static, str>| (RankPhase::Retiring, why);
         if !rank.flux_drained {
-            return retiring("draining");
+            return retiring("draining".into());
         }
         if !self.ready(rank, now) {
             return match self.config.drain_grace {
-                Some(grace) => retiring(&format!("draining: busy, waiting idle or {grace}s")),
-                None => retiring("draining: busy, waiting idle"),
+                Some(grace) => retiring(format!("draining: busy, waiting idle or {grace}s").into()),
+                None => retiring("draining: busy, waiting idle".into()),
             };
         }
         if k >= base {
-            return retiring(&format!("leaving: size lowered to {base}"));
+            return retiring(format!("leaving: size lowered to {base}").into());
         }
         if let Some(frozen) = &scene.frozen {
-            return retiring(&format!("drained, removal frozen: {frozen}"));
+            return retiring(format!("drained, removal frozen: {frozen}").into());
         }
         // A clean exit 0 completes the index whatever the Job's failure policy (the Flux
         // Operator's worker loop ends on exit 0), and lets the broker run rc3.
@@ -1008,14 +1017,17 @@ impl Reconciler {
                     format!(
                         "drained, kept: its broker came back after {shutdowns} clean shutdowns \
                          (the pod restarts it)"
-                    ),
+                    )
+                    .into(),
                 );
             }
             remove(Action::Flux(FluxAction::Shutdown { rank: k }));
-            return retiring("leaving: broker told to shut down (exit 0 completes its index)");
+            return retiring(
+                "leaving: broker told to shut down (exit 0 completes its index)".into(),
+            );
         }
         if shutdowns > 0 && rank.live_pod.is_some() {
-            return retiring("leaving: broker shut down, waiting for its pod to complete");
+            return retiring("leaving: broker shut down, waiting for its pod to complete".into());
         }
         let per_index_zero = scene.kube.job.backoff_limit_per_index == Some(0);
         match rank.live_pod {
@@ -1026,7 +1038,7 @@ impl Reconciler {
                     uid: pod.uid.clone(),
                     reason: "fluxk8s: retire drained rank (index fails for good)".into(),
                 }));
-                retiring("leaving: deleting its pod (backoffLimitPerIndex 0)")
+                retiring("leaving: deleting its pod (backoffLimitPerIndex 0)".into())
             }
             Some(_) => (
                 RankPhase::Drained,
@@ -1034,7 +1046,7 @@ impl Reconciler {
                  would be recreated"
                     .into(),
             ),
-            None => retiring("leaving: waiting for its index to finish"),
+            None => retiring("leaving: waiting for its index to finish".into()),
         }
     }
 

@@ -1,5 +1,7 @@
 //! What the reconciler reports: sizes, each rank's state and why, actions in flight.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::SizeLimit;
@@ -28,7 +30,7 @@ pub enum RankPhase {
 pub struct RankStatus {
     pub rank: u32,
     pub phase: RankPhase,
-    pub why: String,
+    pub why: Cow<'static, str>,
 }
 
 /// An action issued and not yet seen to take effect.

@@ -59,26 +59,17 @@ impl CallStats {
     }
 }
 
-/// CPU time this thread has run, from the scheduler's per-thread account (nanoseconds,
-/// first field of /proc/thread-self/schedstat); zero where that file is missing.
-fn thread_cpu_time() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
-}
-
 /// Engine call timings by kind: `journal`, `kube_report`, `step`, ...
 #[derive(Debug, Clone, Default)]
 pub struct CallTimings(pub BTreeMap<&'static str, CallStats>);
 
 impl CallTimings {
     fn time<T>(&mut self, kind: &'static str, call: impl FnOnce() -> T) -> T {
-        let cpu = thread_cpu_time();
+        let cpu = cpu_time::ThreadTime::now();
         let started = Instant::now();
         let result = call();
         let took = started.elapsed();
-        let cpu = thread_cpu_time().saturating_sub(cpu);
+        let cpu = cpu.elapsed();
         self.0.entry(kind).or_default().add(took, cpu);
         result
     }
