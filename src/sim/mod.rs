@@ -11,7 +11,8 @@
 //! Layout: `state` (the state machine: store + controllers, no HTTP), `store` (objects,
 //! versions, watches), `api` (the API operations), `job_controller` (with `job_pods`, its
 //! index of what it reads of each pod), `operator`, `kubelet`, `faults`, `http` (routing
-//! and watch streaming), `requests` (the log).
+//! and watch streaming), `requests` (the log), `pod_views` (what [`SimCluster::pod_views`]
+//! returns, kept per pod change).
 //!
 //! Not simulated (requests for these get a clear 4xx, or the rule is simply absent):
 //! server-side apply, strategic merge patches containing lists, the `/status` endpoints,
@@ -33,6 +34,7 @@ mod kinds;
 mod kubelet;
 mod operator;
 mod patch;
+mod pod_views;
 mod requests;
 mod select;
 mod state;
@@ -56,7 +58,7 @@ pub use requests::{RequestLog, RequestRecord};
 pub use state::{PodEvent, PodEventKind, SimOptions};
 pub use status::ApiError;
 
-use crate::model::{PodPhase, PodView};
+use crate::model::PodView;
 use faults::FaultRules;
 use state::SimState;
 use store::ObjectKey;
@@ -331,14 +333,14 @@ impl SimCluster {
         self.objects(Kind::Pod, namespace)
     }
 
-    /// The pods of `job` as the shared model sees them, sorted by index.
+    /// The pods labelled with `job` (that have a completion index) as the shared model sees
+    /// them, sorted by index.
     pub fn pod_views(&self, namespace: &str, job: &str) -> Vec<PodView> {
-        let mut views: Vec<PodView> = self
-            .pods(namespace)
-            .iter()
-            .filter(|pod| pod["metadata"]["labels"][JOB_NAME_LABEL] == job)
-            .filter_map(pod_view)
-            .collect();
+        let mut views: Vec<PodView> = {
+            let mut state = self.shared.state();
+            state.absorb_changes();
+            state.pod_views.of(namespace, job).cloned().collect()
+        };
         views.sort_by_key(|pod| pod.index);
         views
     }
@@ -437,29 +439,6 @@ impl Drop for SimCluster {
             tracing::error!("sim: the server thread panicked");
         }
     }
-}
-
-/// A pod as the shared model sees it; `None` for a pod without a completion index.
-fn pod_view(pod: &Value) -> Option<PodView> {
-    let phase = match pod["status"]["phase"].as_str() {
-        Some("Pending") => PodPhase::Pending,
-        Some("Running") => PodPhase::Running,
-        Some("Succeeded") => PodPhase::Succeeded,
-        Some("Failed") => PodPhase::Failed,
-        _ => PodPhase::Unknown,
-    };
-    let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    });
-    Some(PodView {
-        name: pod["metadata"]["name"].as_str()?.to_owned(),
-        uid: pod["metadata"]["uid"].as_str()?.to_owned(),
-        index: job_controller::pod_index(pod)?,
-        phase,
-        ready,
-        terminating: !pod["metadata"]["deletionTimestamp"].is_null(),
-    })
 }
 
 /// The server: accepts connections until shutdown, with the kubelet timer task beside it.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::job_pods::JobPods;
 use super::kinds::Kind;
+use super::pod_views::PodViews;
 use super::status::ApiError;
 use super::store::{Change, ObjectKey, Store};
 
@@ -289,6 +290,7 @@ pub struct SimState {
     /// the next settle, as the real ones requeue.
     requeued: Queue,
     pub(crate) job_pods: JobPods,
+    pub(crate) pod_views: PodViews,
     pub(crate) settle_work: SettleWork,
 }
 
@@ -304,6 +306,7 @@ impl SimState {
             queue: Queue::default(),
             requeued: Queue::default(),
             job_pods: JobPods::default(),
+            pod_views: PodViews::default(),
             settle_work: SettleWork::default(),
         }
     }
@@ -658,12 +661,13 @@ impl SimState {
         tracing::error!("sim: controllers did not settle after {MAX_ROUNDS} rounds");
     }
 
-    /// Takes the store's changes since the last call into the Job controller's pod index
-    /// and the queue of controllers to run. The Job controller calls it before reading its
-    /// pods, so it sees its own writes.
+    /// Takes the store's changes since the last call into the pod indexes and the queue of
+    /// controllers to run. Readers of an index call it first: the Job controller so it sees
+    /// its own writes.
     pub(crate) fn absorb_changes(&mut self) {
         let changes = self.store.take_changes();
         self.job_pods.apply(&changes);
+        self.pod_views.apply(&changes);
         self.queue.add_changes(&changes);
     }
 }
