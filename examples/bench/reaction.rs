@@ -136,11 +136,16 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             // DELETE path is a rank whose broker is down: crash it first, let fluxk8s
             // drain it as lost, then time the retire from request to DELETE.
             let one = IdSet::range(rank, rank);
+            // Lost means seen up, then gone: the engine must have planned with it up.
+            let seen_up = world.run_until(Duration::from_secs(10), |w| {
+                w.status()["plan"]["ranks"][rank as usize]["phase"] == "up"
+            });
+            assert!(seen_up, "rank {rank} never came up");
             world.crash_brokers(&one);
             let drained = world.run_until(Duration::from_secs(10), |w| {
                 w.flux.drained().contains(rank) && w.kube_idle()
             });
-            assert!(drained, "rank {rank} was not drained as lost");
+            assert!(drained, "rank {rank} was not drained as lost: {:#}", world.status());
             let fed = Instant::now();
             world.request_retire(&one);
             let answered = world.run_until(Duration::from_secs(10), |w| w.kube_idle());

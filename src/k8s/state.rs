@@ -90,6 +90,8 @@ pub struct ClusterState {
     pods: Store<PodRecord>,
     /// Whether a MiniCluster is watched at all (bare Jobs have none).
     watches_minicluster: bool,
+    /// Events applied so far: unchanged means nothing to publish.
+    revision: u64,
 }
 
 impl ClusterState {
@@ -103,22 +105,30 @@ impl ClusterState {
 
     /// Applies a Job watch event.
     pub fn apply_job(&mut self, event: Event<Job>) {
+        self.revision += 1;
         self.job
             .apply(event, |job| Some((job.name_any(), job_view(job))));
     }
 
     /// Applies a MiniCluster watch event.
     pub fn apply_minicluster(&mut self, event: Event<DynamicObject>) {
+        self.revision += 1;
         self.minicluster
             .apply(event, |mc| Some((mc.name_any(), minicluster_view(mc))));
     }
 
     /// Applies a pod watch event; pods without a completion index are skipped.
     pub fn apply_pod(&mut self, event: Event<Pod>) {
+        self.revision += 1;
         self.pods.apply(event, |pod| {
             let record = pod_record(pod)?;
             Some((record.view.name.clone(), record))
         });
+    }
+
+    /// Counts the events applied; it changes whenever the state may have.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// True once every watch has completed its first list.

@@ -357,12 +357,18 @@ struct Publisher {
     last: Option<KubeView>,
     synced_sent: bool,
     job_missing: bool,
+    /// The state revision last looked at: a snapshot of 1,000 pods is not free, and
+    /// most loop turns (a command, a finished action) change nothing.
+    revision: Option<u64>,
 }
 
 const JOB_AREA: &str = "job";
 
 impl Publisher {
     fn publish(&mut self, state: &ClusterState, reporter: &Reporter) {
+        if self.revision.replace(state.revision()) == Some(state.revision()) {
+            return;
+        }
         if !state.synced() {
             return;
         }
@@ -461,6 +467,7 @@ pub async fn run(
         last: None,
         synced_sent: false,
         job_missing: false,
+        revision: None,
     };
     let reporter = ctx.reporter.clone();
 
@@ -492,8 +499,9 @@ pub async fn run(
         if let Some(watch) = miniclusters.as_mut() {
             drain(watch, &reporter, |event| state.apply_minicluster(event));
         }
-        publisher.publish(&state, &reporter);
+        // Commands first: a delete should not wait for a snapshot.
         actions.start_ready(&ctx, &target, &state);
+        publisher.publish(&state, &reporter);
     }
     actions.abandon_all(&reporter);
 }
