@@ -118,8 +118,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
         bare_one_way: Vec::new(),
     };
     while result.reaction.len() < samples {
-        // A fresh server per instance: the sim's controllers scan every stored pod, so
-        // leftovers of earlier rounds would slow it down.
+        // A fresh server per instance, so every round starts from the same empty cluster.
         let sim: Arc<SimCluster> = sim();
         let ranks_now = candidates(ranks, samples - result.reaction.len());
         let mut bare = BareClient::new(&sim, "bare", ranks_now.len() as u32);
