@@ -11,27 +11,20 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "bench/measure.rs"]
+mod measure;
+use measure::{direct_client, ms, percentile, uid_guarded};
+
 use fluxk8s::model::PodPhase;
 use fluxk8s::sim::{IndexedJobSpec, MiniClusterSpec, SimCluster, SimOptions};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, WatchParams};
+use kube::api::{Api, Patch, PatchParams, WatchParams};
 use serde_json::json;
 
 const NS: &str = "default";
 const DELETES: usize = 200;
 const WAIT: Duration = Duration::from_secs(300);
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
-}
-
-/// Nearest-rank percentile.
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-    samples[rank.clamp(1, samples.len()) - 1]
-}
 
 fn running(sim: &SimCluster, job: &str) -> usize {
     sim.pod_views(NS, job)
@@ -42,15 +35,7 @@ fn running(sim: &SimCluster, job: &str) -> usize {
 
 fn run(pods: u32) {
     let sim = SimCluster::start(SimOptions::default()).expect("sim starts");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut config = sim.kube_config(NS);
-    config.default_retry = false;
-    let client = runtime
-        .block_on(async { kube::Client::try_from(config) })
-        .expect("client");
+    let (runtime, client) = direct_client(&sim, NS);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), NS);
 
     // A pod watch stays open throughout, as the driver's does: every change fans out to it.
@@ -82,13 +67,7 @@ fn run(pods: u32) {
     victims.truncate(DELETES.min(pods as usize));
     let mut round_trips = Vec::new();
     for (name, uid) in victims {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let params = uid_guarded(uid);
         let sent = Instant::now();
         runtime
             .block_on(pod_api.delete(&name, &params))
@@ -130,8 +109,8 @@ fn run(pods: u32) {
         "| {pods} | {} | {} | {} | {} | {} / {} | {} / {} |",
         ms(created),
         ms(all_running),
-        ms(percentile(&mut round_trips, 50.0)),
-        ms(percentile(&mut round_trips, 99.0)),
+        ms(percentile(&round_trips, 50.0)),
+        ms(percentile(&round_trips, 99.0)),
         ms(grow.0),
         ms(grow.1),
         ms(shrink.0),

@@ -172,6 +172,16 @@ impl Module {
     }
 }
 
+/// A MiniCluster of `size` of `max_size` and a driver for it, synced.
+fn synced_minicluster(size: u32, max_size: u32) -> (SimCluster, Module) {
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", size, max_size))
+        .unwrap();
+    let mut module = Module::start(&sim, config_for("flux-sample-0"));
+    module.wait_synced();
+    (sim, module)
+}
+
 fn outcome_of(report: &Report, id: u64) -> Option<Outcome> {
     match report {
         Report::Finished { id: done, outcome } if *done == id => Some(outcome.clone()),
@@ -277,11 +287,7 @@ fn missing_job_is_reported_until_it_appears() {
 
 #[test]
 fn resize_patches_minicluster_spec_size_and_records_an_event() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 4))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(2, 4);
     let id = module.apply(KubeAction::SetSize {
         size: 4,
         reason: "2 jobs waiting".to_owned(),
@@ -346,11 +352,7 @@ fn resize_of_a_bare_job_patches_parallelism_and_completions() {
 
 #[test]
 fn delete_removes_the_pod_and_records_a_retired_rank_event() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(3, 3);
     let view = module.wait_running(3);
     let action = delete_action(&view, 2, "rank 2 idle for 5m");
     let KubeAction::DeletePod { pod, uid, .. } = &action else {
@@ -412,11 +414,7 @@ fn evict_mode_removes_the_pod_through_the_eviction_api() {
 
 #[test]
 fn a_uid_the_watch_has_replaced_is_answered_without_a_request() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(3, 3);
     let view = module.wait_running(3);
     let live = view.live_pod(1).unwrap().clone();
     sim.clear_requests();
@@ -443,11 +441,7 @@ fn a_uid_the_watch_has_replaced_is_answered_without_a_request() {
 
 #[test]
 fn a_delete_costs_one_pod_request() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(3, 3);
     let view = module.wait_running(3);
     sim.clear_requests();
     let id = module.apply(delete_action(&view, 2, "rank 2 drained"));
@@ -556,11 +550,7 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
 
 #[test]
 fn server_errors_are_retried_with_backoff_until_done() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 4))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(2, 4);
     sim.faults()
         .fail_next(&[Verb::Patch], "miniclusters", 3, 503);
     sim.faults().fail_next(&[Verb::Delete], "pods", 2, 500);
@@ -597,11 +587,7 @@ fn server_errors_are_retried_with_backoff_until_done() {
 
 #[test]
 fn forbidden_action_names_verb_and_resource_and_converges_once_allowed() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 3, 3))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(3, 3);
     let view = module.wait_running(3);
     sim.faults().forbid(Verb::Delete, "pods");
     let id = module.apply(delete_action(&view, 2, "retire"));
@@ -645,11 +631,7 @@ fn forbidden_watch_is_reported_and_syncs_once_allowed() {
 
 #[test]
 fn dropped_and_expired_watches_keep_the_view_current() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 4))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (sim, mut module) = synced_minicluster(2, 4);
     module.wait_running(2);
 
     // Resumed from the last resourceVersion.
@@ -784,11 +766,7 @@ fn bad_settings_fail_at_spawn() {
 
 #[test]
 fn a_worker_panic_is_reported_and_the_driver_refuses_further_commands() {
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 3))
-        .unwrap();
-    let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    module.wait_synced();
+    let (_sim, mut module) = synced_minicluster(2, 3);
     module.driver.send(Command::Panic).unwrap();
     let what = module.wait_for("the driver's panic report", |report| match report {
         Report::Problem(p) if p.area == "driver" => Some(p.what.clone()),

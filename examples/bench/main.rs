@@ -18,6 +18,7 @@ mod flux_core;
 mod world;
 
 mod broker;
+mod measure;
 mod planning;
 mod reaction;
 mod report;

@@ -9,7 +9,7 @@ use fluxk8s::model::{FluxView, IdSet, JobView, KubeView, PodPhase, PodView};
 use fluxk8s::planner::Reconciler;
 use serde_json::json;
 
-use crate::report::{ms, percentile};
+use crate::measure::{ms, percentile};
 
 pub struct Planning {
     ranks: u32,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use fluxk8s::model::{IdSet, PodPhase};
 use fluxk8s::sim::{IndexedJobSpec, SimCluster, Verb};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::Api;
 
-use crate::report::{ms, percentile};
+use crate::measure::{direct_client, ms, percentile, uid_guarded};
 use crate::world::{CallTimings, NS, World, sim};
 
 pub struct Reaction {
@@ -44,15 +44,7 @@ impl BareClient {
                 == count as usize
         });
         assert!(running, "the bare Job's pods never ran");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut config = sim.kube_config(NS);
-        config.default_retry = false;
-        let client = runtime
-            .block_on(async { kube::Client::try_from(config) })
-            .expect("client");
+        let (runtime, client) = direct_client(sim, NS);
         let pods: Api<Pod> = Api::namespaced(client, NS);
         let mut victims: Vec<(String, String)> = sim
             .pod_views(NS, job)
@@ -73,13 +65,7 @@ impl BareClient {
     /// One uid-guarded DELETE: (round trip, time until the server had it).
     fn delete_one(&mut self, sim: &SimCluster) -> (Duration, Duration) {
         let (name, uid) = self.victims.pop().expect("enough bare pods");
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let params = uid_guarded(uid);
         let sent = Instant::now();
         self.runtime
             .block_on(self.pods.delete(&name, &params))
@@ -144,7 +130,11 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             let drained = world.run_until(Duration::from_secs(10), |w| {
                 w.flux.drained().contains(rank) && w.kube_idle()
             });
-            assert!(drained, "rank {rank} was not drained as lost: {:#}", world.status());
+            assert!(
+                drained,
+                "rank {rank} was not drained as lost: {:#}",
+                world.status()
+            );
             let fed = Instant::now();
             world.request_retire(&one);
             let answered = world.run_until(Duration::from_secs(10), |w| w.kube_idle());

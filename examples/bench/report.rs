@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::measure::ms;
 use fluxk8s::sim::{RequestLog, SimCluster};
 
 use crate::world::CallTimings;
@@ -17,18 +18,6 @@ pub fn progress(what: &str) {
 pub fn section(title: &str) {
     progress(title);
     println!("\n### {title}\n");
-}
-
-/// Nearest-rank percentile of unsorted samples.
-pub fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-pub fn ms(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1e3)
 }
 
 /// Requests the server received in `[from, to)`, by verb, resource and status, e.g.

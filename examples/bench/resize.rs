@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::report::{counts_text, ms, requests_between};
+use crate::measure::ms;
+use crate::report::{counts_text, requests_between};
 use crate::world::{CallTimings, World, sim};
 
 pub struct Phase {

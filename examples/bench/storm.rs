@@ -8,7 +8,8 @@ use fluxk8s::model::{IdSet, KubeAction};
 use fluxk8s::planner::PlannerConfig;
 use fluxk8s::sim::Verb;
 
-use crate::report::{counts_text, ms, requests_between, requests_since};
+use crate::measure::ms;
+use crate::report::{counts_text, requests_between, requests_since};
 use crate::world::{CallTimings, World, sim};
 
 /// The planner for benchmarks: the module's defaults, with the per-minute action limit
