@@ -150,10 +150,14 @@ impl Engine {
         &self.queue
     }
 
-    /// When autoscaling must decide again even if no event comes (an idle timeout or a
-    /// cooldown ends).
+    /// When to step again even if no event comes: the planner's next deadline (a rate
+    /// window, cooldown or timeout ends; moves left for the next pass) or autoscaling's.
     pub fn wake_at(&self) -> Option<f64> {
-        self.autoscaler.as_ref()?.status().wake_at
+        let autoscale = self.autoscaler.as_ref().and_then(|a| a.status().wake_at);
+        [self.reconciler.wake_at(), autoscale]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)
     }
 
     pub fn flux(&self) -> &FluxView {

@@ -6,6 +6,7 @@ mod effects;
 mod queue;
 pub mod rpc;
 mod streams;
+mod wake_timer;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -39,7 +40,7 @@ pub(crate) struct Module {
     pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
     pub(crate) busy: busy::BusyProbe,
     /// The timer for autoscaling's next look without an event.
-    pub(crate) wakeup: queue::Wakeup,
+    pub(crate) wake_timer: wake_timer::WakeTimer,
     logs: ForwardedLogs,
     /// The reactor clock at the current callback.
     pub(crate) now: f64,
@@ -96,7 +97,7 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
         let now = module.now;
         module.engine.step(now)
     };
-    queue::arm_wakeup(shared, handle);
+    wake_timer::arm(shared, handle);
     effects::run(shared, handle, effects);
 }
 
@@ -239,7 +240,7 @@ fn run(
         streams: streams::Streams::default(),
         flux_rpcs: BTreeMap::new(),
         busy: busy::BusyProbe::default(),
-        wakeup: queue::Wakeup::default(),
+        wake_timer: wake_timer::WakeTimer::default(),
         logs: forwarded_logs,
         now,
     };

@@ -1,7 +1,6 @@
 //! Observing the Flux job queue for autoscaling, with no polling: the job-manager's
 //! `events-journal` stream (only the events the queue view needs) is opened once
-//! autoscaling is on, and a one-shot timer is armed only for the moment autoscaling has
-//! to look again without an event (an idle timeout or a cooldown ending).
+//! autoscaling is on.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::Module;
 use super::streams::{self, Stream};
-use crate::flux::{Handle, Watcher};
+use crate::flux::Handle;
 use crate::model::queue::QUEUE_EVENTS;
 
 /// The request for `job-manager.events-journal`: active jobs, filtered to the events the
@@ -23,13 +22,6 @@ pub(crate) fn request_payload() -> String {
     json!({"allow": allow, "full": false}).to_string()
 }
 
-/// The armed wake-up, if any.
-#[derive(Default)]
-pub(crate) struct Wakeup {
-    timer: Option<Watcher>,
-    at: Option<f64>,
-}
-
 /// Opens the job stream when autoscaling is on and it is not followed yet. Turning
 /// autoscaling off leaves it open: the job-manager offers no cancel by future, and an
 /// idle stream costs nothing.
@@ -40,30 +32,6 @@ pub(crate) fn follow(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     };
     if wanted {
         streams::subscribe(shared, handle, Stream::Jobs);
-    }
-}
-
-/// Arms (or re-arms, or drops) the timer for the engine's next wake-up.
-pub(crate) fn arm_wakeup(shared: &Rc<RefCell<Module>>, handle: &Handle) {
-    let mut module = shared.borrow_mut();
-    let at = module.engine.wake_at();
-    if at == module.wakeup.at {
-        return;
-    }
-    module.wakeup.at = at;
-    module.wakeup.timer = None;
-    let Some(at) = at else { return };
-    let weak = Rc::downgrade(shared);
-    let timer = Watcher::timer(handle, (at - module.now).max(0.0), 0.0, move |handle| {
-        if let Some(shared) = weak.upgrade() {
-            // Forget it so the next plan arms again, even for the same time.
-            shared.borrow_mut().wakeup.at = None;
-            super::state_changed(&shared, handle);
-        }
-    });
-    match timer {
-        Ok(timer) => module.wakeup.timer = Some(timer),
-        Err(err) => module.note_problem(format!("autoscale wake-up timer: {err}")),
     }
 }
 

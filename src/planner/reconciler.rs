@@ -13,6 +13,9 @@ use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, Po
 
 /// The rate limit counts actions over this window (seconds).
 const RATE_WINDOW: f64 = 60.0;
+/// Most moves one plan issues, so that one reactor callback stays short however many
+/// ranks leave at once; the rest go in the next passes, right after.
+const MOVES_PER_PASS: usize = 64;
 /// Growth backoff after failed starts never exceeds this (seconds).
 const MAX_BACKOFF: f64 = 3600.0;
 /// A broker that comes back this many times after a clean shutdown has a pod that
@@ -65,6 +68,9 @@ pub struct Reconciler {
     recent_moves: Vec<f64>,
     /// Retiring ranks whose broker was seen to go down after a shutdown, and how often.
     shutdowns: BTreeMap<u32, u32>,
+    /// When the last plan ran, and whether it left moves for the next pass.
+    planned_at: f64,
+    more_now: bool,
 }
 
 /// What is known of one rank, with actions in flight folded in.
@@ -201,6 +207,8 @@ struct Assessment {
     ranks: Vec<RankStatus>,
     waiting: Vec<String>,
     limits: Vec<SizeLimit>,
+    /// Moves were left for the next pass: plan again right away.
+    more_now: bool,
 }
 
 /// An action with the bookkeeping its issue implies.
@@ -253,7 +261,42 @@ impl Reconciler {
             last_shrink: None,
             recent_moves: Vec::new(),
             shutdowns: BTreeMap::new(),
+            planned_at: f64::NEG_INFINITY,
+            more_now: false,
         }
+    }
+
+    /// When to plan again if no event comes: a pass left moves over (at once), or a
+    /// deadline after the last plan ends a rate window, a cooldown, a start-up timeout, a
+    /// drain grace, the growth backoff or an action's retry wait. Each deadline passes
+    /// once, so an idle instance is never woken.
+    pub fn wake_at(&self) -> Option<f64> {
+        if self.more_now {
+            return Some(self.planned_at);
+        }
+        let cooldown = self.config.cooldown;
+        let grace = self.config.drain_grace;
+        [
+            self.recent_moves.first().map(|t| t + RATE_WINDOW),
+            self.last_grow.map(|t| t + cooldown),
+            self.last_shrink.map(|t| t + cooldown),
+            Some(self.growth_blocked_until),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(
+            self.waiting_since
+                .values()
+                .map(|t| t + self.config.startup_timeout),
+        )
+        .chain(
+            grace
+                .into_iter()
+                .flat_map(|g| self.busy_since.values().map(move |t| t + g)),
+        )
+        .chain(self.pending.iter().map(|p| p.retry_after))
+        .filter(|&t| t > self.planned_at)
+        .min_by(f64::total_cmp)
     }
 
     /// The configuration in force.
@@ -393,6 +436,8 @@ impl Reconciler {
         self.observe(&mut scene, now);
         self.choose_victims(&mut scene, now);
         let assessment = self.assess(&scene, now);
+        self.planned_at = now;
+        self.more_now = assessment.more_now;
         let mut actions = Vec::with_capacity(assessment.actions.len());
         for planned in assessment.actions {
             self.record(&planned, now);
@@ -686,8 +731,9 @@ impl Reconciler {
         if candidates.is_empty() {
             return;
         }
+        let reason = reasons::resize(target);
         for victim in candidates {
-            self.retiring.insert(victim.k, reasons::resize(target));
+            self.retiring.insert(victim.k, reason.clone());
             victim.retire = true;
             victim.counted = false;
         }
@@ -843,7 +889,11 @@ impl Reconciler {
                 if let Some(reason) = self.retiring.get(&k)
                     && rank.drain.is_none()
                 {
-                    drains.entry(reason.clone()).or_default().insert(k);
+                    // Most retiring ranks share a reason: clone it once, not per rank.
+                    match drains.get_mut(reason) {
+                        Some(ranks) => ranks.insert(k),
+                        None => drains.entry(reason.clone()).or_default().insert(k),
+                    };
                 }
                 if phase == RankPhase::Drained {
                     waiting.push(format!("rank {k}: {why}"));
@@ -948,19 +998,31 @@ impl Reconciler {
         }
         let budget = self.config.max_actions_per_minute as usize;
         let mut used = self.recent_moves.len();
+        let (mut passed, mut held_by_rate, mut next_pass) = (0, 0, 0);
         for planned in moves {
             if scene.in_flight.has_move(&planned.action) {
                 continue;
             }
             if used >= budget {
-                waiting.push(format!(
-                    "rate limit ({budget}/min): holding {:?}",
-                    planned.action
-                ));
-                continue;
+                held_by_rate += 1;
+            } else if passed >= MOVES_PER_PASS {
+                next_pass += 1;
+            } else {
+                used += 1;
+                passed += 1;
+                actions.push(planned);
             }
-            used += 1;
-            actions.push(planned);
+        }
+        if held_by_rate > 0 {
+            waiting.push(format!(
+                "rate limit (max-actions-per-minute {budget}): holding {held_by_rate} \
+                 removal(s) or size change(s)"
+            ));
+        }
+        if next_pass > 0 {
+            waiting.push(format!(
+                "{next_pass} more removal(s) in the next pass (at most {MOVES_PER_PASS} a pass)"
+            ));
         }
         let limits = match self.desired {
             Some(target) => {
@@ -978,6 +1040,7 @@ impl Reconciler {
             ranks,
             waiting,
             limits,
+            more_now: next_pass > 0,
         }
     }
 

@@ -584,6 +584,56 @@ fn the_rate_limit_holds_extra_removals() {
 }
 
 #[test]
+fn the_planner_asks_to_be_woken_when_the_rate_window_ends_and_not_when_idle() {
+    let mut flux = flux_view(6, "0-5");
+    let kube = kube_view(Kind::PerIndexZero, 6, 6, "0-5");
+    let config = PlannerConfig {
+        max_actions_per_minute: 1,
+        cooldown: 0.0,
+        ..PlannerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(config);
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    assert_eq!(reconciler.wake_at(), None, "nothing to wait for");
+    drain(&mut flux, "1-2", "bad disk");
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 10.0).len(), 1);
+    // The held shutdown can go when the rate window ends; no event need come.
+    assert_eq!(reconciler.wake_at(), Some(70.0));
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 70.0).len(), 1);
+}
+
+#[test]
+fn a_storm_leaves_in_passes_of_bounded_size_one_right_after_the_other() {
+    let mut flux = flux_view(201, "0-200");
+    drain(&mut flux, "1-150", "maintenance");
+    let kube = kube_view(Kind::CompleteWorkers, 201, 201, "0-200");
+    let config = PlannerConfig {
+        max_actions_per_minute: 10_000,
+        ..PlannerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(config);
+    let mut passes = Vec::new();
+    let mut now = 1.0;
+    loop {
+        let actions = reconciler.plan(&flux, Some(&kube), now);
+        if actions.is_empty() {
+            break;
+        }
+        assert!(
+            actions
+                .iter()
+                .all(|a| matches!(a, Action::Flux(FluxAction::Shutdown { .. })))
+        );
+        passes.push(actions.len());
+        // Each pass but the last asks for the next one at once.
+        let more = reconciler.wake_at() == Some(now);
+        assert_eq!(more, passes.iter().sum::<usize>() < 150, "{passes:?}");
+        now += 0.001;
+    }
+    assert_eq!(passes, [64, 64, 22]);
+}
+
+#[test]
 fn a_failed_action_is_retried_after_the_interval_only() {
     let mut flux = flux_view(4, "0-3");
     drain(&mut flux, "1", "bad disk");
