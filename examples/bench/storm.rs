@@ -182,9 +182,10 @@ pub fn rate_limited() -> (usize, Duration) {
 
 pub fn print_rate_limited((removals, window): &(usize, Duration)) {
     println!(
-        "With the module's defaults (max 20 Kubernetes actions and shutdowns per minute, \
-         not a module setting), the middle storm issues {removals} removals in its first {} \
-         s, and as many per rolling minute after: the 500 take about {} minutes.",
+        "With the module's default max-actions-per-minute = 20, the middle storm issues \
+         {removals} removals in its first {} s, and as many per rolling minute after (the \
+         module wakes itself when the window ends): the 500 take about {} minutes. Raise \
+         the setting to retire hundreds of ranks at once.",
         window.as_secs(),
         500_usize.div_ceil((*removals).max(1))
     );

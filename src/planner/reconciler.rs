@@ -435,7 +435,7 @@ impl Reconciler {
         let mut scene = self.scene(flux, kube);
         self.observe(&mut scene, now);
         self.choose_victims(&mut scene, now);
-        let assessment = self.assess(&scene, now);
+        let assessment = self.assess(&scene, now, false);
         self.planned_at = now;
         self.more_now = assessment.more_now;
         let mut actions = Vec::with_capacity(assessment.actions.len());
@@ -488,7 +488,7 @@ impl Reconciler {
             };
         };
         let scene = self.scene(flux, kube);
-        let assessment = self.assess(&scene, now);
+        let assessment = self.assess(&scene, now, true);
         PlanStatus {
             synced: true,
             desired_size: self.desired,
@@ -823,7 +823,9 @@ impl Reconciler {
     }
 
     /// One pass of every policy over the views. Pure: `plan` records the result.
-    fn assess(&self, scene: &Scene<'_>, now: f64) -> Assessment {
+    /// `report`: also say where each rank stands and why (for the status; a plan skips
+    /// that text).
+    fn assess(&self, scene: &Scene<'_>, now: f64, report: bool) -> Assessment {
         let mut waiting = Vec::new();
         let mut ranks = Vec::with_capacity(scene.ranks.len());
         let mut drains: BTreeMap<String, IdSet> = BTreeMap::new();
@@ -851,11 +853,18 @@ impl Reconciler {
         for rank in &scene.ranks {
             let k = rank.k;
             let mut say = |phase, why: Cow<'static, str>| {
-                ranks.push(RankStatus {
-                    rank: k,
-                    phase,
-                    why,
-                })
+                if report {
+                    ranks.push(RankStatus {
+                        rank: k,
+                        phase,
+                        why,
+                    })
+                }
+            };
+            // Text made per rank only when it is reported.
+            let text = |make: &dyn Fn() -> String| match report {
+                true => Cow::Owned(make()),
+                false => Cow::Borrowed(""),
             };
             if k == 0 {
                 say(RankPhase::Up, "leader: runs fluxk8s, never retired".into());
@@ -879,7 +888,7 @@ impl Reconciler {
                 };
                 say(
                     RankPhase::Retired,
-                    format!("retired: {why}{drained}").into(),
+                    text(&|| format!("retired: {why}{drained}")),
                 );
                 continue;
             }
@@ -931,7 +940,7 @@ impl Reconciler {
                     } else {
                         say(
                             RankPhase::Starting,
-                            format!("starting for {}s", (now - since).max(0.0)).into(),
+                            text(&|| format!("starting for {}s", (now - since).max(0.0))),
                         );
                     }
                 }
