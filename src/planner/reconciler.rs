@@ -85,8 +85,6 @@ struct Rank<'a> {
     ever_online: bool,
     /// The overlay saw its connection drop.
     lost: bool,
-    /// Was seen up while active and is gone (lost, or offline).
-    down: bool,
     seen_up: bool,
     busy: bool,
     /// The drain as it will be once pending drains/undrains land.
@@ -179,6 +177,13 @@ impl InFlight {
             // Not moves: `intended_drain` folds them into the scene instead.
             Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }) => false,
         }
+    }
+}
+
+impl Rank<'_> {
+    /// Was seen up while active and is gone (lost, or offline).
+    fn down(&self) -> bool {
+        self.seen_up && (self.lost || !self.online)
     }
 }
 
@@ -513,7 +518,7 @@ impl Reconciler {
         Some(Supply {
             expected: counted().map(|r| r.k).collect(),
             up: counted()
-                .filter(|r| r.online && !r.down)
+                .filter(|r| r.online && !r.down())
                 .map(|r| r.k)
                 .collect(),
             max: scene.max,
@@ -564,7 +569,6 @@ impl Reconciler {
                     online: state.online,
                     ever_online: state.ever_online,
                     lost: state.lost,
-                    down: seen_up && (state.lost || !state.online),
                     seen_up,
                     busy: flux.busy().contains(k),
                     flux_drained: state.drain.is_some(),
@@ -592,7 +596,7 @@ impl Reconciler {
         let active = ranks.iter().filter(|r| r.active).count();
         let lost = ranks
             .iter()
-            .filter(|r| r.active && r.k != 0 && r.down && !r.retire)
+            .filter(|r| r.active && r.k != 0 && r.down() && !r.retire)
             .count();
         (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64).then(|| {
             format!(
@@ -683,13 +687,12 @@ impl Reconciler {
     fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
         for rank in &mut scene.ranks {
             let k = rank.k;
-            if rank.active && rank.online && !rank.down {
+            if rank.active && rank.online && !rank.down() {
                 self.seen_up.insert(k);
             } else if !rank.active {
                 self.seen_up.remove(k);
             }
             rank.seen_up = self.seen_up.contains(k);
-            rank.down = rank.seen_up && (rank.lost || !rank.online);
             let starting =
                 rank.active && k != 0 && !rank.online && !rank.seen_up && rank.drain.is_none();
             if starting {
@@ -726,18 +729,19 @@ impl Reconciler {
             .iter_mut()
             .filter(|r| r.counted && r.k != 0 && !r.protected)
             .collect();
-        candidates.sort_by_key(|r| (r.online && !r.down, r.busy, Reverse(r.k)));
+        candidates.sort_by_key(|r| (r.online && !r.down(), r.busy, Reverse(r.k)));
         candidates.truncate((counted - target) as usize);
         if candidates.is_empty() {
             return;
         }
         let reason = reasons::resize(target);
+        // Victims are only chosen while nothing is frozen, and a retiring rank does not
+        // count as lost: the scene's `frozen` stays as it is.
         for victim in candidates {
             self.retiring.insert(victim.k, reason.clone());
             victim.retire = true;
             victim.counted = false;
         }
-        scene.frozen = self.frozen(&scene.ranks);
         self.last_shrink = Some(now);
     }
 
@@ -911,7 +915,7 @@ impl Reconciler {
                 continue;
             }
             match rank.drain {
-                Some(DrainKind::OursLost) if rank.online && !rank.down => {
+                Some(DrainKind::OursLost) if rank.online && !rank.down() => {
                     undrain.insert(k);
                     say(
                         RankPhase::Up,
@@ -923,8 +927,8 @@ impl Reconciler {
                     "lost: drained by fluxk8s, waiting for the pod to come back".into(),
                 ),
                 Some(_) => say(RankPhase::Drained, "drained, kept: protected".into()),
-                None if rank.online && !rank.down => say(RankPhase::Up, "up".into()),
-                None if rank.down => {
+                None if rank.online && !rank.down() => say(RankPhase::Up, "up".into()),
+                None if rank.down() => {
                     drains.entry(reasons::pod_lost()).or_default().insert(k);
                     say(RankPhase::Lost, "lost: draining".into());
                 }
