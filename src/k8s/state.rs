@@ -250,7 +250,7 @@ pub fn minicluster_view(mc: &DynamicObject) -> MiniClusterView {
 }
 
 /// A pod's completion index from its label, else its annotation.
-pub fn completion_index(pod: &Pod) -> Option<u32> {
+fn completion_index(pod: &Pod) -> Option<u32> {
     let text = pod
         .labels()
         .get(COMPLETION_INDEX_KEY)
@@ -259,7 +259,7 @@ pub fn completion_index(pod: &Pod) -> Option<u32> {
 }
 
 /// uid of the pod's controller ownerReference.
-pub fn controller_uid(pod: &Pod) -> Option<String> {
+fn controller_uid(pod: &Pod) -> Option<String> {
     pod.owner_references()
         .iter()
         .find(|r| r.controller == Some(true))
