@@ -33,6 +33,11 @@ fn converged_to(world: &World, live: &IdSet) -> bool {
     &world.live_indexes() == live && &world.flux.online() == live
 }
 
+/// Converged, every driver command answered, and no Kubernetes problem left.
+fn recovered(world: &World, live: &IdSet) -> bool {
+    converged_to(world, live) && world.kube_idle() && kube_problems(world).is_empty()
+}
+
 /// Requests a grow while the API server is down for 30 s, checks the engine keeps the
 /// intent and says why it waits, then lets the server back and waits until everything
 /// settled (every driver command answered).
@@ -89,9 +94,7 @@ fn grow_through_a_30s_outage(
     sim.faults().clear();
     let all = ids("0-5");
     assert!(
-        world.run_until(CONVERGE, |w| converged_to(w, &all)
-            && w.kube_idle()
-            && kube_problems(w).is_empty()),
+        world.run_until(CONVERGE, |w| recovered(w, &all)),
         "never converged after the outage: {:#}",
         world.status()
     );
@@ -211,9 +214,7 @@ fn forbidden_403_names_the_missing_permission_until_rbac_allows_it() {
     sim.faults().allow(Verb::Delete, "pods");
     let live = ids("0-1,3");
     assert!(
-        world.run_until(CONVERGE, |w| converged_to(w, &live)
-            && w.kube_idle()
-            && kube_problems(w).is_empty()),
+        world.run_until(CONVERGE, |w| recovered(w, &live)),
         "never recovered: {:#}",
         world.status()
     );
