@@ -6,6 +6,8 @@
 
 mod fuzz_support;
 
+use std::collections::BTreeSet;
+
 use fluxk8s::model::IdSet;
 use fluxk8s::model::hostlist::{self, MAX_HOSTS};
 use proptest::prelude::*;
@@ -36,6 +38,38 @@ proptest! {
             set = set.union(&IdSet::range(start, start.saturating_add(length)));
         }
         prop_assert_eq!(set.to_string().parse::<IdSet>().ok(), Some(set));
+    }
+
+    #[test]
+    fn set_operations_agree_with_a_plain_set(
+        a in set_and_model(),
+        b in set_and_model(),
+        edits in prop::collection::vec((any::<bool>(), edge_id()), 0..40),
+    ) {
+        let ((mut set, mut model), (other, other_model)) = (a, b);
+        for (insert, id) in edits {
+            let changed = if insert { set.insert(id) } else { set.remove(id) };
+            let model_changed = if insert { model.insert(id) } else { model.remove(&id) };
+            prop_assert_eq!(changed, model_changed, "insert {} {}: {}", insert, id, set);
+        }
+        let same = |set: &IdSet, model: &BTreeSet<u32>| {
+            set.iter().eq(model.iter().copied())
+                && set.iter().rev().eq(model.iter().rev().copied())
+                && set.len() == model.len()
+                && set.first() == model.first().copied()
+                && set.last() == model.last().copied()
+                && set == &model.iter().copied().collect::<IdSet>()
+        };
+        prop_assert!(same(&set, &model), "{} after edits", set);
+        for id in model.iter().chain(other_model.iter()).flat_map(|&id| [id.wrapping_sub(1), id, id.wrapping_add(1)]) {
+            prop_assert_eq!(set.contains(id), model.contains(&id), "{} in {}", id, set);
+        }
+        let union: BTreeSet<u32> = model.union(&other_model).copied().collect();
+        let difference: BTreeSet<u32> = model.difference(&other_model).copied().collect();
+        let intersection: BTreeSet<u32> = model.intersection(&other_model).copied().collect();
+        prop_assert!(same(&set.union(&other), &union), "{} | {}", set, other);
+        prop_assert!(same(&set.difference(&other), &difference), "{} - {}", set, other);
+        prop_assert!(same(&set.intersection(&other), &intersection), "{} & {}", set, other);
     }
 
     #[test]
@@ -77,4 +111,28 @@ proptest! {
         let encoded = hostlist::encode(&names);
         prop_assert_eq!(hostlist::expand(&encoded).ok(), Some(names), "{}", encoded);
     }
+}
+
+/// Ids where runs meet their edges: small ones, and ones next to u32::MAX.
+fn edge_id() -> impl Strategy<Value = u32> {
+    prop_oneof![0u32..40, (u32::MAX - 40)..=u32::MAX]
+}
+
+/// A set built the ways sets are built (ids in any order, ranges, removals), with the same
+/// set kept plainly beside it.
+fn set_and_model() -> impl Strategy<Value = (IdSet, BTreeSet<u32>)> {
+    (
+        prop::collection::vec(edge_id(), 0..30),
+        prop::collection::vec((edge_id(), 0u32..8), 0..4),
+    )
+        .prop_map(|(ids, ranges)| {
+            let mut set: IdSet = ids.iter().copied().collect();
+            let mut model: BTreeSet<u32> = ids.into_iter().collect();
+            for (lo, extra) in ranges {
+                let hi = lo.saturating_add(extra);
+                set = set.union(&IdSet::range(lo, hi));
+                model.extend(lo..=hi);
+            }
+            (set, model)
+        })
 }

@@ -1,16 +1,23 @@
 //! RFC 22 idsets: sets of broker ranks written as `0-3,5,7-9` (optionally in brackets).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
 /// Most ids one idset's text may write (ids in overlapping ranges count again): far
-/// above any instance, far below what a hostile `0-4294967295` would make us allocate.
+/// above any instance, far below what a hostile `0-4294967295` would make us iterate.
 pub const MAX_IDS: usize = 1 << 20;
 
 /// A set of ranks (or Job completion indexes, which Kubernetes writes the same way).
+///
+/// Kept as its runs, the way RFC 22 writes it: ranks come in long runs (all online, all
+/// seen up), so a lookup is a binary search over a handful of runs instead of a tree walk
+/// over a thousand nodes, and printing is a walk over the runs.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct IdSet(BTreeSet<u32>);
+pub struct IdSet {
+    /// Ascending, disjoint and not touching (`1-2,3` is `1-3`): one form per set, so the
+    /// derived equality and hash are the set's.
+    runs: Vec<(u32, u32)>,
+}
 
 /// Why a string is not an idset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,53 +32,144 @@ impl IdSet {
         Self::default()
     }
 
-    /// The ranks `lo..=hi`.
+    /// The ranks `lo..=hi` (none if `lo > hi`).
     pub fn range(lo: u32, hi: u32) -> Self {
-        Self((lo..=hi).collect())
+        let runs = if lo <= hi { vec![(lo, hi)] } else { Vec::new() };
+        Self { runs }
+    }
+
+    /// Any runs, in any order, overlapping or not.
+    fn from_runs(mut runs: Vec<(u32, u32)>) -> Self {
+        runs.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
+        for (lo, hi) in runs {
+            match merged.last_mut() {
+                // saturating: a run ending at u32::MAX absorbs everything after it.
+                Some((_, last)) if lo <= last.saturating_add(1) => *last = (*last).max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        Self { runs: merged }
+    }
+
+    /// Where `id` is or would go: the first run that does not end below it.
+    fn run_at(&self, id: u32) -> usize {
+        self.runs.partition_point(|&(_, hi)| hi < id)
     }
 
     pub fn contains(&self, id: u32) -> bool {
-        self.0.contains(&id)
+        self.runs.get(self.run_at(id)).is_some_and(|&(lo, _)| lo <= id)
     }
 
     pub fn insert(&mut self, id: u32) -> bool {
-        self.0.insert(id)
+        let i = self.run_at(id);
+        let next = self.runs.get(i).copied();
+        if next.is_some_and(|(lo, _)| lo <= id) {
+            return false;
+        }
+        // Runs before `i` end below `id` and the one at `i` starts above it, so neither
+        // `+ 1` nor `- 1` can wrap.
+        let joins_previous = i > 0 && self.runs[i - 1].1 + 1 == id;
+        let joins_next = next.is_some_and(|(lo, _)| lo - 1 == id);
+        match (joins_previous, joins_next) {
+            (true, true) => {
+                self.runs[i - 1].1 = self.runs[i].1;
+                self.runs.remove(i);
+            }
+            (true, false) => self.runs[i - 1].1 = id,
+            (false, true) => self.runs[i].0 = id,
+            (false, false) => self.runs.insert(i, (id, id)),
+        }
+        true
     }
 
     pub fn remove(&mut self, id: u32) -> bool {
-        self.0.remove(&id)
+        let i = self.run_at(id);
+        let Some(&(lo, hi)) = self.runs.get(i).filter(|&&(lo, _)| lo <= id) else {
+            return false;
+        };
+        // `lo <= id <= hi`, and each arm only steps away from an end `id` is not at.
+        match (lo == id, hi == id) {
+            (true, true) => {
+                self.runs.remove(i);
+            }
+            (true, false) => self.runs[i].0 = id + 1,
+            (false, true) => self.runs[i].1 = id - 1,
+            (false, false) => {
+                self.runs[i].1 = id - 1;
+                self.runs.insert(i + 1, (id + 1, hi));
+            }
+        }
+        true
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.runs
+            .iter()
+            .map(|&(lo, hi)| (hi - lo) as usize + 1)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.runs.is_empty()
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
-        self.0.iter().copied()
+        self.runs.iter().flat_map(|&(lo, hi)| lo..=hi)
     }
 
     pub fn first(&self) -> Option<u32> {
-        self.0.first().copied()
+        self.runs.first().map(|&(lo, _)| lo)
     }
 
     pub fn last(&self) -> Option<u32> {
-        self.0.last().copied()
+        self.runs.last().map(|&(_, hi)| hi)
     }
 
     pub fn union(&self, other: &IdSet) -> IdSet {
-        Self(self.0.union(&other.0).copied().collect())
+        Self::from_runs([&self.runs[..], &other.runs[..]].concat())
     }
 
     pub fn difference(&self, other: &IdSet) -> IdSet {
-        Self(self.0.difference(&other.0).copied().collect())
+        let mut runs = Vec::new();
+        // Runs of `other` wholly below the current run of `self` are done with.
+        let mut skip = 0;
+        for &(lo, hi) in &self.runs {
+            while other.runs.get(skip).is_some_and(|&(_, cut_hi)| cut_hi < lo) {
+                skip += 1;
+            }
+            let mut rest = Some(lo);
+            for &(cut_lo, cut_hi) in other.runs[skip..].iter().take_while(|r| r.0 <= hi) {
+                let Some(from) = rest else { break };
+                if cut_lo > from {
+                    runs.push((from, cut_lo - 1));
+                }
+                // Nothing is left once the cut reaches the end of the run.
+                rest = (cut_hi < hi).then(|| cut_hi + 1);
+            }
+            if let Some(from) = rest {
+                runs.push((from, hi));
+            }
+        }
+        Self { runs }
     }
 
     pub fn intersection(&self, other: &IdSet) -> IdSet {
-        Self(self.0.intersection(&other.0).copied().collect())
+        let (mut a, mut b) = (self.runs.iter().peekable(), other.runs.iter().peekable());
+        let mut runs = Vec::new();
+        while let (Some(&&(a_lo, a_hi)), Some(&&(b_lo, b_hi))) = (a.peek(), b.peek()) {
+            let (lo, hi) = (a_lo.max(b_lo), a_hi.min(b_hi));
+            if lo <= hi {
+                runs.push((lo, hi));
+            }
+            // The run that ends first can meet nothing further on.
+            if a_hi < b_hi {
+                a.next();
+            } else {
+                b.next();
+            }
+        }
+        Self { runs }
     }
 
     /// Parses an idset, rejecting ids at or above `limit` (the instance size, or a Job's
@@ -102,12 +200,12 @@ impl FromStr for IdSet {
             (None, None) => trimmed,
             _ => return Err(fail("unbalanced brackets")),
         };
-        let mut set = BTreeSet::new();
         if body.is_empty() {
-            return Ok(Self(set));
+            return Ok(Self::new());
         }
-        // Ids as written, overlaps counted again: bounds the work, which the size of the
-        // set does not (`0-524287` written a thousand times took 40 s).
+        let mut runs = Vec::new();
+        // Ids as written, overlaps counted again: what a caller may go on to iterate is
+        // bounded by the text, not only by the set.
         let mut written = 0usize;
         for part in body.split(',') {
             let (lo, hi) = match part.split_once('-') {
@@ -127,9 +225,9 @@ impl FromStr for IdSet {
             if written > MAX_IDS {
                 return Err(fail("too many ids"));
             }
-            set.extend(lo..=hi);
+            runs.push((lo, hi));
         }
-        Ok(Self(set))
+        Ok(Self::from_runs(runs))
     }
 }
 
@@ -143,22 +241,10 @@ fn parse_id(s: &str) -> Option<u32> {
 /// Writes the compact RFC 22 form: ascending, runs collapsed to `lo-hi`.
 impl fmt::Display for IdSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids = self.0.iter().copied().peekable();
-        let mut first = true;
-        while let Some(lo) = ids.next() {
-            let mut hi = lo;
-            // checked: `hi` may be u32::MAX, the last id there is.
-            while hi
-                .checked_add(1)
-                .is_some_and(|next| ids.peek() == Some(&next))
-            {
-                hi += 1;
-                ids.next();
-            }
-            if !first {
+        for (i, &(lo, hi)) in self.runs.iter().enumerate() {
+            if i > 0 {
                 f.write_str(",")?;
             }
-            first = false;
             if lo == hi {
                 write!(f, "{lo}")?;
             } else {
@@ -177,7 +263,24 @@ impl fmt::Debug for IdSet {
 
 impl FromIterator<u32> for IdSet {
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        let mut unordered = false;
+        for id in iter {
+            match runs.last_mut() {
+                // Ids mostly come in ascending order: extend the last run in place.
+                Some((_, hi)) if hi.checked_add(1) == Some(id) => *hi = id,
+                Some(&mut (_, hi)) if id <= hi => {
+                    unordered = true;
+                    runs.push((id, id));
+                }
+                _ => runs.push((id, id)),
+            }
+        }
+        if unordered {
+            Self::from_runs(runs)
+        } else {
+            Self { runs }
+        }
     }
 }
 
