@@ -659,18 +659,7 @@ impl Reconciler {
     /// moves out of the rate window.
     fn forget_done(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
-        // Only pending deletes look pods up; most plans have none.
-        let deleting = self
-            .pending
-            .iter()
-            .any(|p| matches!(p.action, Action::Kube(KubeAction::DeletePod { .. })));
-        let live_uids: HashSet<&str> = kube
-            .pods
-            .iter()
-            .filter(|p| deleting && p.is_live())
-            .map(|p| p.uid.as_str())
-            .collect();
-        let took_effect = |action: &Action| took_effect(action, flux, kube, &live_uids);
+        let took_effect = |action: &Action| took_effect(action, flux, kube);
         for pending in &self.pending {
             if let Action::Flux(FluxAction::Shutdown { rank }) = pending.action
                 && took_effect(&pending.action)
@@ -1154,13 +1143,8 @@ impl Reconciler {
     }
 }
 
-/// The views show the action's effect; `live_uids` are the live pods of `kube`.
-fn took_effect(
-    action: &Action,
-    flux: &FluxView,
-    kube: &KubeView,
-    live_uids: &HashSet<&str>,
-) -> bool {
+/// The views show the action's effect.
+fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
     let drained = |k: u32| flux.rank(k).is_some_and(|r| r.drain.is_some());
     match action {
         Action::Flux(FluxAction::Drain { ranks, .. }) => ranks.iter().all(drained),
@@ -1170,7 +1154,12 @@ fn took_effect(
                 .is_some_and(|d| d.ours)
         }),
         Action::Flux(FluxAction::Shutdown { rank }) => !flux.rank(*rank).is_some_and(|r| r.online),
-        Action::Kube(KubeAction::DeletePod { uid, .. }) => !live_uids.contains(uid.as_str()),
+        // The index is compared first: a plan with a delete pending stays a pass of
+        // integer compares, not a hash of every pod's uid.
+        Action::Kube(KubeAction::DeletePod { index, uid, .. }) => !kube
+            .pods
+            .iter()
+            .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
     }
 }
