@@ -519,6 +519,8 @@ pub struct RecentProblem<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::model::{JobView, MiniClusterView, PodView};
 
@@ -540,6 +542,7 @@ mod tests {
             }),
             pods: (0..size)
                 .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
+                .map(Arc::new)
                 .collect(),
         }
     }

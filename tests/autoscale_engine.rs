@@ -307,6 +307,7 @@ fn kube_view(size: u32, max: u32) -> KubeView {
         }),
         pods: (0..size)
             .map(|index| PodView::running(format!("{NAME}-{index}"), format!("uid-{index}"), index))
+            .map(Arc::new)
             .collect(),
     }
 }

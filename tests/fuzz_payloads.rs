@@ -8,6 +8,8 @@
 
 mod fuzz_support;
 
+use std::sync::Arc;
+
 use fluxk8s::engine::{Effect, Engine};
 use fluxk8s::k8s::Report;
 use fluxk8s::model::flux::JournalResponse;
@@ -233,7 +235,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                             complete_workers,
                         }
                     }),
-                    pods,
+                    pods: pods.into_iter().map(Arc::new).collect(),
                 }
             },
         )

@@ -2,6 +2,7 @@
 //! running), in three situations: nothing to do, 500 ranks drained in the middle, and a
 //! request to halve the size.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluxk8s::model::flux::JournalResponse;
@@ -64,6 +65,7 @@ fn kube_view(ranks: u32) -> KubeView {
                 ready: true,
                 terminating: false,
             })
+            .map(Arc::new)
             .collect(),
     }
 }

@@ -2,6 +2,7 @@
 //! events and turned into [`KubeView`] snapshots.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,7 +22,8 @@ const DEFAULT_BACKOFF_LIMIT: u32 = 6;
 /// A pod as the driver keeps it: its view plus who controls it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodRecord {
-    pub view: PodView,
+    /// Shared with every [`KubeView`] that shows the pod.
+    pub view: Arc<PodView>,
     /// uid of the controller ownerReference, if any.
     pub controller_uid: Option<String>,
 }
@@ -158,12 +160,12 @@ impl ClusterState {
     /// Job does not exist.
     pub fn view(&self) -> Option<KubeView> {
         let job = self.job()?.clone();
-        let mut pods: Vec<PodView> = self
+        let mut pods: Vec<Arc<PodView>> = self
             .pods
             .objects
             .values()
             .filter(|p| p.controller_uid.as_deref() == Some(job.uid.as_str()))
-            .map(|p| p.view.clone())
+            .map(|p| Arc::clone(&p.view))
             .collect();
         pods.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
         Some(KubeView {
@@ -295,14 +297,14 @@ pub fn pod_record(pod: &Pod) -> Option<PodRecord> {
         return None;
     };
     Some(PodRecord {
-        view: PodView {
+        view: Arc::new(PodView {
             uid: pod.uid().unwrap_or_default(),
             index,
             phase: pod_phase(pod),
             ready: pod_ready(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             name,
-        },
+        }),
         controller_uid: controller_uid(pod),
     })
 }

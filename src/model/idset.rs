@@ -58,7 +58,9 @@ impl IdSet {
     }
 
     pub fn contains(&self, id: u32) -> bool {
-        self.runs.get(self.run_at(id)).is_some_and(|&(lo, _)| lo <= id)
+        self.runs
+            .get(self.run_at(id))
+            .is_some_and(|&(lo, _)| lo <= id)
     }
 
     pub fn insert(&mut self, id: u32) -> bool {

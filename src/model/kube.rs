@@ -3,6 +3,8 @@
 //!
 //! The driver (`crate::k8s`) fills a [`KubeView`] from watches; the planner reads it.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::idset::IdSet;
@@ -106,8 +108,10 @@ pub struct KubeView {
     pub job: JobView,
     pub minicluster: Option<MiniClusterView>,
     /// Pods of the Job, sorted by index; an index may briefly have two (an old one
-    /// terminating beside its replacement).
-    pub pods: Vec<PodView>,
+    /// terminating beside its replacement). Shared with the driver's own records: a new
+    /// view costs the broker's thread a reference count per pod, not two strings
+    /// allocated on the driver's thread and freed on the broker's.
+    pub pods: Vec<Arc<PodView>>,
 }
 
 impl KubeView {
@@ -121,7 +125,10 @@ impl KubeView {
 
     /// The live pod at `index`, if any.
     pub fn live_pod(&self, index: u32) -> Option<&PodView> {
-        self.pods.iter().find(|p| p.index == index && p.is_live())
+        self.pods
+            .iter()
+            .find(|p| p.index == index && p.is_live())
+            .map(Arc::as_ref)
     }
 
     /// Indexes the Job will not recreate while they stay below completions.

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
@@ -534,7 +535,7 @@ impl Reconciler {
         let size = kube.requested_size();
         // One pass over the pods, not one per rank: plans stay linear in the size.
         let mut live_pods: Vec<Option<&PodView>> = vec![None; max as usize];
-        for pod in kube.pods.iter().filter(|p| p.is_live()) {
+        for pod in kube.pods.iter().map(Arc::as_ref).filter(|p| p.is_live()) {
             if let Some(slot @ None) = live_pods.get_mut(pod.index as usize) {
                 *slot = Some(pod);
             }

@@ -1,5 +1,7 @@
 //! One test (or a few) per policy, on small hand-built views.
 
+use std::sync::Arc;
+
 use super::*;
 use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
 use crate::model::{
@@ -87,6 +89,7 @@ fn kube_view(kind: Kind, size: u32, max: u32, live: &str) -> KubeView {
         pods: ids(live)
             .iter()
             .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
+            .map(Arc::new)
             .collect(),
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the world
 
+use std::sync::Arc;
+
 use fluxk8s::model::flux::{JournalResponse, OverlayStatus};
 use fluxk8s::model::{
     Action, FluxAction, FluxView, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase,
@@ -157,7 +159,7 @@ impl World {
             self.remove_pod(index);
         }
         let mut joined = IdSet::new();
-        for pod in &mut self.kube.pods {
+        for pod in self.kube.pods.iter_mut().map(Arc::make_mut) {
             if pod.phase == PodPhase::Pending {
                 pod.phase = PodPhase::Running;
                 pod.ready = true;
@@ -172,14 +174,14 @@ impl World {
         for index in 0..size {
             if !finished.contains(index) && self.kube.live_pod(index).is_none() {
                 self.next_uid += 1;
-                self.kube.pods.push(PodView {
+                self.kube.pods.push(Arc::new(PodView {
                     name: format!("mc-{index}-{}", self.next_uid),
                     uid: format!("uid-{}", self.next_uid),
                     index,
                     phase: PodPhase::Pending,
                     ready: false,
                     terminating: false,
-                });
+                }));
             }
         }
         self.kube.pods.sort_by_key(|p| p.index);
