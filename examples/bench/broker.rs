@@ -1,16 +1,24 @@
-//! What the loaded module costs a real broker: resident memory before and after
-//! `flux module load`, and what it does while nothing happens (wake-ups, stream replies,
-//! API requests over an idle minute).
+//! What the loaded module costs a real broker of 1,000 configured ranks (rank 0 up, as a
+//! MiniCluster's leader is before its workers start): resident memory before and after
+//! `flux module load`, what it does while nothing happens (wake-ups, stream replies, API
+//! requests over an idle minute), and the CPU time of its reactor callbacks, as the
+//! module measures them, through a grow to 1,000 ranks whose brokers never start, their
+//! drain at the startup timeout, status requests and a shrink back to 1.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fluxk8s::sim::MiniClusterSpec;
 use serde_json::Value;
 
-use crate::flux_core::{Scratch, flux_or_skip, flux_start, transcript};
+use crate::flux_core::{Scratch, flux_or_skip, module_path, transcript};
+use crate::measure::ms;
 use crate::report::{counts_text, requests_between};
 use crate::world::{NS, sim};
+
+/// Configured ranks: the broker's size and the MiniCluster's `maxSize`.
+const RANKS: u32 = 1_000;
 
 pub struct BrokerCost {
     rss_before_kib: u64,
@@ -21,6 +29,10 @@ pub struct BrokerCost {
     journal_replies: i64,
     overlay_replies: i64,
     requests: String,
+    /// The module's own figures after the work: callback kind → (calls, longest, total).
+    callbacks: BTreeMap<String, (u64, Duration, Duration)>,
+    work: Duration,
+    work_requests: String,
 }
 
 fn read_json(path: &Path) -> Value {
@@ -35,8 +47,44 @@ fn read_kib(path: &Path) -> u64 {
         .unwrap_or_else(|| panic!("{}: no VmRSS figure", path.display()))
 }
 
-/// Runs a one-broker instance that loads the module against the sim, idles, and
-/// reports; `None` without flux-core.
+fn flux_ok(flux: &Path, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new(flux)
+        .args(args)
+        .output()
+        .expect("run flux");
+    assert!(output.status.success(), "{}", transcript(&output));
+    output.stdout
+}
+
+/// A leader-only instance of `RANKS` configured hosts (flux-facts.md, "Single flux
+/// start, leader only"): its config directory in `scratch`.
+fn configure(flux: &Path, scratch: &Scratch) {
+    let dir = scratch.0.display();
+    let hosts = format!("flux-sample-[0-{}]", RANKS - 1);
+    flux_ok(flux, &["keygen", &format!("{dir}/curve.cert")]);
+    let r = flux_ok(
+        flux,
+        &["R", "encode", &format!("--hosts={hosts}"), "--cores=0-1"],
+    );
+    std::fs::write(scratch.path("R.json"), r).expect("R.json written");
+    std::fs::create_dir_all(scratch.path("conf.d")).expect("conf.d");
+    let config = format!(
+        r#"
+[bootstrap]
+curve_cert = "{dir}/curve.cert"
+default_bind = "ipc://{dir}/tbon-%h"
+default_connect = "ipc://{dir}/tbon-%h"
+hosts = [ {{ host = "{hosts}" }} ]
+[resource]
+path = "{dir}/R.json"
+noverify = true
+"#
+    );
+    std::fs::write(scratch.path("conf.d/system.toml"), config).expect("system.toml written");
+}
+
+/// Runs the instance, loads the module against the sim, idles, works, and reports;
+/// `None` without flux-core.
 pub fn run() -> Option<BrokerCost> {
     let flux = flux_or_skip("broker cost")?;
     let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS")
@@ -44,25 +92,33 @@ pub fn run() -> Option<BrokerCost> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, 1))
+    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, RANKS))
         .expect("MiniCluster created");
     let scratch = Scratch::new("bench-broker");
+    configure(&flux, &scratch);
     let kubeconfig = scratch.path("kubeconfig");
     sim.write_kubeconfig(&kubeconfig, NS)
         .expect("kubeconfig written");
-    let synced = r#"import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["kubernetes"]["synced"] else 1)"#;
+    let top = RANKS - 1;
     let script = format!(
         r#"
         cd {dir}
         pid=$(flux getattr broker.pid)
         rss() {{ awk '/VmRSS/{{print $2}}' /proc/$pid/status > $1; }}
+        rpc() {{ flux python -c 'import flux,sys,json; print(flux.Flux().rpc(sys.argv[1], json.loads(sys.argv[2])).get_str())' "$@"; }}
+        # Waits until the status satisfies a Python expression over it (`s`).
+        until_status() {{
+            for i in $(seq 600); do
+                rpc libfluxk8s.status '{{}}' > status.json
+                if flux python -c "import json,sys; s=json.load(open('status.json')); sys.exit(0 if ($1) else 1)"; then return 0; fi
+                sleep 0.1
+            done
+            echo "status never showed: $1" >&2; cat status.json >&2; return 1
+        }}
         sleep 1; rss rss-before
-        flux module load $SO kubeconfig={kubeconfig} minicluster=bench namespace={NS}
-        for i in $(seq 200); do
-            flux module stats libfluxk8s > start.json
-            if flux python -c '{synced}' start.json; then break; fi
-            sleep 0.1
-        done
+        flux module load $SO kubeconfig={kubeconfig} minicluster=bench namespace={NS} \
+            startup-timeout=2 cooldown=0 max-grow-per-minute={RANKS} max-actions-per-minute=100000
+        until_status 's["kubernetes"]["synced"] and s["flux"]["synced"]'
         sleep 1
         rss rss-loaded
         flux module stats libfluxk8s > start.json
@@ -71,36 +127,87 @@ pub fn run() -> Option<BrokerCost> {
         flux module stats libfluxk8s > end.json
         touch idle-end
         rss rss-idle
+        rpc libfluxk8s.resize '{{"size": {RANKS}}}'
+        until_status 'len([p for p in s["kubernetes"]["view"]["pods"] if p["phase"] == "Running"]) == {RANKS}'
+        until_status 's["flux"]["drained"] == "1-{top}"'
+        for i in $(seq 10); do rpc libfluxk8s.status '{{}}' > /dev/null; done
+        rpc libfluxk8s.resize '{{"size": 1}}'
+        until_status 'len(s["kubernetes"]["view"]["pods"]) == 1 and not s["plan"]["pending"]'
+        flux module stats libfluxk8s > work.json
+        touch work-end
         flux module remove libfluxk8s
         "#,
         dir = scratch.0.display(),
         kubeconfig = kubeconfig.display(),
     );
-    let (idle_start, idle_end) = (scratch.path("idle-start"), scratch.path("idle-end"));
-    let broker = std::thread::spawn(move || flux_start(&flux, 1, &script, &[]));
-    let mut window: (Option<Instant>, Option<Instant>) = (None, None);
+    let marks = ["idle-start", "idle-end", "work-end"].map(|name| scratch.path(name));
+    let hosts = format!("--test-hosts=flux-sample-[0-{top}]");
+    let conf = scratch.path("conf.d");
+    let mut broker = std::process::Command::new("timeout");
+    broker
+        .arg(format!("{}", idle_secs + 240))
+        .arg(&flux)
+        .arg("start")
+        .arg(format!("--test-size={RANKS}"))
+        .arg(&hosts)
+        .arg("-c")
+        .arg(&conf)
+        .args([
+            "--test-start-mode=leader",
+            "--test-exit-mode=leader",
+            "--test-exit-timeout=0",
+            "-Sbroker.quorum=1",
+            "-Stbon.topo=custom",
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            &script,
+        ])
+        .env("SO", module_path());
+    let broker = std::thread::spawn(move || broker.output().expect("run flux start"));
+    // When each mark appeared, as the sim's request log counts time.
+    let mut seen: [Option<Instant>; 3] = [None; 3];
     while !broker.is_finished() {
-        if window.0.is_none() && idle_start.exists() {
-            window.0 = Some(Instant::now());
-        }
-        if window.1.is_none() && idle_end.exists() {
-            window.1 = Some(Instant::now());
+        for (mark, at) in marks.iter().zip(seen.iter_mut()) {
+            if at.is_none() && mark.exists() {
+                *at = Some(Instant::now());
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let output = broker.join().expect("the broker thread");
     assert!(output.status.success(), "{}", transcript(&output));
-    let (Some(from), Some(to)) = window else {
-        panic!("the idle window was not seen: {}", transcript(&output));
+    let [Some(from), Some(to), Some(worked)] = seen else {
+        panic!(
+            "the idle and work marks were not all seen: {}",
+            transcript(&output)
+        );
     };
-    let (start, end) = (
+    let (start, end, work) = (
         read_json(&scratch.path("start.json")),
         read_json(&scratch.path("end.json")),
+        read_json(&scratch.path("work.json")),
     );
     let delta = |pointer: &str| {
         let at = |v: &Value| v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
         at(&end) - at(&start)
     };
+    let millis = |v: &Value| Duration::from_secs_f64(v.as_f64().unwrap_or(0.0) / 1e3);
+    let callbacks = work["callbacks"]
+        .as_object()
+        .expect("the module reports its callbacks")
+        .iter()
+        .map(|(kind, cost)| {
+            let calls = cost["calls"].as_u64().unwrap_or(0);
+            let figures = (
+                calls,
+                millis(&cost["cpu_ms_longest"]),
+                millis(&cost["cpu_ms_total"]),
+            );
+            (kind.clone(), figures)
+        })
+        .collect();
     Some(BrokerCost {
         rss_before_kib: read_kib(&scratch.path("rss-before")),
         rss_loaded_kib: read_kib(&scratch.path("rss-loaded")),
@@ -110,6 +217,9 @@ pub fn run() -> Option<BrokerCost> {
         journal_replies: delta("/flux/journal/replies"),
         overlay_replies: delta("/flux/overlay/replies"),
         requests: counts_text(&requests_between(&sim.requests(), from, to)),
+        callbacks,
+        work: worked - to,
+        work_requests: counts_text(&requests_between(&sim.requests(), to, worked)),
     })
 }
 
@@ -119,7 +229,10 @@ pub fn print(cost: Option<&BrokerCost>) {
         return;
     };
     let added = c.rss_loaded_kib as i64 - c.rss_before_kib as i64;
-    println!("\nReal broker (flux-core, one broker, module connected to the sim):\n");
+    println!(
+        "\nReal broker (flux-core, {RANKS} configured ranks with rank 0 up, module connected to \
+         the sim):\n"
+    );
     println!("| figure | value |");
     println!("|---|---:|");
     println!("| broker RSS before load | {} KiB |", c.rss_before_kib);
@@ -147,4 +260,30 @@ pub fn print(cost: Option<&BrokerCost>) {
         "\nNo periodic polling (no wake-up, reply or request while idle): {}",
         if polling { "MISSED" } else { "met" }
     );
+    println!(
+        "\nThe module's reactor callbacks at {RANKS} ranks, in CPU time as the module measures \
+         them (`callbacks` in its status), from loading through a grow to {RANKS} (brokers \
+         that never start, drained at the startup timeout), status requests and a shrink \
+         back to 1 ({} of work; API requests: {}):\n",
+        ms(c.work),
+        c.work_requests
+    );
+    println!("| callback | calls | longest CPU | mean CPU |");
+    println!("|---|---:|---:|---:|");
+    for (kind, (calls, longest, total)) in &c.callbacks {
+        let mean = total.div_f64((*calls).max(1) as f64);
+        println!("| {kind} | {calls} | {} | {} |", ms(*longest), ms(mean));
+    }
+    if let Some((kind, (_, longest, _))) = c.callbacks.iter().max_by_key(|(_, (_, l, _))| *l) {
+        let verdict = if *longest < Duration::from_millis(1) {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "\nLongest reactor callback in the broker (CPU): {kind}, {} (target < 1 ms: \
+             {verdict})",
+            ms(*longest)
+        );
+    }
 }

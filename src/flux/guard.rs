@@ -1,15 +1,85 @@
 //! The panic barrier: no Rust panic may unwind into the broker (it would abort the
-//! whole broker process), so every entry from C runs inside [`ffi_guard`].
+//! whole broker process), so every entry from C runs inside [`ffi_guard`]. Being the one
+//! door every callback comes through, it also measures what each costs the reactor.
 
 use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Per thread: the module's callbacks all run on its one thread, and a reload starts
+    /// a new thread (and new figures).
+    static COSTS: RefCell<BTreeMap<&'static str, CallbackCost>> = const {
+        RefCell::new(BTreeMap::new())
+    };
+}
+
+/// The CPU time the module's thread spent in one kind of callback: what fluxk8s cost
+/// the broker's reactor, without the time other threads ran meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallbackCost {
+    /// Callbacks run.
+    pub calls: u64,
+    /// CPU time of all of them.
+    pub total: Duration,
+    /// CPU time of the longest one.
+    pub longest: Duration,
+}
+
+impl serde::Serialize for CallbackCost {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut fields = s.serialize_struct("CallbackCost", 3)?;
+        fields.serialize_field("calls", &self.calls)?;
+        fields.serialize_field("cpu_ms_total", &ms(self.total))?;
+        fields.serialize_field("cpu_ms_longest", &ms(self.longest))?;
+        fields.end()
+    }
+}
+
+/// The cost of the callbacks this thread ran through [`ffi_guard`], by kind.
+pub fn callback_costs() -> BTreeMap<&'static str, CallbackCost> {
+    COSTS.with_borrow(Clone::clone)
+}
+
+/// The CPU time this thread has used; `None` if the clock cannot be read.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, and `now` is one.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut now) };
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u32::try_from(now.tv_nsec).ok()?;
+    (rc == 0).then(|| Duration::new(secs, nanos))
+}
+
 /// Runs `body`; if it panics, logs the panic with `context`, counts it, and returns
-/// `fallback` instead. Must be the outermost frame of every `extern "C"` callback.
-pub fn ffi_guard<R>(context: &str, fallback: R, body: impl FnOnce() -> R) -> R {
+/// `fallback` instead. Must be the outermost frame of every `extern "C"` callback. The
+/// CPU time it took is counted under `context`.
+pub fn ffi_guard<R>(context: &'static str, fallback: R, body: impl FnOnce() -> R) -> R {
+    let started = thread_cpu_time();
+    let result = contain(context, fallback, body);
+    if let (Some(started), Some(ended)) = (started, thread_cpu_time()) {
+        let took = ended.saturating_sub(started);
+        COSTS.with_borrow_mut(|costs| {
+            let cost = costs.entry(context).or_default();
+            cost.calls += 1;
+            cost.total += took;
+            cost.longest = cost.longest.max(took);
+        });
+    }
+    result
+}
+
+fn contain<R>(context: &str, fallback: R, body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,
         Err(payload) => {
@@ -53,6 +123,31 @@ mod tests {
         let rc = ffi_guard("test", -1, || -> i32 { panic!("boom {}", 42) });
         assert_eq!(rc, -1);
         assert!(panics_caught() > before);
+    }
+
+    #[test]
+    fn counts_the_cpu_time_of_each_kind_of_callback() {
+        // A fresh thread: the figures are per thread.
+        let costs = std::thread::spawn(|| {
+            ffi_guard("spin", (), || {
+                let started = thread_cpu_time().unwrap();
+                while thread_cpu_time().unwrap() - started < Duration::from_millis(3) {}
+            });
+            ffi_guard("spin", (), || {});
+            ffi_guard("idle", (), || {});
+            ffi_guard("idle", (), || -> () { panic!("counted too") });
+            callback_costs()
+        })
+        .join()
+        .unwrap();
+        let (spin, idle) = (costs["spin"], costs["idle"]);
+        assert_eq!((spin.calls, idle.calls), (2, 2));
+        assert!(spin.longest >= Duration::from_millis(3), "{spin:?}");
+        assert!(spin.total >= spin.longest, "{spin:?}");
+        assert!(idle.longest < spin.longest, "{idle:?} {spin:?}");
+        let json = serde_json::to_value(spin).unwrap();
+        assert!(json["cpu_ms_longest"].as_f64().unwrap() >= 3.0, "{json}");
+        assert_eq!(json["calls"], 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod wake;
 mod watcher;
 
 pub use error::{FluxError, Result};
-pub use guard::{ffi_guard, panic_message, panics_caught};
+pub use guard::{CallbackCost, callback_costs, ffi_guard, panic_message, panics_caught};
 pub use handle::{Handle, LogLevel};
 pub use log::{ForwardedLogs, LogLine, dispatcher};
 pub use msg::{Access, Message, MsgHandler};

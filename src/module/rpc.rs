@@ -198,6 +198,7 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         ("uptime", json!(module.now - module.loaded_at)),
         ("counters", json!(module.counters)),
         ("panics_contained", json!(flux::panics_caught())),
+        ("callbacks", json!(flux::callback_costs())),
     ]));
     view.flux.shell.extend(fields([
         ("journal", stream(&module.streams.journal)),
