@@ -11,10 +11,12 @@ use serde_json::{Map, Value, json};
 use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
 use crate::model::queue::{JobJournalResponse, QueueView};
-use crate::model::{Action, FluxAction, IdSet, KubeAction, KubeView};
+use crate::model::{
+    Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
+};
 use crate::planner::{
-    AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, PlanStatus, PlannerConfig, Reconciler,
-    RequestError, ResizeAnswer, RetireAnswer, Supply,
+    AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, PlanStatus, PlannerConfig, RankPhase,
+    Reconciler, RequestError, ResizeAnswer, RetireAnswer, Supply,
 };
 
 /// How many recent errors the status keeps.
@@ -387,10 +389,12 @@ impl Engine {
         }
     }
 
-    /// Sizes, rank states, the Kubernetes view and the plan, to serialize as the status.
-    pub fn status(&self, now: f64) -> Status<'_> {
+    /// Sizes, rank states, the Kubernetes view and the plan, to serialize as the status;
+    /// with `detail`, also each of those ranks on its own, with its pods.
+    pub fn status(&self, now: f64, detail: Option<&IdSet>) -> Status<'_> {
         let flux = &self.flux;
         let plan = self.reconciler.status(flux, self.kube.synced(), now);
+        let detail = detail.map(|ranks| self.rank_detail(&plan, ranks));
         Status {
             real_size: flux.real_size(),
             desired_size: plan.desired_size,
@@ -427,13 +431,46 @@ impl Engine {
                 .map(|(time, what)| RecentProblem { time: *time, what })
                 .collect(),
             engine: &self.counters,
+            detail,
             shell: Map::new(),
         }
     }
 
-    /// [`Engine::status`] as a JSON value, for callers that look fields up.
+    /// Each of `ranks` in the instance, with the plan's word on it (none before both
+    /// views are synced) and its pods.
+    fn rank_detail<'a>(&'a self, plan: &PlanStatus, ranks: &IdSet) -> Vec<RankDetail<'a>> {
+        let mut pods: BTreeMap<u32, Vec<&PodView>> = BTreeMap::new();
+        let all_pods = self.kube.view.iter().flat_map(|view| &view.pods);
+        for pod in all_pods.filter(|pod| ranks.contains(pod.index)) {
+            pods.entry(pod.index).or_default().push(pod);
+        }
+        let in_instance = IdSet::range(0, self.flux.size().saturating_sub(1));
+        ranks
+            .intersection(&in_instance)
+            .iter()
+            .map(|k| {
+                // The plan lists ranks in order.
+                let planned = plan
+                    .ranks
+                    .binary_search_by_key(&k, |r| r.rank)
+                    .ok()
+                    .map(|at| &plan.ranks[at]);
+                RankDetail {
+                    rank: k,
+                    phase: planned.map(|r| r.phase),
+                    why: planned.map_or_else(String::new, |r| r.why.to_string()),
+                    pods: pods.remove(&k).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// [`Engine::status`] with every rank's detail, as a JSON value, for callers that
+    /// look fields up.
     pub fn status_json(&self, now: f64) -> Value {
-        serde_json::to_value(self.status(now)).expect("the status has string keys only")
+        let every_rank = IdSet::range(0, self.flux.size().saturating_sub(1));
+        serde_json::to_value(self.status(now, Some(&every_rank)))
+            .expect("the status has string keys only")
     }
 }
 
@@ -452,8 +489,21 @@ pub struct Status<'a> {
     pub in_flight: usize,
     pub problems: Vec<RecentProblem<'a>>,
     pub engine: &'a EngineCounters,
+    /// The ranks asked about, one by one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Vec<RankDetail<'a>>>,
     #[serde(flatten)]
     pub shell: Map<String, Value>,
+}
+
+/// One rank in the status's detail: where it stands, why, and its pods.
+#[derive(Debug, Serialize)]
+pub struct RankDetail<'a> {
+    pub rank: u32,
+    /// `None` until both views are synced and the planner has a word on the rank.
+    pub phase: Option<RankPhase>,
+    pub why: String,
+    pub pods: Vec<&'a PodView>,
 }
 
 /// The Flux side of the status.
@@ -477,10 +527,63 @@ pub struct FluxStatus<'a> {
 #[derive(Debug, Serialize)]
 pub struct KubeStatus<'a> {
     pub synced: bool,
+    #[serde(serialize_with = "view_with_pod_groups")]
     pub view: Option<&'a KubeView>,
     pub problems: Vec<ProblemStatus<'a>>,
     #[serde(flatten)]
     pub shell: Map<String, Value>,
+}
+
+/// The view with its pods in groups of the same state (a status of 1,000 ranks lists a
+/// handful, not 1,000 pods; the detail names the pods of the ranks asked about).
+fn view_with_pod_groups<S: serde::Serializer>(
+    view: &Option<&KubeView>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct ViewStatus<'a> {
+        job: &'a JobView,
+        minicluster: Option<&'a MiniClusterView>,
+        pods: Vec<PodGroup>,
+    }
+    /// Pods in one state, by completion index; `count` also counts an index twice when
+    /// it has two such pods.
+    #[derive(Serialize)]
+    struct PodGroup {
+        indexes: IdSet,
+        phase: PodPhase,
+        ready: bool,
+        terminating: bool,
+        count: usize,
+    }
+    let Some(view) = view else {
+        return s.serialize_none();
+    };
+    let mut pods: Vec<PodGroup> = Vec::new();
+    for pod in &view.pods {
+        let state = (pod.phase, pod.ready, pod.terminating);
+        match pods
+            .iter_mut()
+            .find(|g| (g.phase, g.ready, g.terminating) == state)
+        {
+            Some(group) => {
+                group.indexes.insert(pod.index);
+                group.count += 1;
+            }
+            None => pods.push(PodGroup {
+                indexes: IdSet::range(pod.index, pod.index),
+                phase: pod.phase,
+                ready: pod.ready,
+                terminating: pod.terminating,
+                count: 1,
+            }),
+        }
+    }
+    s.serialize_some(&ViewStatus {
+        job: &view.job,
+        minicluster: view.minicluster.as_ref(),
+        pods,
+    })
 }
 
 /// A current Kubernetes problem, with its retry delay in seconds.

@@ -38,7 +38,7 @@ fn assert_refused(cluster: &Cluster, method: &str, payload: &str, errno: i32, sa
 }
 
 #[test]
-fn bad_resize_and_retire_requests_are_refused_with_a_reason() {
+fn bad_resize_retire_and_status_requests_are_refused_with_a_reason() {
     let Some(cluster) = small_cluster("badreq") else {
         return;
     };
@@ -63,7 +63,7 @@ fn bad_resize_and_retire_requests_are_refused_with_a_reason() {
     }
     let retire_cases = [
         ("{}", EPROTO, "retire needs {\"ranks\": \"IDSET\"}"),
-        (r#"{"ranks":2}"#, EPROTO, "retire needs"),
+        (r#"{"ranks":2}"#, EPROTO, "ranks must be an idset string"),
         (r#"{"ranks":"two"}"#, EINVAL, "two"),
         (r#"{"ranks":"3-1"}"#, EINVAL, "3-1"),
         (r#"{"ranks":""}"#, EINVAL, "no ranks given"),
@@ -77,10 +77,18 @@ fn bad_resize_and_retire_requests_are_refused_with_a_reason() {
     for (payload, errno, says) in retire_cases {
         assert_refused(&cluster, "retire", payload, errno, says);
     }
+    let status_cases = [
+        (r#"{"ranks":2}"#, EPROTO, "ranks must be an idset string"),
+        (r#"{"ranks":"two"}"#, EINVAL, "two"),
+        (r#"{"rank":"2"}"#, EPROTO, "unknown field 'rank'"),
+    ];
+    for (payload, errno, says) in status_cases {
+        assert_refused(&cluster, "status", payload, errno, says);
+    }
     let counters = &cluster.status()["counters"];
     assert_eq!(
         counters["request_errors"],
-        resize_cases.len() + retire_cases.len(),
+        resize_cases.len() + retire_cases.len() + status_cases.len(),
         "every refusal is counted: {counters}"
     );
 }
@@ -136,7 +144,22 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
             "size:", "real", "1", "desired", "-", "expected", "0", "max", "3"
         ]
     );
-    assert_eq!(line_of("RANK"), ["RANK", "FLUX", "PHASE", "POD", "WHY"]);
+    // Not synced (no Kubernetes), the planner has no word on any rank to group.
+    assert_eq!(line_of("RANKS"), ["RANKS", "PHASE", "WHY"]);
+    assert_eq!(line_of("kubernetes:"), ["kubernetes:", "not", "connected"]);
+
+    // Rank by rank, with the Flux side's state of each.
+    let output = cluster.flux_ok(&["k8s", "status", "all"]);
+    let table = String::from_utf8(output.stdout).unwrap();
+    let line_of = |start: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line_of("RANK "), ["RANK", "FLUX", "PHASE", "POD", "WHY"]);
     assert_eq!(line_of("0 "), ["0", "online", "-", "-"]);
     assert_eq!(line_of("1 "), ["1", "online+drained", "-", "-"]);
     assert_eq!(line_of("2 "), ["2", "never-up", "-", "-"]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::bridge::{BrokerEvent, PodBridge};
 use common::cluster::{As, Cluster};
 use common::flux::flux_or_skip;
-use fluxk8s::model::PodPhase;
+use fluxk8s::model::{IdSet, PodPhase};
 use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions, Verb};
 use serde_json::Value;
 
@@ -170,7 +170,7 @@ fn downsize_shuts_a_real_broker_down_and_its_index_completes() {
         [&BrokerEvent::Exited { rank: 2, code: 0 }],
         "only broker 2 ended by itself"
     );
-    let rank_two = &walk.cluster.status()["plan"]["ranks"][2];
+    let rank_two = &walk.cluster.status_of(&IdSet::range(2, 2))["detail"][0];
     assert_eq!(rank_two["phase"], "retired");
     assert_eq!(
         rank_two["why"],

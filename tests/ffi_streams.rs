@@ -115,7 +115,11 @@ fn resize_and_retire_payloads_are_validated() {
         assert!(text.contains(says), "resize {payload}: {text}");
     }
     for (payload, errno, says) in [
-        (r#"{"ranks":["1"]}"#, libc::EPROTO, "retire needs"),
+        (
+            r#"{"ranks":["1"]}"#,
+            libc::EPROTO,
+            "ranks must be an idset string",
+        ),
         (r#"{"ranks":"1,,2"}"#, libc::EINVAL, "1,,2"),
         (
             r#"{"ranks":"2","size":1}"#,

@@ -124,11 +124,20 @@ proptest! {
         let payload = payload.as_deref();
         let fields = fields(payload);
 
+        // A status takes nothing, or the ranks to detail.
+        let ranks_text = only_field(&fields, "ranks").and_then(|r| r.as_str().map(str::to_owned));
+        let detail = ranks_text.as_deref().map(str::parse::<IdSet>);
         let status = status_request(payload);
-        prop_assert_eq!(status.is_ok(), fields.as_ref().is_some_and(Map::is_empty));
-        if let Err(refusal) = &status {
-            check_refusal(refusal)?;
-            prop_assert_eq!(refusal.errno, EPROTO);
+        let plain = fields.as_ref().is_some_and(Map::is_empty);
+        match (&status, &detail) {
+            (Ok(None), _) => prop_assert!(plain),
+            (Ok(Some(asked)), Some(Ok(given))) => prop_assert_eq!(asked, given),
+            (Ok(Some(asked)), _) => prop_assert!(false, "{} parsed to {}", payload.unwrap_or(""), asked),
+            (Err(refusal), _) => {
+                prop_assert!(!plain && !matches!(detail, Some(Ok(_))), "{:?}", refusal);
+                check_refusal(refusal)?;
+                prop_assert_eq!(refusal.errno == EINVAL, matches!(detail, Some(Err(_))), "{:?}", refusal);
+            }
         }
 
         let size = only_field(&fields, "size")
@@ -143,7 +152,6 @@ proptest! {
 
         // A well-formed retire names an idset: if that is not a non-empty set of ranks,
         // the request is invalid (EINVAL) rather than malformed (EPROTO).
-        let ranks_text = only_field(&fields, "ranks").and_then(|r| r.as_str().map(str::to_owned));
         let ranks = ranks_text
             .as_deref()
             .and_then(|text| text.parse::<IdSet>().ok())
@@ -177,10 +185,11 @@ proptest! {
         let retire = print(json!({"ranks": written}));
 
         prop_assert_eq!(resize_request(Some(&resize)), Ok(size));
-        prop_assert_eq!(retire_request(Some(&retire)), Ok(ranks));
+        prop_assert_eq!(retire_request(Some(&retire)), Ok(ranks.clone()));
         for empty in [None, Some("{}"), Some(" {\n} ")] {
-            prop_assert_eq!(status_request(empty), Ok(()));
+            prop_assert_eq!(status_request(empty), Ok(None));
         }
+        prop_assert_eq!(status_request(Some(&retire)), Ok(Some(ranks)));
         // Sent to the wrong method, a request is refused naming the field.
         for (payload, parsed, field) in [
             (&resize, retire_request(Some(&resize)).err(), "'size'"),

@@ -75,18 +75,14 @@ def table(rows, header):
 
 
 def rank_rows(status):
-    """One row per configured rank: Flux state, planner phase and why, its pod."""
+    """One row per rank of the status's detail: Flux state, planner phase, pods, why."""
     fl = status.get("flux", {})
     sets = {}
     for key in ("online", "lost", "torpid", "drained", "never_started", "busy"):
         sets[key] = idset_members(fl.get(key, ""))
-    plan = {r["rank"]: r for r in status.get("plan", {}).get("ranks", [])}
-    view = (status.get("kubernetes") or {}).get("view") or {}
-    pods = {}
-    for pod in view.get("pods", []):
-        pods.setdefault(pod["index"], []).append(pod)
     rows = []
-    for rank in range(status.get("max_size") or 0):
+    for entry in status.get("detail", []):
+        rank = entry["rank"]
         state = []
         if rank in sets["online"]:
             state.append("online")
@@ -99,21 +95,32 @@ def rank_rows(status):
         for key in ("drained", "torpid", "busy"):
             if rank in sets[key]:
                 state.append(key)
-        entry = plan.get(rank, {})
         pod = ",".join(
             f"{p['name']}:{p['phase']}{'(terminating)' if p.get('terminating') else ''}"
-            for p in pods.get(rank, [])
+            for p in entry.get("pods", [])
         )
         rows.append(
-            [
-                rank,
-                "+".join(state),
-                entry.get("phase", "-"),
-                pod or "-",
-                entry.get("why", ""),
-            ]
+            [rank, "+".join(state), entry["phase"] or "-", pod or "-", entry["why"]]
         )
     return rows
+
+
+def group_rows(status):
+    """One row per group of ranks in the same phase for the same reason."""
+    return [
+        [g["ranks"], g["phase"], g["why"]]
+        for g in status.get("plan", {}).get("ranks", [])
+    ]
+
+
+def pod_summary(view):
+    """`Running 0-3 (4), Pending 4` from the status's pod groups."""
+    parts = []
+    for g in view.get("pods", []):
+        state = g["phase"] + (" terminating" if g.get("terminating") else "")
+        count = f" ({g['count']})" if g["count"] > 1 else ""
+        parts.append(f"{state} {g['indexes']}{count}")
+    return ", ".join(parts) or "none"
 
 
 def idset_members(text):
@@ -174,7 +181,7 @@ def render_status(status):
                 "            completed {}  failed {}  pods {}".format(
                     words(job.get("completed_indexes")),
                     words(job.get("failed_indexes")),
-                    len(view.get("pods", [])),
+                    pod_summary(view),
                 )
             )
     if plan.get("frozen"):
@@ -182,7 +189,10 @@ def render_status(status):
     for why in plan.get("waiting", []):
         out.append(f"waiting: {why}")
     out.append("")
-    out += table(rank_rows(status), ["RANK", "FLUX", "PHASE", "POD", "WHY"])
+    if "detail" in status:
+        out += table(rank_rows(status), ["RANK", "FLUX", "PHASE", "POD", "WHY"])
+    else:
+        out += table(group_rows(status), ["RANKS", "PHASE", "WHY"])
     pending = plan.get("pending", [])
     out.append("")
     out.append(f"pending actions: {len(pending) or 'none'}")
@@ -237,7 +247,13 @@ def main():
         "--json", action="store_true", help="print the module's answer as JSON"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("status", help="sizes, rank states, pods, pending actions")
+    status = sub.add_parser("status", help="sizes, rank states, pods, pending actions")
+    status.add_argument(
+        "ranks",
+        nargs="?",
+        metavar="IDSET|all",
+        help="show these ranks one by one, with their pods",
+    )
     resize = sub.add_parser("resize", help="ask for N live ranks")
     resize.add_argument("size", type=int, metavar="N")
     retire = sub.add_parser("retire", help="retire these ranks for good")
@@ -246,7 +262,13 @@ def main():
 
     handle = flux.Flux()
     if args.command == "status":
-        answer, render = call(handle, f"{args.name}.status"), render_status
+        topic = f"{args.name}.status"
+        ranks = args.ranks
+        if ranks == "all":
+            size = call(handle, topic).get("max_size") or 0
+            ranks = f"0-{size - 1}" if size else ""
+        payload = {"ranks": ranks} if ranks is not None else None
+        answer, render = call(handle, topic, payload), render_status
     elif args.command == "resize":
         answer = call(handle, f"{args.name}.resize", {"size": args.size})
         render = render_resize

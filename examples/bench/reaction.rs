@@ -123,7 +123,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             let one = IdSet::range(rank, rank);
             // Lost means seen up, then gone.
             let seen_up = world.run_until(Duration::from_secs(10), |w| {
-                w.status()["plan"]["ranks"][rank as usize]["phase"] == "up"
+                w.status()["detail"][rank as usize]["phase"] == "up"
             });
             assert!(seen_up, "rank {rank} never came up");
             // The status reads the views; the planner records a rank as seen up when it

@@ -26,7 +26,7 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
     let over = world.run_until(Duration::from_secs(300), |w| w.kube_idle() && done(w));
     assert!(over, "{name} never finished: {:#}", world.status());
     let wall = started.elapsed();
-    world.status_text();
+    world.time_status_requests();
     let rpcs = world
         .flux_rpcs
         .iter()

@@ -57,7 +57,7 @@ fn storm(
     );
     let done = fed.elapsed();
     let end = Instant::now();
-    world.status_text();
+    world.time_status_requests();
     world.run_for(Duration::from_secs(1));
     let log = sim.requests();
     let last_delete = log

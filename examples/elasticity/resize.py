@@ -44,8 +44,8 @@ def show_status(status):
         f"Kubernetes size {shown(plan['kube_size'])}, most {status['max_size']}"
     )
     print(f"online {status['flux']['online'] or '-'}, drained {status['flux']['drained'] or '-'}")
-    for rank in plan["ranks"]:
-        print(f"  rank {rank['rank']:>3}  {rank['phase']:<9} {rank['why']}")
+    for group in plan["ranks"]:
+        print(f"  ranks {group['ranks']:<9} {group['phase']:<9} {group['why']}")
     for line in plan["waiting"]:
         print(f"waiting: {line}")
     for limit in plan["limits"]:

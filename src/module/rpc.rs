@@ -130,9 +130,25 @@ fn only_fields(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refu
     }
 }
 
-/// `<name>.status` and `<name>.stats-get`: no payload, or an empty object.
-pub fn status_request(payload: Option<&str>) -> Result<(), Refusal> {
-    only_fields(&request_object(payload)?, &[])
+/// `<name>.status` and `<name>.stats-get`: no payload or an empty object, or
+/// `{"ranks": "IDSET"}` to have those ranks in the status one by one, with their pods.
+pub fn status_request(payload: Option<&str>) -> Result<Option<IdSet>, Refusal> {
+    let object = request_object(payload)?;
+    only_fields(&object, &["ranks"])?;
+    ranks_field(&object)
+}
+
+/// The `"ranks": "IDSET"` of a request, if it has one.
+fn ranks_field(object: &Map<String, Value>) -> Result<Option<IdSet>, Refusal> {
+    let Some(value) = object.get("ranks") else {
+        return Ok(None);
+    };
+    let text = value
+        .as_str()
+        .ok_or_else(|| Refusal::proto("ranks must be an idset string such as \"2,5-7\""))?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: crate::model::idset::IdSetError| Refusal::invalid(e.to_string()))
 }
 
 /// `<name>.resize`: `{"size": N}`, N a whole number that fits in 32 bits (whether the
@@ -152,11 +168,8 @@ pub fn resize_request(payload: Option<&str>) -> Result<u32, Refusal> {
 pub fn retire_request(payload: Option<&str>) -> Result<IdSet, Refusal> {
     let object = request_object(payload)?;
     only_fields(&object, &["ranks"])?;
-    let text = object
-        .get("ranks")
-        .and_then(Value::as_str)
+    let ranks = ranks_field(&object)?
         .ok_or_else(|| Refusal::proto("retire needs {\"ranks\": \"IDSET\"}"))?;
-    let ranks: IdSet = text.parse().map_err(|e| Refusal::invalid(format!("{e}")))?;
     if ranks.is_empty() {
         return Err(Refusal::invalid("no ranks given"));
     }
@@ -187,9 +200,9 @@ fn payload(msg: &Message<'_>) -> Result<Option<String>, Refusal> {
 }
 
 fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    status_request(payload(msg)?.as_deref())?;
+    let detail = status_request(payload(msg)?.as_deref())?;
     let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
-    let mut view = module.engine.status(module.now);
+    let mut view = module.engine.status(module.now, detail.as_ref());
     let namespace = module.driver.as_ref().map(|d| d.namespace());
     view.shell.extend(fields([
         ("name", json!(module.name)),

@@ -826,6 +826,8 @@ impl Reconciler {
         let mut timed_out = IdSet::new();
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
+        // Retiring ranks kept drained, by reason: one waiting line per reason.
+        let mut kept: Vec<(Cow<'static, str>, IdSet)> = Vec::new();
 
         let growth = self.growth(scene, now, &mut waiting);
         let growing_to = growth.raise_to.or(self.pending_size()).unwrap_or(0);
@@ -899,7 +901,12 @@ impl Reconciler {
                     };
                 }
                 if phase == RankPhase::Drained {
-                    waiting.push(format!("rank {k}: {why}"));
+                    match kept.iter_mut().find(|(reason, _)| *reason == why) {
+                        Some((_, ranks)) => {
+                            ranks.insert(k);
+                        }
+                        None => kept.push((why.clone(), IdSet::range(k, k))),
+                    }
                 }
                 say(phase, why);
                 continue;
@@ -932,15 +939,25 @@ impl Reconciler {
                         timed_out.insert(k);
                         say(RankPhase::Starting, "never came online: draining".into());
                     } else {
+                        // Whole seconds: ranks started together read the same, and group.
                         say(
                             RankPhase::Starting,
-                            text(&|| format!("starting for {}s", (now - since).max(0.0))),
+                            text(&|| {
+                                format!(
+                                    "starting for {:.0}s (startup-timeout {}s)",
+                                    (now - since).max(0.0),
+                                    self.config.startup_timeout
+                                )
+                            }),
                         );
                     }
                 }
             }
         }
 
+        for (why, ranks) in kept {
+            waiting.push(format!("ranks {ranks}: {why}"));
+        }
         let mut actions = Vec::new();
         for (reason, ids) in drains {
             let effect = if reason == reasons::never_online(self.config.startup_timeout) {

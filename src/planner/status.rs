@@ -1,14 +1,15 @@
 //! What the reconciler reports: sizes, each rank's state and why, actions in flight.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::SizeLimit;
-use crate::model::Action;
+use crate::model::{Action, IdSet};
 
 /// Where a rank stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RankPhase {
     /// Online and usable.
@@ -61,7 +62,72 @@ pub struct PlanStatus {
     pub limits: Vec<SizeLimit>,
     /// Why actions are being held back right now (cooldown, rate limit, backoff, ...).
     pub waiting: Vec<String>,
+    /// Every rank, in order. Serialized as groups of ranks in the same phase for the same
+    /// reason, the way `flux resource status` writes states: a handful of entries at
+    /// 1,000 ranks instead of a thousand.
+    #[serde(serialize_with = "rank_groups")]
     pub ranks: Vec<RankStatus>,
     pub pending: Vec<PendingStatus>,
     pub startup_failures: u32,
+}
+
+/// Ranks that share a phase and a reason.
+#[derive(Debug, Serialize)]
+struct RankGroup<'a> {
+    ranks: IdSet,
+    phase: RankPhase,
+    why: &'a str,
+}
+
+/// `ranks` as [`RankGroup`]s, in the order of their lowest rank.
+fn rank_groups<S: Serializer>(ranks: &[RankStatus], s: S) -> Result<S::Ok, S::Error> {
+    let mut groups: Vec<RankGroup<'_>> = Vec::new();
+    let mut index: HashMap<(RankPhase, &str), usize> = HashMap::new();
+    for rank in ranks {
+        let key = (rank.phase, rank.why.as_ref());
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(RankGroup {
+                ranks: IdSet::new(),
+                phase: rank.phase,
+                why: key.1,
+            });
+            groups.len() - 1
+        });
+        groups[at].ranks.insert(rank.rank);
+    }
+    s.collect_seq(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_serialize_as_groups_of_the_same_phase_and_reason() {
+        let rank = |rank, phase, why: &'static str| RankStatus {
+            rank,
+            phase,
+            why: why.into(),
+        };
+        let ranks = vec![
+            rank(0, RankPhase::Up, "leader"),
+            rank(1, RankPhase::Up, "up"),
+            rank(2, RankPhase::Lost, "lost: draining"),
+            rank(3, RankPhase::Up, "up"),
+            rank(4, RankPhase::Retiring, "up"),
+            rank(5, RankPhase::Up, "up"),
+        ];
+        let mut json = serde_json::Serializer::new(Vec::new());
+        rank_groups(&ranks, &mut json).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json.into_inner()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"ranks": "0", "phase": "up", "why": "leader"},
+                {"ranks": "1,3,5", "phase": "up", "why": "up"},
+                {"ranks": "2", "phase": "lost", "why": "lost: draining"},
+                {"ranks": "4", "phase": "retiring", "why": "up"},
+            ])
+        );
+    }
 }

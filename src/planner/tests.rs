@@ -661,6 +661,9 @@ fn the_status_serializes() {
     let reconciler = Reconciler::new(PlannerConfig::default());
     let json = serde_json::to_value(reconciler.status(&flux, Some(&kube), 0.0)).unwrap();
     assert_eq!(json["real_size"], 4);
-    assert_eq!(json["ranks"][0]["phase"], "up");
+    // Ranks in the same phase for the same reason come as one group.
+    assert_eq!(json["ranks"][0]["ranks"], "0");
+    assert_eq!(json["ranks"][1]["ranks"], "1-3");
+    assert_eq!(json["ranks"][1]["phase"], "up");
     assert_eq!(json["max_size"], 4);
 }

@@ -350,7 +350,7 @@ impl Cluster {
 
     /// The planner's phase and reason for `rank` (`None` by hand or before sync).
     pub fn rank_status(&self, rank: u32) -> Option<(String, String)> {
-        let ranks = self.status()?["plan"]["ranks"].as_array()?;
+        let ranks = self.status()?["detail"].as_array()?;
         let entry = ranks.iter().find(|r| r["rank"] == rank)?;
         Some((
             entry["phase"].as_str()?.to_owned(),

@@ -155,7 +155,7 @@ pub(crate) fn plan_line(status: &Value) -> String {
         Some(n) => format!("target {n}"),
         None => "no target (holding the size)".to_owned(),
     }];
-    for rank in plan["ranks"].as_array().into_iter().flatten() {
+    for rank in status["detail"].as_array().into_iter().flatten() {
         let phase = rank["phase"].as_str().unwrap_or("?");
         let why = rank["why"].as_str().unwrap_or("");
         match phase {

@@ -13,7 +13,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use fluxk8s::model::IdSet;
+use serde_json::{Value, json};
 
 use super::flux::{Scratch, module_path, transcript};
 
@@ -267,6 +268,13 @@ noverify = true
     pub fn status(&self) -> Value {
         self.rpc("fluxk8s.status", None, As::Owner)
             .unwrap_or_else(|e| panic!("fluxk8s.status: {e:?}"))
+    }
+
+    /// The status with `ranks` detailed one by one (`detail`).
+    pub fn status_of(&self, ranks: &IdSet) -> Value {
+        let payload = json!({"ranks": ranks.to_string()}).to_string();
+        self.rpc("fluxk8s.status", Some(&payload), As::Owner)
+            .unwrap_or_else(|e| panic!("fluxk8s.status {payload}: {e:?}"))
     }
 
     /// Polls `status` until `check` holds; fails the test with the last status if it

@@ -295,14 +295,18 @@ impl World {
         self.engine.status_json(self.now())
     }
 
-    /// What the module's status request does (the engine's status, serialized), timed as
-    /// a `status` call.
-    pub fn status_text(&mut self) -> String {
+    /// What the module's status requests do (the engine's status, serialized): the plain
+    /// request, timed as `status`, and one asking for every rank one by one, timed as
+    /// `status, every rank`.
+    pub fn time_status_requests(&mut self) {
         let now = self.now();
+        let every_rank = IdSet::range(0, self.engine.flux().size().saturating_sub(1));
         let engine = &self.engine;
-        self.timings.time("status", || {
-            serde_json::to_string(&engine.status(now)).expect("the status serializes")
-        })
+        for (kind, detail) in [("status", None), ("status, every rank", Some(&every_rank))] {
+            self.timings.time(kind, || {
+                serde_json::to_string(&engine.status(now, detail)).expect("the status serializes")
+            });
+        }
     }
 
     /// Feeds what Flux sent on both streams since the last call, as the stream callbacks
