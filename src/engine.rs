@@ -3,6 +3,7 @@
 //! to send, driver commands to queue) come out, each with an id whose result comes back
 //! through [`Engine::finished`]. Time comes in as `now`; nothing here blocks or does I/O.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
@@ -458,7 +459,7 @@ impl Engine {
                 RankDetail {
                     rank: k,
                     phase: planned.map(|r| r.phase),
-                    why: planned.map_or_else(String::new, |r| r.why.to_string()),
+                    why: planned.map_or(Cow::Borrowed(""), |r| r.why.clone()),
                     pods: pods.remove(&k).unwrap_or_default(),
                 }
             })
@@ -502,7 +503,7 @@ pub struct RankDetail<'a> {
     pub rank: u32,
     /// `None` until both views are synced and the planner has a word on the rank.
     pub phase: Option<RankPhase>,
-    pub why: String,
+    pub why: Cow<'static, str>,
     pub pods: Vec<&'a PodView>,
 }
 

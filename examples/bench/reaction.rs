@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluxk8s::model::{IdSet, PodPhase};
+use fluxk8s::planner::RankPhase;
 use fluxk8s::sim::{IndexedJobSpec, SimCluster, Verb};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -123,7 +124,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             let one = IdSet::range(rank, rank);
             // Lost means seen up, then gone.
             let seen_up = world.run_until(Duration::from_secs(10), |w| {
-                w.status()["detail"][rank as usize]["phase"] == "up"
+                w.rank_phase(rank) == Some(RankPhase::Up)
             });
             assert!(seen_up, "rank {rank} never came up");
             // The status reads the views; the planner records a rank as seen up when it

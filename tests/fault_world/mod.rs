@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use fluxk8s::engine::{Effect, Engine, FluxRequest};
 use fluxk8s::k8s::{Command, Driver, DriverConfig, Outcome, Report, Tuning};
 use fluxk8s::model::{IdSet, KubeAction};
-use fluxk8s::planner::PlannerConfig;
+use fluxk8s::planner::{PlannerConfig, RankPhase};
 use fluxk8s::sim::flux::SimFlux;
 use fluxk8s::sim::{
     ApiError, IndexedJobSpec, MiniClusterSpec, PodEvent, SimCluster, SimOptions, Verb,
@@ -287,12 +287,22 @@ impl World {
 
     /// Both views synced, as the engine's status says.
     pub fn synced(&self) -> bool {
-        let status = self.status();
-        status["flux"]["synced"] == true && status["kubernetes"]["synced"] == true
+        let status = self.engine.status(self.now(), None);
+        status.flux.synced && status.kubernetes.synced
     }
 
+    /// The status with every rank's detail, as JSON: for assertions and their messages.
+    /// Conditions polled in a loop read the typed status instead (a JSON tree of 1,000
+    /// ranks left on the pump's thread would be freed into the engine's next call).
     pub fn status(&self) -> Value {
         self.engine.status_json(self.now())
+    }
+
+    /// Where the planner has `rank`, if anywhere yet.
+    pub fn rank_phase(&self, rank: u32) -> Option<RankPhase> {
+        let one = IdSet::range(rank, rank);
+        let status = self.engine.status(self.now(), Some(&one));
+        status.detail?.first()?.phase
     }
 
     /// What the module's status requests do (the engine's status, serialized): the plain
