@@ -21,18 +21,21 @@ pub struct Watcher {
 }
 
 struct WatchState {
+    /// What the watcher is for: its callbacks' costs are counted under it.
+    name: &'static str,
     handle: *mut sys::flux_t,
     callback: Slot<WatchFn>,
 }
 
 impl Watcher {
-    /// Calls `callback` each time `fd` is readable.
+    /// Calls `callback` each time `fd` is readable; `name` says what for.
     pub fn readable(
         handle: &Handle,
+        name: &'static str,
         fd: RawFd,
         callback: impl FnMut(&Handle) + 'static,
     ) -> Result<Watcher> {
-        let slot = Self::slot(handle, callback);
+        let slot = Self::slot(handle, name, callback);
         // SAFETY: the handle and its reactor are live; the fd stays open as long as the
         // caller keeps the watcher (the caller owns both); the slot outlives the watcher.
         let raw = unsafe {
@@ -48,14 +51,15 @@ impl Watcher {
     }
 
     /// Calls `callback` once after `after` seconds, then every `repeat` seconds if
-    /// `repeat` is positive.
+    /// `repeat` is positive; `name` says what for.
     pub fn timer(
         handle: &Handle,
+        name: &'static str,
         after: f64,
         repeat: f64,
         callback: impl FnMut(&Handle) + 'static,
     ) -> Result<Watcher> {
-        let slot = Self::slot(handle, callback);
+        let slot = Self::slot(handle, name, callback);
         // SAFETY: the handle and its reactor are live; the slot outlives the watcher.
         let raw = unsafe {
             sys::flux_timer_watcher_create(
@@ -69,8 +73,13 @@ impl Watcher {
         Self::start(check_ptr(raw, "flux_timer_watcher_create")?, slot)
     }
 
-    fn slot(handle: &Handle, callback: impl FnMut(&Handle) + 'static) -> Box<Slot<WatchState>> {
+    fn slot(
+        handle: &Handle,
+        name: &'static str,
+        callback: impl FnMut(&Handle) + 'static,
+    ) -> Box<Slot<WatchState>> {
         new_slot(Rc::new(RefCell::new(WatchState {
+            name,
             handle: handle.as_ptr(),
             callback: Rc::new(RefCell::new(callback)) as Slot<WatchFn>,
         })))
@@ -100,7 +109,10 @@ extern "C" fn watch_trampoline(
     _revents: i32,
     arg: *mut c_void,
 ) {
-    ffi_guard("watcher", (), || {
+    // SAFETY: `arg` comes from slot_arg on the Watcher's box, alive while the watcher is.
+    let slot = unsafe { &*(arg as *const Slot<WatchState>) };
+    let name = slot.try_borrow().map_or("watcher", |state| state.name);
+    ffi_guard(name, (), || {
         // SAFETY: `arg` comes from slot_arg on the Watcher's box, alive while the watcher is.
         unsafe {
             with_slot::<WatchState>(arg, "watcher", |state| {

@@ -47,7 +47,7 @@ pub(crate) fn refresh_if_needed(shared: &Rc<RefCell<Module>>, handle: &Handle) -
     }
     if module.busy.timer.is_none() {
         let weak = Rc::downgrade(shared);
-        match Watcher::timer(handle, RECHECK, RECHECK, move |handle| {
+        match Watcher::timer(handle, "busy recheck", RECHECK, RECHECK, move |handle| {
             if let Some(shared) = weak.upgrade() {
                 let idle = shared.borrow().busy.rpc.is_none();
                 if idle {

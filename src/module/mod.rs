@@ -253,7 +253,7 @@ fn run(
     let handlers = rpc::register(handle, &module)?;
     let wake_watcher = {
         let module = Rc::clone(&module);
-        Watcher::readable(handle, wakeup.fd(), move |handle| {
+        Watcher::readable(handle, "driver reports", wakeup.fd(), move |handle| {
             if wakeup.clear() > 0 {
                 module.borrow_mut().counters.wakeups += 1;
             }

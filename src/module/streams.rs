@@ -154,7 +154,7 @@ fn retry_later(shared: &Rc<RefCell<Module>>, handle: &Handle, stream: Stream) {
         delay
     };
     let weak = Rc::downgrade(shared);
-    let timer = Watcher::timer(handle, delay, 0.0, move |handle| {
+    let timer = Watcher::timer(handle, "stream resubscribe", delay, 0.0, move |handle| {
         if let Some(shared) = weak.upgrade() {
             let mut module = shared.borrow_mut();
             module.streams.get(stream).resubscribes += 1;

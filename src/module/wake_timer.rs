@@ -26,7 +26,8 @@ pub(crate) fn arm(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     module.wake_timer.timer = None;
     let Some(at) = at else { return };
     let weak = Rc::downgrade(shared);
-    let timer = Watcher::timer(handle, (at - module.now).max(0.0), 0.0, move |handle| {
+    let after = (at - module.now).max(0.0);
+    let timer = Watcher::timer(handle, "planner wake-up", after, 0.0, move |handle| {
         if let Some(shared) = weak.upgrade() {
             // Forget it so the next plan arms again, even for the same time.
             shared.borrow_mut().wake_timer.at = None;
