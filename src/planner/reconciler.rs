@@ -823,6 +823,9 @@ impl Reconciler {
         let mut waiting = Vec::new();
         let mut ranks = Vec::with_capacity(scene.ranks.len());
         let mut drains: BTreeMap<String, IdSet> = BTreeMap::new();
+        // Made once: a storm of lost or late ranks shares them.
+        let lost_reason = reasons::pod_lost();
+        let never_online_reason = reasons::never_online(self.config.startup_timeout);
         let mut timed_out = IdSet::new();
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
@@ -872,10 +875,7 @@ impl Reconciler {
                 let retired_by_us =
                     rank.finished.is_some() || (rank.ever_online && k >= growing_to);
                 if rank.drain.is_none() && retired_by_us {
-                    drains
-                        .entry(reasons::still_retired(why))
-                        .or_default()
-                        .insert(k);
+                    add_drain(&mut drains, &reasons::still_retired(why), k);
                 }
                 let drained = match rank.drain {
                     None => "",
@@ -894,11 +894,7 @@ impl Reconciler {
                 if let Some(reason) = self.retiring.get(&k)
                     && rank.drain.is_none()
                 {
-                    // Most retiring ranks share a reason: clone it once, not per rank.
-                    match drains.get_mut(reason) {
-                        Some(ranks) => ranks.insert(k),
-                        None => drains.entry(reason.clone()).or_default().insert(k),
-                    };
+                    add_drain(&mut drains, reason, k);
                 }
                 if phase == RankPhase::Drained {
                     match kept.iter_mut().find(|(reason, _)| *reason == why) {
@@ -926,16 +922,13 @@ impl Reconciler {
                 Some(_) => say(RankPhase::Drained, "drained, kept: protected".into()),
                 None if rank.online && !rank.down() => say(RankPhase::Up, "up".into()),
                 None if rank.down() => {
-                    drains.entry(reasons::pod_lost()).or_default().insert(k);
+                    add_drain(&mut drains, &lost_reason, k);
                     say(RankPhase::Lost, "lost: draining".into());
                 }
                 None => {
                     let since = self.waiting_since.get(&k).copied().unwrap_or(now);
                     if now - since >= self.config.startup_timeout {
-                        drains
-                            .entry(reasons::never_online(self.config.startup_timeout))
-                            .or_default()
-                            .insert(k);
+                        add_drain(&mut drains, &never_online_reason, k);
                         timed_out.insert(k);
                         say(RankPhase::Starting, "never came online: draining".into());
                     } else {
@@ -960,7 +953,7 @@ impl Reconciler {
         }
         let mut actions = Vec::new();
         for (reason, ids) in drains {
-            let effect = if reason == reasons::never_online(self.config.startup_timeout) {
+            let effect = if reason == never_online_reason {
                 Effect::StartupTimeout(timed_out.clone())
             } else {
                 Effect::None
@@ -1157,6 +1150,18 @@ impl Reconciler {
                         now + (self.config.startup_backoff * doubling).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+}
+
+/// Adds rank `k` to the drain for `reason`, copying the reason only for its first rank.
+fn add_drain(drains: &mut BTreeMap<String, IdSet>, reason: &str, k: u32) {
+    match drains.get_mut(reason) {
+        Some(ranks) => {
+            ranks.insert(k);
+        }
+        None => {
+            drains.insert(reason.to_owned(), IdSet::range(k, k));
         }
     }
 }
