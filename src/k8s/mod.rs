@@ -126,7 +126,8 @@ pub struct Problem {
 /// What the worker tells the module.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    /// A full snapshot, sent after each change (bursts are coalesced).
+    /// A full snapshot after a change; one the module has not taken yet is replaced by
+    /// the next.
     View(KubeView),
     /// Every watch has listed once; sent once, right after the first [`Report::View`].
     Synced,
@@ -177,6 +178,7 @@ enum ClientSource {
 pub struct Driver {
     commands: mpsc::UnboundedSender<Command>,
     reports: std_mpsc::Receiver<Report>,
+    views: Arc<worker::ViewSlot>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     namespace: String,
@@ -217,7 +219,8 @@ impl Driver {
         let (report_tx, report_rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
-        let reporter = worker::Reporter::new(report_tx, wake);
+        let views = Arc::new(worker::ViewSlot::default());
+        let reporter = worker::Reporter::new(report_tx, Arc::clone(&views), wake);
         // The caller's tracing dispatcher goes with the worker: inside the broker it is the
         // one that forwards to flux_log (the module installs it per thread, not globally).
         let dispatch = tracing::dispatcher::get_default(|current| current.clone());
@@ -235,6 +238,7 @@ impl Driver {
             Ok(Ok(namespace)) => Ok(Self {
                 commands: command_tx,
                 reports: report_rx,
+                views,
                 stop: Some(stop_tx),
                 thread: Some(thread),
                 namespace,
@@ -260,9 +264,13 @@ impl Driver {
         self.commands.send(command).map_err(|_| K8sError::Stopped)
     }
 
-    /// The next report, if one is waiting; never blocks.
+    /// The next report, if one is waiting; never blocks. The latest view comes first:
+    /// any report after it is about the same or an older picture.
     pub fn try_recv(&self) -> Option<Report> {
-        self.reports.try_recv().ok()
+        match self.views.take() {
+            Some(view) => Some(Report::View(view)),
+            None => self.reports.try_recv().ok(),
+        }
     }
 
     /// Stops the worker and waits for its thread to end.

@@ -2,8 +2,8 @@
 //! commands to [`actions`](super::actions).
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::future::FutureExt;
@@ -30,12 +30,46 @@ use crate::model::KubeView;
 #[derive(Clone)]
 pub struct Reporter {
     reports: std_mpsc::Sender<Report>,
+    views: Arc<ViewSlot>,
     wake: Arc<dyn Fn() + Send + Sync>,
 }
 
+/// The latest snapshot not yet taken by the module. A newer one replaces it here, on the
+/// driver's thread: a burst of watch events (a grow to 1,000 pods makes hundreds) costs
+/// the module one view, and the views it never saw are freed where they were made.
+#[derive(Default)]
+pub struct ViewSlot(Mutex<Option<KubeView>>);
+
+impl ViewSlot {
+    fn lock(&self) -> MutexGuard<'_, Option<KubeView>> {
+        // A panic elsewhere cannot leave a half-written Option behind.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The latest snapshot, if one came since the last take.
+    pub fn take(&self) -> Option<KubeView> {
+        self.lock().take()
+    }
+}
+
 impl Reporter {
-    pub fn new(reports: std_mpsc::Sender<Report>, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
-        Self { reports, wake }
+    pub fn new(
+        reports: std_mpsc::Sender<Report>,
+        views: Arc<ViewSlot>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        Self {
+            reports,
+            views,
+            wake,
+        }
+    }
+
+    /// Leaves `view` for the module, replacing one it has not taken yet.
+    pub fn view(&self, view: KubeView) {
+        let unseen = self.views.lock().replace(view);
+        drop(unseen);
+        (self.wake)();
     }
 
     /// Queues a report and wakes the module; if the module is gone, the report is moot.
@@ -394,7 +428,7 @@ impl Publisher {
         }
         if self.last.as_ref() != Some(&view) {
             self.last = Some(view.clone());
-            reporter.send(Report::View(view));
+            reporter.view(view);
         }
         if !self.synced_sent {
             self.synced_sent = true;

@@ -829,6 +829,8 @@ impl Reconciler {
         let mut timed_out = IdSet::new();
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
+        // The text of the last start time seen, for the ranks that share it.
+        let mut starting: Option<(f64, Cow<'static, str>)> = None;
         // Retiring ranks kept drained, by reason: one waiting line per reason.
         let mut kept: Vec<(Cow<'static, str>, IdSet)> = Vec::new();
 
@@ -932,17 +934,23 @@ impl Reconciler {
                         timed_out.insert(k);
                         say(RankPhase::Starting, "never came online: draining".into());
                     } else {
-                        // Whole seconds: ranks started together read the same, and group.
-                        say(
-                            RankPhase::Starting,
-                            text(&|| {
-                                format!(
-                                    "starting for {:.0}s (startup-timeout {}s)",
-                                    (now - since).max(0.0),
-                                    self.config.startup_timeout
-                                )
-                            }),
-                        );
+                        // Ranks started together share a start time and its text (made
+                        // once, not per rank: 999 ranks start with one grow).
+                        let why = match &starting {
+                            Some((at, why)) if *at == since => why.clone(),
+                            _ => {
+                                let why = text(&|| {
+                                    format!(
+                                        "starting for {:.0}s (startup-timeout {}s)",
+                                        (now - since).max(0.0),
+                                        self.config.startup_timeout
+                                    )
+                                });
+                                starting = Some((since, why.clone()));
+                                why
+                            }
+                        };
+                        say(RankPhase::Starting, why);
                     }
                 }
             }
