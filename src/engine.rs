@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -260,7 +261,13 @@ impl Engine {
     pub fn kube_report(&mut self, report: Report, now: f64) {
         self.counters.kube_reports += 1;
         match report {
-            Report::View(view) => self.kube.view = Some(view),
+            Report::View(mut view) => {
+                // Sorted by index (the driver sends them so): a rank's pods are a slice.
+                if !view.pods.is_sorted_by_key(|p| p.index) {
+                    view.pods.sort_by_key(|p| p.index);
+                }
+                self.kube.view = Some(view);
+            }
             Report::Synced => {
                 self.kube.synced = true;
                 tracing::info!("Kubernetes view synced");
@@ -440,11 +447,13 @@ impl Engine {
     /// Each of `ranks` in the instance, with the plan's word on it (none before both
     /// views are synced) and its pods.
     fn rank_detail<'a>(&'a self, plan: &PlanStatus, ranks: &IdSet) -> Vec<RankDetail<'a>> {
-        let mut pods: BTreeMap<u32, Vec<&PodView>> = BTreeMap::new();
-        let all_pods = self.kube.view.iter().flat_map(|view| &view.pods);
-        for pod in all_pods.filter(|pod| ranks.contains(pod.index)) {
-            pods.entry(pod.index).or_default().push(pod);
-        }
+        let pods: &[Arc<PodView>] = self.kube.view.as_ref().map_or(&[], |view| &view.pods);
+        // The view's pods are sorted by index (see `kube_report`).
+        let pods_of = |k: u32| {
+            let from = pods.partition_point(|p| p.index < k);
+            let to = from + pods[from..].partition_point(|p| p.index == k);
+            &pods[from..to]
+        };
         let in_instance = IdSet::range(0, self.flux.size().saturating_sub(1));
         ranks
             .intersection(&in_instance)
@@ -460,7 +469,7 @@ impl Engine {
                     rank: k,
                     phase: planned.map(|r| r.phase),
                     why: planned.map_or(Cow::Borrowed(""), |r| r.why.clone()),
-                    pods: pods.remove(&k).unwrap_or_default(),
+                    pods: pods_of(k),
                 }
             })
             .collect()
@@ -504,7 +513,7 @@ pub struct RankDetail<'a> {
     /// `None` until both views are synced and the planner has a word on the rank.
     pub phase: Option<RankPhase>,
     pub why: Cow<'static, str>,
-    pub pods: Vec<&'a PodView>,
+    pub pods: &'a [Arc<PodView>],
 }
 
 /// The Flux side of the status.
@@ -755,6 +764,37 @@ mod tests {
             engine.flux().online().to_string(),
             "0-3",
             "the view is intact"
+        );
+    }
+
+    #[test]
+    fn the_detail_lists_each_asked_rank_with_its_own_pods_whatever_the_view_order() {
+        let mut engine = synced(false);
+        let mut view = kube(4);
+        view.pods.reverse();
+        // A second live pod at index 2, out of order too.
+        let replacement = PodView::running("mc-2-new".into(), "uid-2-new".into(), 2);
+        view.pods.insert(1, Arc::new(replacement));
+        engine.kube_report(Report::View(view), 1.0);
+        let status =
+            serde_json::to_value(engine.status(1.0, Some(&"1-2,9".parse().unwrap()))).unwrap();
+        let detail = status["detail"].as_array().unwrap();
+        let ranks: Vec<_> = detail.iter().map(|d| d["rank"].clone()).collect();
+        assert_eq!(ranks, [1, 2], "rank 9 is beyond the instance: {status:#}");
+        let names = |at: usize| -> Vec<&str> {
+            let pods = detail[at]["pods"].as_array().unwrap();
+            pods.iter().map(|p| p["name"].as_str().unwrap()).collect()
+        };
+        assert_eq!(names(0), ["mc-1"]);
+        assert_eq!(names(1).len(), 2);
+        assert!(names(1).contains(&"mc-2") && names(1).contains(&"mc-2-new"));
+        assert_eq!(detail[0]["phase"], "up");
+        assert!(engine.status_json(1.0).get("detail").is_some());
+        assert!(
+            serde_json::to_value(engine.status(1.0, None))
+                .unwrap()
+                .get("detail")
+                .is_none()
         );
     }
 }
