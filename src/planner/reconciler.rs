@@ -829,6 +829,8 @@ impl Reconciler {
         let mut timed_out = IdSet::new();
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
+        // Retired ranks' texts by (why, drain), for the ranks that share them.
+        let mut retired: Vec<(&str, &str, Cow<'static, str>)> = Vec::new();
         // The text of the last start time seen, for the ranks that share it.
         let mut starting: Option<(f64, Cow<'static, str>)> = None;
         // Retiring ranks kept drained, by reason: one waiting line per reason.
@@ -884,10 +886,16 @@ impl Reconciler {
                     Some(DrainKind::Admin) => ", drained by others",
                     Some(_) => ", drained by fluxk8s",
                 };
-                say(
-                    RankPhase::Retired,
-                    text(&|| format!("retired: {why}{drained}")),
-                );
+                // A few texts for hundreds of ranks after a shrink: each made once.
+                let text = match retired.iter().find(|(w, d, _)| (*w, *d) == (why, drained)) {
+                    Some((_, _, text)) => text.clone(),
+                    None => {
+                        let made = text(&|| format!("retired: {why}{drained}"));
+                        retired.push((why, drained, made.clone()));
+                        made
+                    }
+                };
+                say(RankPhase::Retired, text);
                 continue;
             }
             if rank.retire {
