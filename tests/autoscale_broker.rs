@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::flux::{Scratch, flux_or_skip, module_path, transcript};
+use common::flux::{Scratch, flux_or_skip, leader_only_start, transcript};
 use serde_json::Value;
 
 const STATUS: &str =
@@ -22,31 +20,6 @@ fn a_pending_four_node_job_on_two_live_ranks_of_ten_shows_in_the_status() {
     };
     let scratch = Scratch::new("autoscale-broker");
     let dir = scratch.0.display().to_string();
-    let run = |args: &[&str]| {
-        let output = Command::new(&flux).args(args).output().expect("run flux");
-        assert!(output.status.success(), "{}", transcript(&output));
-        output.stdout
-    };
-    run(&["keygen", &format!("{dir}/curve.cert")]);
-    let r = run(&["R", "encode", "--hosts=flux-sample-[0-9]", "--cores=0-1"]);
-    std::fs::write(scratch.path("R.json"), r).unwrap();
-    std::fs::create_dir_all(scratch.path("conf.d")).unwrap();
-    std::fs::write(
-        scratch.path("conf.d/system.toml"),
-        format!(
-            r#"
-[bootstrap]
-curve_cert = "{dir}/curve.cert"
-default_bind = "ipc://{dir}/tbon-%h"
-default_connect = "ipc://{dir}/tbon-%h"
-hosts = [ {{ host = "flux-sample-[0-9]" }} ]
-[resource]
-path = "{dir}/R.json"
-noverify = true
-"#
-        ),
-    )
-    .unwrap();
     // Only rank 0 starts; the script starts rank 1 through the test launcher, submits a
     // job needing four nodes, and reads the status twice, two quiet seconds apart.
     let script = format!(
@@ -64,27 +37,7 @@ noverify = true
         flux module remove libfluxk8s
         "#
     );
-    let output = Command::new("timeout")
-        .arg("120")
-        .arg(&flux)
-        .args([
-            "start",
-            "--test-size=10",
-            "--test-hosts=flux-sample-[0-9]",
-            "-c",
-            &format!("{dir}/conf.d"),
-            "--test-start-mode=leader",
-            "--test-exit-mode=leader",
-            "--test-exit-timeout=0",
-            "-Sbroker.quorum=1",
-            "-Stbon.topo=custom",
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            &script,
-        ])
-        .env("SO", module_path())
+    let output = leader_only_start(&flux, &scratch, 10, 120, &script)
         .output()
         .expect("run flux start");
     let text = transcript(&output);

@@ -120,6 +120,16 @@ fn guests_may_read_the_status_but_not_steer() {
     assert_eq!(refused.errno, libc::EAGAIN);
 }
 
+/// The words of the line of `table` that starts with `start`.
+fn words_of_line<'a>(table: &'a str, start: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{table}"))
+        .split_whitespace()
+        .collect()
+}
+
 #[test]
 fn flux_k8s_prints_the_status_table_and_readable_errors() {
     let Some(cluster) = small_cluster("cli") else {
@@ -130,14 +140,7 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
 
     let output = cluster.flux_ok(&["k8s", "status"]);
     let table = String::from_utf8(output.stdout).unwrap();
-    let line_of = |start: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(start))
-            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{table}"))
-            .split_whitespace()
-            .collect::<Vec<_>>()
-    };
+    let line_of = |start: &str| words_of_line(&table, start);
     assert_eq!(
         line_of("size:"),
         [
@@ -151,14 +154,7 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
     // Rank by rank, with the Flux side's state of each.
     let output = cluster.flux_ok(&["k8s", "status", "all"]);
     let table = String::from_utf8(output.stdout).unwrap();
-    let line_of = |start: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(start))
-            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{table}"))
-            .split_whitespace()
-            .collect::<Vec<_>>()
-    };
+    let line_of = |start: &str| words_of_line(&table, start);
     assert_eq!(line_of("RANK "), ["RANK", "FLUX", "PHASE", "POD", "WHY"]);
     assert_eq!(line_of("0 "), ["0", "online", "-", "-"]);
     assert_eq!(line_of("1 "), ["1", "online+drained", "-", "-"]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fluxk8s::sim::MiniClusterSpec;
 use serde_json::Value;
 
-use crate::flux_core::{Scratch, flux_or_skip, module_path, transcript};
+use crate::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
 use crate::measure::ms;
 use crate::report::{counts_text, requests_between};
 use crate::world::{NS, sim};
@@ -48,42 +48,6 @@ fn read_kib(path: &Path) -> u64 {
         .unwrap_or_else(|| panic!("{}: no VmRSS figure", path.display()))
 }
 
-fn flux_ok(flux: &Path, args: &[&str]) -> Vec<u8> {
-    let output = std::process::Command::new(flux)
-        .args(args)
-        .output()
-        .expect("run flux");
-    assert!(output.status.success(), "{}", transcript(&output));
-    output.stdout
-}
-
-/// A leader-only instance of `RANKS` configured hosts (flux-facts.md, "Single flux
-/// start, leader only"): its config directory in `scratch`.
-fn configure(flux: &Path, scratch: &Scratch) {
-    let dir = scratch.0.display();
-    let hosts = format!("flux-sample-[0-{}]", RANKS - 1);
-    flux_ok(flux, &["keygen", &format!("{dir}/curve.cert")]);
-    let r = flux_ok(
-        flux,
-        &["R", "encode", &format!("--hosts={hosts}"), "--cores=0-1"],
-    );
-    std::fs::write(scratch.path("R.json"), r).expect("R.json written");
-    std::fs::create_dir_all(scratch.path("conf.d")).expect("conf.d");
-    let config = format!(
-        r#"
-[bootstrap]
-curve_cert = "{dir}/curve.cert"
-default_bind = "ipc://{dir}/tbon-%h"
-default_connect = "ipc://{dir}/tbon-%h"
-hosts = [ {{ host = "{hosts}" }} ]
-[resource]
-path = "{dir}/R.json"
-noverify = true
-"#
-    );
-    std::fs::write(scratch.path("conf.d/system.toml"), config).expect("system.toml written");
-}
-
 /// Runs the instance, loads the module against the sim, idles, works, and reports;
 /// `None` without flux-core.
 pub fn run() -> Option<BrokerCost> {
@@ -96,7 +60,6 @@ pub fn run() -> Option<BrokerCost> {
     sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, RANKS))
         .expect("MiniCluster created");
     let scratch = Scratch::new("bench-broker");
-    configure(&flux, &scratch);
     let kubeconfig = scratch.path("kubeconfig");
     sim.write_kubeconfig(&kubeconfig, NS)
         .expect("kubeconfig written");
@@ -143,30 +106,7 @@ pub fn run() -> Option<BrokerCost> {
         kubeconfig = kubeconfig.display(),
     );
     let marks = ["idle-start", "idle-end", "work-end"].map(|name| scratch.path(name));
-    let hosts = format!("--test-hosts=flux-sample-[0-{top}]");
-    let conf = scratch.path("conf.d");
-    let mut broker = std::process::Command::new("timeout");
-    broker
-        .arg(format!("{}", idle_secs + 240))
-        .arg(&flux)
-        .arg("start")
-        .arg(format!("--test-size={RANKS}"))
-        .arg(&hosts)
-        .arg("-c")
-        .arg(&conf)
-        .args([
-            "--test-start-mode=leader",
-            "--test-exit-mode=leader",
-            "--test-exit-timeout=0",
-            "-Sbroker.quorum=1",
-            "-Stbon.topo=custom",
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            &script,
-        ])
-        .env("SO", module_path());
+    let mut broker = leader_only_start(&flux, &scratch, RANKS, idle_secs + 240, &script);
     let broker = std::thread::spawn(move || broker.output().expect("run flux start"));
     // When each mark appeared, as the sim's request log counts time.
     let mut seen: [Option<Instant>; 3] = [None; 3];

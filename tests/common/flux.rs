@@ -123,6 +123,66 @@ pub fn flux_start(flux: &Path, size: u32, script: &str, extra_env: &[(&str, &str
     command.output().expect("run flux start")
 }
 
+/// A leader-only instance of `size` configured hosts `flux-sample-[0-N]` (flux-facts.md,
+/// "Single flux start, leader only"; only rank 0 starts): writes its key, R and config
+/// under `scratch` and returns the `flux start` command, bounded by `timeout_secs`, that
+/// runs `script` (bash) with `$SO` set to the module path.
+pub fn leader_only_start(
+    flux: &Path,
+    scratch: &Scratch,
+    size: u32,
+    timeout_secs: u64,
+    script: &str,
+) -> Command {
+    let dir = scratch.0.display();
+    let hosts = format!("flux-sample-[0-{}]", size - 1);
+    let run = |args: &[&str]| {
+        let output = Command::new(flux).args(args).output().expect("run flux");
+        assert!(output.status.success(), "{}", transcript(&output));
+        output.stdout
+    };
+    run(&["keygen", &format!("{dir}/curve.cert")]);
+    let r = run(&["R", "encode", &format!("--hosts={hosts}"), "--cores=0-1"]);
+    std::fs::write(scratch.path("R.json"), r).expect("R.json written");
+    std::fs::create_dir_all(scratch.path("conf.d")).expect("conf.d");
+    let config = format!(
+        r#"
+[bootstrap]
+curve_cert = "{dir}/curve.cert"
+default_bind = "ipc://{dir}/tbon-%h"
+default_connect = "ipc://{dir}/tbon-%h"
+hosts = [ {{ host = "{hosts}" }} ]
+[resource]
+path = "{dir}/R.json"
+noverify = true
+"#
+    );
+    std::fs::write(scratch.path("conf.d/system.toml"), config).expect("system.toml written");
+    let mut command = Command::new("timeout");
+    command
+        .arg(timeout_secs.to_string())
+        .arg(flux)
+        .arg("start")
+        .arg(format!("--test-size={size}"))
+        .arg(format!("--test-hosts={hosts}"))
+        .arg("-c")
+        .arg(scratch.path("conf.d"))
+        .args([
+            "--test-start-mode=leader",
+            "--test-exit-mode=leader",
+            "--test-exit-timeout=0",
+            "-Sbroker.quorum=1",
+            "-Stbon.topo=custom",
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+        ])
+        .env("SO", module_path());
+    command
+}
+
 /// stdout and stderr, for assertion messages.
 pub fn transcript(output: &Output) -> String {
     format!(
