@@ -49,7 +49,7 @@ pub fn callback_costs() -> BTreeMap<&'static str, CallbackCost> {
 }
 
 /// The CPU time this thread has used; `None` if the clock cannot be read.
-fn thread_cpu_time() -> Option<Duration> {
+pub fn thread_cpu_time() -> Option<Duration> {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -16,7 +16,9 @@ mod wake;
 mod watcher;
 
 pub use error::{FluxError, Result};
-pub use guard::{CallbackCost, callback_costs, ffi_guard, panic_message, panics_caught};
+pub use guard::{
+    CallbackCost, callback_costs, ffi_guard, panic_message, panics_caught, thread_cpu_time,
+};
 pub use handle::{Handle, LogLevel};
 pub use log::{ForwardedLogs, LogLine, dispatcher};
 pub use msg::{Access, Message, MsgHandler};

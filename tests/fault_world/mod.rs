@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use fluxk8s::engine::{Effect, Engine, FluxRequest};
+use fluxk8s::flux::thread_cpu_time;
 use fluxk8s::k8s::{Command, Driver, DriverConfig, Outcome, Report, Tuning};
 use fluxk8s::model::{IdSet, KubeAction};
 use fluxk8s::planner::{PlannerConfig, RankPhase};
@@ -65,11 +66,12 @@ pub struct CallTimings(pub BTreeMap<&'static str, CallStats>);
 
 impl CallTimings {
     fn time<T>(&mut self, kind: &'static str, call: impl FnOnce() -> T) -> T {
-        let cpu = cpu_time::ThreadTime::now();
+        let cpu_time = || thread_cpu_time().expect("the thread's CPU clock reads");
+        let cpu_before = cpu_time();
         let started = Instant::now();
         let result = call();
         let took = started.elapsed();
-        let cpu = cpu.elapsed();
+        let cpu = cpu_time() - cpu_before;
         self.0.entry(kind).or_default().add(took, cpu);
         result
     }
