@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
+use crate::model::idset::group_by_key;
 use crate::model::queue::{JobJournalResponse, QueueView};
 use crate::model::{
     Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
@@ -569,26 +570,20 @@ fn view_with_pod_groups<S: serde::Serializer>(
     let Some(view) = view else {
         return s.serialize_none();
     };
-    let mut pods: Vec<PodGroup> = Vec::new();
-    for pod in &view.pods {
-        let state = (pod.phase, pod.ready, pod.terminating);
-        match pods
-            .iter_mut()
-            .find(|g| (g.phase, g.ready, g.terminating) == state)
-        {
-            Some(group) => {
-                group.indexes.insert(pod.index);
-                group.count += 1;
-            }
-            None => pods.push(PodGroup {
-                indexes: IdSet::range(pod.index, pod.index),
-                phase: pod.phase,
-                ready: pod.ready,
-                terminating: pod.terminating,
-                count: 1,
-            }),
-        }
-    }
+    let by_state = view
+        .pods
+        .iter()
+        .map(|pod| ((pod.phase, pod.ready, pod.terminating), pod.index));
+    let pods = group_by_key(by_state)
+        .into_iter()
+        .map(|group| PodGroup {
+            indexes: group.ids,
+            phase: group.key.0,
+            ready: group.key.1,
+            terminating: group.key.2,
+            count: group.count,
+        })
+        .collect();
     s.serialize_some(&ViewStatus {
         job: &view.job,
         minicluster: view.minicluster.as_ref(),

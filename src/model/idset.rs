@@ -1,6 +1,8 @@
 //! RFC 22 idsets: sets of broker ranks written as `0-3,5,7-9` (optionally in brackets).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::str::FromStr;
 
 /// Most ids one idset's text may write (ids in overlapping ranges count again): far
@@ -188,6 +190,37 @@ impl IdSet {
     }
 }
 
+/// Ids that share a key (a phase, a reason, a state), as [`group_by_key`] makes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdGroup<K> {
+    pub key: K,
+    pub ids: IdSet,
+    /// Items in the group: more than `ids.len()` when an id came more than once.
+    pub count: usize,
+}
+
+/// Groups `(key, id)` items by key, the groups in the order their keys first came: how
+/// a status of 1,000 ranks or pods says it in a handful of entries.
+pub fn group_by_key<K: Eq + Hash + Clone>(
+    items: impl IntoIterator<Item = (K, u32)>,
+) -> Vec<IdGroup<K>> {
+    let mut groups: Vec<IdGroup<K>> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for (key, id) in items {
+        let at = *index.entry(key).or_insert_with_key(|key| {
+            groups.push(IdGroup {
+                key: key.clone(),
+                ids: IdSet::new(),
+                count: 0,
+            });
+            groups.len() - 1
+        });
+        groups[at].ids.insert(id);
+        groups[at].count += 1;
+    }
+    groups
+}
+
 impl FromStr for IdSet {
     type Err = IdSetError;
 
@@ -334,6 +367,19 @@ mod tests {
         ] {
             assert!(bad.parse::<IdSet>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn groups_keep_the_order_their_keys_came_and_count_repeats() {
+        let groups = group_by_key([("up", 1), ("lost", 2), ("up", 3), ("up", 3)]);
+        let got: Vec<_> = groups
+            .iter()
+            .map(|g| (g.key, g.ids.to_string(), g.count))
+            .collect();
+        assert_eq!(
+            got,
+            [("up", "1,3".to_owned(), 3), ("lost", "2".to_owned(), 1)]
+        );
     }
 
     #[test]

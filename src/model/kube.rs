@@ -61,7 +61,7 @@ pub struct MiniClusterView {
     pub complete_workers: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum PodPhase {
     Pending,
     Running,

@@ -1,11 +1,11 @@
 //! What the reconciler reports: sizes, each rank's state and why, actions in flight.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::{Serialize, Serializer};
 
 use super::SizeLimit;
+use crate::model::idset::group_by_key;
 use crate::model::{Action, IdSet};
 
 /// Where a rank stands.
@@ -81,21 +81,12 @@ struct RankGroup<'a> {
 
 /// `ranks` as [`RankGroup`]s, in the order of their lowest rank.
 fn rank_groups<S: Serializer>(ranks: &[RankStatus], s: S) -> Result<S::Ok, S::Error> {
-    let mut groups: Vec<RankGroup<'_>> = Vec::new();
-    let mut index: HashMap<(RankPhase, &str), usize> = HashMap::new();
-    for rank in ranks {
-        let key = (rank.phase, rank.why.as_ref());
-        let at = *index.entry(key).or_insert_with(|| {
-            groups.push(RankGroup {
-                ranks: IdSet::new(),
-                phase: rank.phase,
-                why: key.1,
-            });
-            groups.len() - 1
-        });
-        groups[at].ranks.insert(rank.rank);
-    }
-    s.collect_seq(groups)
+    let keyed = ranks.iter().map(|r| ((r.phase, r.why.as_ref()), r.rank));
+    s.collect_seq(group_by_key(keyed).into_iter().map(|group| RankGroup {
+        ranks: group.ids,
+        phase: group.key.0,
+        why: group.key.1,
+    }))
 }
 
 #[cfg(test)]
