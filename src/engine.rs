@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
 use crate::model::idset::group_by_key;
-use crate::model::queue::{JobJournalResponse, QueueView};
+use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
     Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
 };
@@ -43,6 +43,25 @@ pub struct FluxRequest {
     pub nodeid: u32,
     /// False for a one-way request (no response is sent): it is done once sent.
     pub expects_reply: bool,
+}
+
+/// How a Flux request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FluxFailure {
+    /// EEXIST or ENOENT from the resource module: the rank already is as asked (an undrain
+    /// of a rank that is not drained) or is unknown to it. The view that planned the request
+    /// lagged behind the journal, which will bring it up to date: nothing to report.
+    ViewLagged(String),
+    Failed(String),
+}
+
+impl FluxFailure {
+    pub fn from_errno(errno: i32, text: String) -> Self {
+        match errno {
+            libc::EEXIST | libc::ENOENT => FluxFailure::ViewLagged(text),
+            _ => FluxFailure::Failed(text),
+        }
+    }
 }
 
 /// The request that carries out a Flux-side action.
@@ -106,8 +125,10 @@ pub struct Engine {
     flux: FluxView,
     kube: KubeSide,
     reconciler: Reconciler,
-    /// The job queue, followed only while autoscaling is on.
+    /// The job queue: who holds which ranks, and for autoscaling what waits.
     queue: QueueView,
+    /// The queue's allocation revision the Flux view was last given.
+    allocations_seen: u64,
     /// `None` while autoscaling is off.
     autoscaler: Option<Autoscaler>,
     dry_run: bool,
@@ -127,6 +148,7 @@ impl Engine {
             kube: KubeSide::default(),
             reconciler: Reconciler::new(planner),
             queue: QueueView::new(),
+            allocations_seen: 0,
             autoscaler: None,
             dry_run,
             next_id: 0,
@@ -213,9 +235,10 @@ impl Engine {
     }
 
     /// A new `job-manager.events-journal` subscription starts: its backlog resends every
-    /// active job.
+    /// active job, and until it has, any rank may be running one.
     pub fn job_journal_restarted(&mut self) {
         self.queue.restart();
+        self.follow_allocations();
     }
 
     /// One `job-manager.events-journal` response.
@@ -226,6 +249,23 @@ impl Engine {
             .and_then(|r| self.queue.apply(&r));
         if let Err(err) = applied {
             self.note_problem(now, format!("job-manager.events-journal: {err}: {payload}"));
+        }
+        self.follow_allocations();
+    }
+
+    /// There is no job-manager (its journal answers ENOSYS), so no job runs.
+    pub fn no_job_manager(&mut self) {
+        self.queue.restart();
+        self.flux.set_occupancy(Occupancy::default());
+        self.allocations_seen = self.queue.allocation_revision();
+    }
+
+    /// Gives the Flux view the queue's allocations when they changed.
+    fn follow_allocations(&mut self) {
+        let revision = self.queue.allocation_revision();
+        if revision != self.allocations_seen {
+            self.allocations_seen = revision;
+            self.flux.set_occupancy(self.queue.occupancy());
         }
     }
 
@@ -248,14 +288,9 @@ impl Engine {
         }
     }
 
-    /// Ranks running jobs, as the scheduler side reports them.
+    /// Ranks running jobs, for a shell with no job-manager journal to follow.
     pub fn set_busy(&mut self, busy: IdSet) {
         self.flux.set_busy(busy);
-    }
-
-    /// Drained ranks still online: the ones whose jobs decide when they may go.
-    pub fn busy_candidates(&self) -> IdSet {
-        self.flux.drained().intersection(&self.flux.online())
     }
 
     /// One report from the Kubernetes driver.
@@ -301,6 +336,24 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The answer to the Flux request of effect `id`.
+    pub fn flux_finished(&mut self, id: u64, outcome: Result<(), FluxFailure>, now: f64) {
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(FluxFailure::ViewLagged(why)) => match self.in_flight.get(&id) {
+                Some(
+                    action @ Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }),
+                ) => {
+                    tracing::debug!("{action}: {why}; the journal will show the rank as it is");
+                    Ok(())
+                }
+                _ => Err(why),
+            },
+            Err(FluxFailure::Failed(why)) => Err(why),
+        };
+        self.finished(id, outcome, now);
     }
 
     /// The result of effect `id`. Unknown ids (e.g. after a reload) are ignored.
@@ -419,6 +472,7 @@ impl Engine {
                 drained_by_fluxk8s: flux.drained_by_us(),
                 never_started: flux.never_started(),
                 busy: flux.busy(),
+                busy_known: flux.occupancy().known(),
                 shell: Map::new(),
             },
             kubernetes: KubeStatus {
@@ -530,6 +584,8 @@ pub struct FluxStatus<'a> {
     pub drained_by_fluxk8s: IdSet,
     pub never_started: IdSet,
     pub busy: &'a IdSet,
+    /// The job-manager's allocations are known (else any rank may be busy).
+    pub busy_known: bool,
     #[serde(flatten)]
     pub shell: Map<String, Value>,
 }

@@ -219,3 +219,72 @@ fn a_panic_in_the_kubernetes_worker_is_contained_and_reported() {
     walk.cluster.flux_ok(&["module", "remove", "fluxk8s"]);
     walk.cluster.flux_ok(&["getattr", "size"]);
 }
+
+#[test]
+fn a_shrink_retires_an_idle_rank_while_a_job_runs_on_the_highest() {
+    let Some(walk) = Walkthrough::start("walk-busy", 4, 5) else {
+        return;
+    };
+    let submitted = walk
+        .cluster
+        .flux_ok(&["submit", "-N1", "--requires=rank:3", "sleep", "6"]);
+    let job = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    walk.cluster
+        .flux_ok(&["job", "wait-event", "-t", "30", &job, "start"]);
+
+    walk.resize(3);
+    walk.wait_for_status("rank 2 retired, the busy rank 3 kept", |s| {
+        s["real_size"] == 3 && flux_field(s, "online") == "0-1,3"
+    });
+    let code = walk
+        .cluster
+        .wait_for("broker 2 to exit by itself", || walk.bridge.exit_code(2));
+    assert_eq!(code, 0, "the idle rank was shut down cleanly");
+    assert!(walk.cluster.is_running(3), "the job's rank still runs");
+
+    // The job runs to its end and succeeds: `flux job status` exits with its code.
+    walk.cluster
+        .flux_ok(&["job", "wait-event", "-t", "30", &job, "clean"]);
+    walk.cluster.flux_ok(&["job", "status", &job]);
+    let status = walk.cluster.status();
+    assert_eq!(
+        flux_field(&status, "drained"),
+        "2",
+        "only rank 2 was drained"
+    );
+    let dmesg = walk.dmesg();
+    assert!(
+        dmesg.contains("drain rank(s) 2 (fluxk8s: retired by resize to 3)"),
+        "{dmesg}"
+    );
+}
+
+#[test]
+fn resizes_that_change_their_mind_send_one_drain_state_request_per_rank_at_a_time() {
+    let Some(walk) = Walkthrough::start("walk-flap", 3, 6) else {
+        return;
+    };
+    for round in 0..10 {
+        walk.resize(if round % 2 == 0 { 6 } else { 3 });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    walk.resize(5);
+    let status = walk.wait_for_status("5 live ranks, nothing in flight", |s| {
+        s["real_size"] == 5 && s["desired_size"] == 5 && s["in_flight"] == 0
+    });
+    let problems = status["problems"].to_string();
+    assert!(
+        !problems.contains("drain rank(s)"),
+        "a drain or undrain failed: {problems}"
+    );
+    let dmesg = walk.dmesg();
+    let requests = dmesg
+        .lines()
+        .filter(|line| line.contains("fluxk8s") && line.contains("drain rank(s)"))
+        .count();
+    assert!(
+        !dmesg.contains("not drained") && !dmesg.contains("already drained"),
+        "{dmesg}"
+    );
+    println!("drain and undrain requests over 11 resizes: {requests}");
+}

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::action::DRAIN_REASON_PREFIX;
 use super::hostlist;
 use super::idset::IdSet;
+use super::queue::Occupancy;
 
 /// A stream payload that does not have the expected shape: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -356,7 +357,7 @@ pub struct FluxView {
     hostnames: Vec<String>,
     ranks: Vec<RankState>,
     synced: bool,
-    busy: IdSet,
+    occupancy: Occupancy,
     /// Set by [`FluxView::restart_journal`] until the backlog's `restart` event arrives.
     awaiting_restart: bool,
     /// Backlog entries before `restart`: the resource module replays its KVS eventlog
@@ -391,14 +392,24 @@ impl FluxView {
         self.synced
     }
 
-    /// Ranks running jobs.
+    /// Ranks known to run jobs.
     pub fn busy(&self) -> &IdSet {
-        &self.busy
+        self.occupancy.busy()
     }
 
-    /// Records which ranks run jobs; the module learns that from the scheduler side.
+    /// Which ranks run jobs and until when, as far as known.
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.occupancy
+    }
+
+    /// Records which ranks run jobs, with no job or end known.
     pub fn set_busy(&mut self, busy: IdSet) {
-        self.busy = busy;
+        self.occupancy = Occupancy::of_ranks(busy);
+    }
+
+    /// Records what the job-manager says of its allocations.
+    pub fn set_occupancy(&mut self, occupancy: Occupancy) {
+        self.occupancy = occupancy;
     }
 
     /// A new journal subscription is starting: its backlog replays everything, so state

@@ -160,6 +160,82 @@ fn r_lite(r: &Value) -> Result<impl Iterator<Item = RLiteEntry> + '_, String> {
     }))
 }
 
+/// Which ranks run jobs, and until when, as the job-manager tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occupancy {
+    /// False while the job-manager's backlog is awaited: then any rank may be busy.
+    known: bool,
+    busy: IdSet,
+    allocations: Vec<Allocation>,
+}
+
+/// One job's hold on ranks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub job: JobId,
+    pub ranks: IdSet,
+    /// Seconds since the epoch; `None` without a time limit.
+    pub expiration: Option<f64>,
+}
+
+/// With no job-manager, no job runs.
+impl Default for Occupancy {
+    fn default() -> Self {
+        Self::of_ranks(IdSet::new())
+    }
+}
+
+impl Occupancy {
+    /// Not known yet: every rank counts as busy.
+    pub fn unknown() -> Self {
+        Occupancy {
+            known: false,
+            busy: IdSet::new(),
+            allocations: Vec::new(),
+        }
+    }
+
+    /// These ranks are busy, with no job or end known.
+    pub fn of_ranks(busy: IdSet) -> Self {
+        Occupancy {
+            known: true,
+            busy,
+            allocations: Vec::new(),
+        }
+    }
+
+    pub fn known(&self) -> bool {
+        self.known
+    }
+
+    /// Ranks known to run jobs.
+    pub fn busy(&self) -> &IdSet {
+        &self.busy
+    }
+
+    /// Rank `k` runs a job, or nobody knows yet that it does not.
+    pub fn may_be_busy(&self, k: u32) -> bool {
+        !self.known || self.busy.contains(k)
+    }
+
+    /// For each busy rank, the allocation that ends last: when the rank is free again.
+    /// Built on demand (a shrink that has to take busy ranks), in one pass over the jobs.
+    pub fn last_to_end(&self) -> std::collections::HashMap<u32, &Allocation> {
+        let mut last: std::collections::HashMap<u32, &Allocation> =
+            std::collections::HashMap::new();
+        let end = |a: &Allocation| a.expiration.unwrap_or(f64::INFINITY);
+        for allocation in &self.allocations {
+            for k in allocation.ranks.iter() {
+                let slot = last.entry(k).or_insert(allocation);
+                if end(allocation) > end(slot) {
+                    *slot = allocation;
+                }
+            }
+        }
+        last
+    }
+}
+
 /// Where a job is, as far as resources go (RFC 21 states, folded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -186,6 +262,9 @@ pub struct QueuedJob {
     pub ranks: IdSet,
     /// Submit time (seconds since the epoch, from the job's eventlog).
     pub submitted: Option<f64>,
+    /// When its time limit ends its allocation (seconds since the epoch, the R's
+    /// `execution.expiration`); `None` without a limit.
+    pub expiration: Option<f64>,
 }
 
 impl QueuedJob {
@@ -197,6 +276,7 @@ impl QueuedJob {
             demand: Err("no jobspec seen".into()),
             ranks: IdSet::new(),
             submitted: None,
+            expiration: None,
         }
     }
 
@@ -265,6 +345,7 @@ pub struct QueueView {
     jobs: BTreeMap<JobId, QueuedJob>,
     synced: bool,
     cores_per_node: Option<u32>,
+    allocation_revision: u64,
 }
 
 impl QueueView {
@@ -276,6 +357,7 @@ impl QueueView {
     pub fn restart(&mut self) {
         self.jobs.clear();
         self.synced = false;
+        self.allocation_revision += 1;
     }
 
     /// The backlog has been received since the last restart.
@@ -313,17 +395,49 @@ impl QueueView {
             .fold(IdSet::new(), |all, job| all.union(&job.ranks))
     }
 
+    /// Which ranks run jobs and until when; unknown until the backlog has arrived.
+    pub fn occupancy(&self) -> Occupancy {
+        if !self.synced {
+            return Occupancy::unknown();
+        }
+        let allocations: Vec<Allocation> = self
+            .jobs
+            .values()
+            .filter(|job| !job.ranks.is_empty())
+            .map(|job| Allocation {
+                job: job.id,
+                ranks: job.ranks.clone(),
+                expiration: job.expiration,
+            })
+            .collect();
+        Occupancy {
+            known: true,
+            busy: allocations
+                .iter()
+                .fold(IdSet::new(), |all, a| all.union(&a.ranks)),
+            allocations,
+        }
+    }
+
+    /// Counts changes of who holds which ranks (an alloc, a free, the backlog's end), so
+    /// a follower rebuilds the [`Occupancy`] only when it changed.
+    pub fn allocation_revision(&self) -> u64 {
+        self.allocation_revision
+    }
+
     /// Applies one response. An event that does not parse is reported after the rest of
     /// the response is applied.
     pub fn apply(&mut self, response: &JobJournalResponse) -> Result<(), String> {
         let Some(id) = response.id else {
             self.synced = true;
+            self.allocation_revision += 1;
             return Ok(());
         };
         let job = self.jobs.entry(id).or_insert_with(|| QueuedJob::new(id));
         if let Some(jobspec) = &response.jobspec {
             job.demand = Demand::from_jobspec(jobspec);
         }
+        let held_before = job.ranks.clone();
         let mut problems = Vec::new();
         let mut cleaned = false;
         for event in &response.events {
@@ -334,6 +448,10 @@ impl QueueView {
         }
         if cleaned {
             self.jobs.remove(&id);
+        }
+        let held_now = self.jobs.get(&id).map(|job| &job.ranks);
+        if held_now.map_or(!held_before.is_empty(), |now| *now != held_before) {
+            self.allocation_revision += 1;
         }
         if problems.is_empty() {
             Ok(())
@@ -362,7 +480,12 @@ fn apply_event(job: &mut QueuedJob, event: &JobEvent, r: Option<&Value>) -> Resu
         // Back to PRIORITY until the next `priority` event.
         "urgency" | "flux-restart" if job.phase == JobPhase::Sched => job.phase = JobPhase::Early,
         "alloc" => {
-            job.ranks = r_ranks(r.ok_or("alloc without R")?)?;
+            let r = r.ok_or("alloc without R")?;
+            job.ranks = r_ranks(r)?;
+            job.expiration = r
+                .pointer("/execution/expiration")
+                .and_then(Value::as_f64)
+                .filter(|&t| t > 0.0);
             job.phase = JobPhase::Allocated;
         }
         "free" => {

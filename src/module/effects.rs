@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Module;
-use crate::engine::Effect;
+use crate::engine::{Effect, FluxFailure};
 use crate::flux::{Handle, Rpc, RpcError};
 use crate::k8s::Command;
 
@@ -40,7 +40,9 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
                     }
                     Err(err) => {
                         let text = format!("{}: {err}", request.topic);
-                        module.engine.finished(id, Err(text), now);
+                        module
+                            .engine
+                            .flux_finished(id, Err(FluxFailure::Failed(text)), now);
                     }
                 }
             }
@@ -70,9 +72,10 @@ fn rpc_answered(
     module.flux_rpcs.remove(&id);
     module.now = handle.now();
     let now = module.now;
-    module
-        .engine
-        .finished(id, reply.map(drop).map_err(|e| e.to_string()), now);
+    let outcome = reply
+        .map(drop)
+        .map_err(|e| FluxFailure::from_errno(e.errno, e.to_string()));
+    module.engine.flux_finished(id, outcome, now);
     drop(module);
     super::state_changed(shared, handle);
 }

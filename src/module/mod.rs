@@ -1,6 +1,5 @@
 //! The module wiring: `mod_main`, the RPC handlers and the reactor's life.
 
-mod busy;
 pub mod config;
 mod effects;
 mod queue;
@@ -38,7 +37,6 @@ pub(crate) struct Module {
     pub(crate) streams: streams::Streams,
     /// Flux-side actions sent and not yet answered, by effect id.
     pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
-    pub(crate) busy: busy::BusyProbe,
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
     logs: ForwardedLogs,
@@ -86,11 +84,6 @@ fn autoscale_config(config: &Config) -> Option<AutoscaleConfig> {
 /// Something changed (a stream event, a Kubernetes report, a request, a reload): plan,
 /// and carry out what the plan says.
 pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
-    queue::follow(shared, handle);
-    if busy::refresh_if_needed(shared, handle) {
-        // Which drained ranks still run jobs is being asked; plan with the answer.
-        return;
-    }
     let effects = {
         let mut module = shared.borrow_mut();
         module.now = handle.now();
@@ -239,7 +232,6 @@ fn run(
         driver: None,
         streams: streams::Streams::default(),
         flux_rpcs: BTreeMap::new(),
-        busy: busy::BusyProbe::default(),
         wake_timer: wake_timer::WakeTimer::default(),
         logs: forwarded_logs,
         now,
@@ -263,7 +255,7 @@ fn run(
     };
     streams::subscribe(&module, handle, streams::Stream::Journal);
     streams::subscribe(&module, handle, streams::Stream::Overlay);
-    queue::follow(&module, handle);
+    streams::subscribe(&module, handle, streams::Stream::Jobs);
     tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
 
     running.set(true);

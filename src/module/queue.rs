@@ -1,15 +1,10 @@
-//! Observing the Flux job queue for autoscaling, with no polling: the job-manager's
-//! `events-journal` stream (only the events the queue view needs) is opened once
-//! autoscaling is on.
-
-use std::cell::RefCell;
-use std::rc::Rc;
+//! Observing the Flux job queue with no polling: the job-manager's `events-journal`
+//! stream, asked for only the events the queue view needs. It tells which ranks run jobs
+//! and until when (which ranks a shrink may take, when a draining rank is free) and, for
+//! autoscaling, what waits.
 
 use serde_json::{Map, Value, json};
 
-use super::Module;
-use super::streams::{self, Stream};
-use crate::flux::Handle;
 use crate::model::queue::QUEUE_EVENTS;
 
 /// The request for `job-manager.events-journal`: active jobs, filtered to the events the
@@ -20,19 +15,6 @@ pub(crate) fn request_payload() -> String {
         .map(|&name| (name.to_owned(), json!(1)))
         .collect();
     json!({"allow": allow, "full": false}).to_string()
-}
-
-/// Opens the job stream when autoscaling is on and it is not followed yet. Turning
-/// autoscaling off leaves it open: the job-manager offers no cancel by future, and an
-/// idle stream costs nothing.
-pub(crate) fn follow(shared: &Rc<RefCell<Module>>, handle: &Handle) {
-    let wanted = {
-        let module = shared.borrow();
-        module.config.autoscale && !module.streams.jobs.is_following()
-    };
-    if wanted {
-        streams::subscribe(shared, handle, Stream::Jobs);
-    }
 }
 
 #[cfg(test)]

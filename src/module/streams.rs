@@ -1,6 +1,7 @@
 //! The Flux-side streams: `resource.journal` (online/offline, drains, torpid),
 //! `overlay.monitor` (the only one that tells a crash, `lost`, from a clean exit), and
-//! with autoscaling `job-manager.events-journal` (the job queue, see [`super::queue`]).
+//! `job-manager.events-journal` (the job queue and who holds which ranks, see
+//! [`super::queue`]).
 //! Each is resubscribed with backoff when it ends: ENODATA when its module unloads,
 //! ENOSYS before it is loaded, anything else on error.
 
@@ -45,11 +46,6 @@ pub(crate) struct Subscription {
 impl Subscription {
     pub(crate) fn is_open(&self) -> bool {
         self.rpc.is_some()
-    }
-
-    /// Open, or waiting to be opened again.
-    pub(crate) fn is_following(&self) -> bool {
-        self.rpc.is_some() || self.retry.is_some()
     }
 }
 
@@ -125,7 +121,13 @@ fn on_reply(
             } else {
                 tracing::warn!("{} failed: {err}; resubscribing", stream.topic());
             }
-            shared.borrow_mut().streams.get(stream).rpc = None;
+            let mut module = shared.borrow_mut();
+            module.streams.get(stream).rpc = None;
+            if stream == Stream::Jobs && err.errno == libc::ENOSYS {
+                // No job-manager loaded: no job can hold a rank until it is.
+                module.engine.no_job_manager();
+            }
+            drop(module);
             retry_later(shared, handle, stream);
             return;
         }

@@ -10,7 +10,8 @@ use super::reasons::{self, DrainKind};
 use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::flux::RankState;
-use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodView};
+use crate::model::queue::Occupancy;
+use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodPhase, PodView};
 
 /// The rate limit counts actions over this window (seconds).
 const RATE_WINDOW: f64 = 60.0;
@@ -36,6 +37,9 @@ struct Pending {
     /// after a reported failure.
     retry_after: f64,
     outcome: Option<Result<(), String>>,
+    /// For a drain or undrain: the ranks whose drain state it still decides. A later
+    /// request for a rank takes it over, so the older one cannot undo it when it lands.
+    speaks_for: IdSet,
 }
 
 /// Decides actions from the Flux and Kubernetes views. See the module docs of
@@ -110,6 +114,8 @@ struct Scene<'a> {
     ranks: Vec<Rank<'a>>,
     frozen: Option<String>,
     in_flight: InFlight,
+    /// Which ranks run jobs, and until when.
+    occupancy: &'a Occupancy,
 }
 
 /// The pending actions, indexed once per scene: a storm has hundreds, and every rank
@@ -122,6 +128,9 @@ struct InFlight {
     /// A delete is the same whatever its reason: keyed by the pod's uid.
     deletes: HashSet<String>,
     sizes: Vec<Action>,
+    /// Ranks with a drain or undrain not answered yet: no other is sent for them until it
+    /// is, so the resource module never has two for one rank to apply in either order.
+    unanswered: IdSet,
 }
 
 impl InFlight {
@@ -131,16 +140,21 @@ impl InFlight {
             shutdowns: HashSet::new(),
             deletes: HashSet::new(),
             sizes: Vec::new(),
+            unanswered: IdSet::new(),
         };
         for p in pending {
+            let ranks = &p.speaks_for;
+            if p.outcome.is_none() && !ranks.is_empty() {
+                in_flight.unanswered = in_flight.unanswered.union(ranks);
+            }
             match &p.action {
-                Action::Flux(FluxAction::Drain { ranks, reason }) => {
+                Action::Flux(FluxAction::Drain { reason, .. }) => {
                     let kind = reasons::kind_of_reason(reason);
                     in_flight
                         .drains
                         .extend(ranks.iter().map(|k| (k, Some(kind))));
                 }
-                Action::Flux(FluxAction::Undrain { ranks }) => {
+                Action::Flux(FluxAction::Undrain { .. }) => {
                     in_flight.drains.extend(ranks.iter().map(|k| (k, None)));
                 }
                 Action::Flux(FluxAction::Shutdown { rank }) => {
@@ -571,7 +585,7 @@ impl Reconciler {
                     ever_online: state.ever_online,
                     lost: state.lost,
                     seen_up,
-                    busy: flux.busy().contains(k),
+                    busy: flux.occupancy().may_be_busy(k),
                     flux_drained: state.drain.is_some(),
                     counted: active && !retire && matches!(drain, None | Some(DrainKind::OursLost)),
                     drain,
@@ -589,6 +603,7 @@ impl Reconciler {
             ranks,
             frozen,
             in_flight,
+            occupancy: flux.occupancy(),
         }
     }
 
@@ -660,16 +675,16 @@ impl Reconciler {
     /// moves out of the rate window.
     fn forget_done(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
         self.recent_moves.retain(|&t| t > now - RATE_WINDOW);
-        let took_effect = |action: &Action| took_effect(action, flux, kube);
+        let took_effect = |pending: &Pending| took_effect(pending, flux, kube);
         for pending in &self.pending {
             if let Action::Flux(FluxAction::Shutdown { rank }) = pending.action
-                && took_effect(&pending.action)
+                && took_effect(pending)
             {
                 *self.shutdowns.entry(rank).or_default() += 1;
             }
         }
         self.pending
-            .retain(|p| now < p.retry_after && !took_effect(&p.action));
+            .retain(|p| now < p.retry_after && !took_effect(p));
     }
 
     /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
@@ -677,7 +692,13 @@ impl Reconciler {
     fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
         for rank in &mut scene.ranks {
             let k = rank.k;
-            if rank.active && rank.online && !rank.down() {
+            // The broker must be its running pod's: after a size lowered and raised again,
+            // the old pod's broker may still be online beside a new pod that is pending, and
+            // its end is not a lost pod.
+            let runs_in_live_pod = rank
+                .live_pod
+                .is_some_and(|pod| pod.phase == PodPhase::Running);
+            if rank.active && rank.online && !rank.down() && runs_in_live_pod {
                 self.seen_up.insert(k);
             } else if !rank.active {
                 self.seen_up.remove(k);
@@ -706,21 +727,42 @@ impl Reconciler {
         scene.frozen = self.frozen(&scene.ranks);
     }
 
-    /// Picks the ranks a shrink retires: not running first, then idle, highest first;
-    /// never rank 0 or a protected rank.
+    /// Picks the ranks a shrink retires: not running first, then idle ones, highest first,
+    /// then busy ones only if there are not enough, those whose jobs end soonest first;
+    /// never rank 0 or a protected rank. Waits while the job-manager has not said which
+    /// ranks run jobs: an unknown rank is never taken for idle.
     fn choose_victims(&mut self, scene: &mut Scene<'_>, now: f64) {
         let Some(target) = self.desired else { return };
         let counted = scene.counted();
-        if counted <= target || scene.frozen.is_some() || self.cooling_after(self.last_grow, now) {
+        if counted <= target
+            || scene.frozen.is_some()
+            || self.cooling_after(self.last_grow, now)
+            || !scene.occupancy.known()
+        {
             return;
         }
+        let needed = (counted - target) as usize;
+        let occupancy = scene.occupancy;
         let mut candidates: Vec<&mut Rank> = scene
             .ranks
             .iter_mut()
             .filter(|r| r.counted && r.k != 0 && !r.protected)
             .collect();
         candidates.sort_by_key(|r| (r.online && !r.down(), r.busy, Reverse(r.k)));
-        candidates.truncate((counted - target) as usize);
+        let free = candidates.iter().take_while(|r| !r.busy).count();
+        if free < needed {
+            // Busy ranks by when their last job's time limit ends (none: last).
+            let ends = occupancy.last_to_end();
+            let end = |k: u32| ends.get(&k).and_then(|a| a.expiration);
+            candidates[free..].sort_by(|a, b| {
+                let (a, b) = (
+                    end(a.k).unwrap_or(f64::INFINITY),
+                    end(b.k).unwrap_or(f64::INFINITY),
+                );
+                a.total_cmp(&b)
+            });
+        }
+        candidates.truncate(needed);
         if candidates.is_empty() {
             return;
         }
@@ -850,6 +892,10 @@ impl Reconciler {
                 waiting.push(format!("shrink to {target}: frozen ({frozen})"));
             } else if self.cooling_after(self.last_grow, now) {
                 waiting.push(format!("shrink to {target}: cooldown after a grow"));
+            } else if !scene.occupancy.known() {
+                waiting.push(format!(
+                    "shrink to {target}: waiting for the job-manager to say which ranks run jobs"
+                ));
             }
         }
 
@@ -968,9 +1014,25 @@ impl Reconciler {
             waiting.push(format!("ranks {ranks}: {why}"));
         }
         let mut actions = Vec::new();
+        // A rank whose last drain or undrain is unanswered waits for the answer; the next
+        // pass corrects it with one request if it is still wanted.
+        let unanswered = &scene.in_flight.unanswered;
+        let mut held = IdSet::new();
+        let mut hold_unanswered = |ids: IdSet| {
+            let busy = ids.intersection(unanswered);
+            if busy.is_empty() {
+                return ids;
+            }
+            held = held.union(&busy);
+            ids.difference(&busy)
+        };
         for (reason, ids) in drains {
+            let ids = hold_unanswered(ids);
+            if ids.is_empty() {
+                continue;
+            }
             let effect = if reason == never_online_reason {
-                Effect::StartupTimeout(timed_out.clone())
+                Effect::StartupTimeout(timed_out.intersection(&ids))
             } else {
                 Effect::None
             };
@@ -979,12 +1041,17 @@ impl Reconciler {
                 effect,
             });
         }
-        let undrain = undrain.union(&growth.undrain);
+        let undrain = hold_unanswered(undrain.union(&growth.undrain));
         if !undrain.is_empty() {
             actions.push(Planned {
                 action: Action::Flux(FluxAction::Undrain { ranks: undrain }),
                 effect: Effect::None,
             });
+        }
+        if !held.is_empty() {
+            waiting.push(format!(
+                "ranks {held}: a drain or undrain is in flight; correcting once it is answered"
+            ));
         }
         let lower_for_retirement = (base < scene.size.min(scene.max)
             && scene.ranks[base as usize..scene.size.min(scene.max) as usize]
@@ -1088,10 +1155,30 @@ impl Reconciler {
             return retiring("draining".into());
         }
         if !self.ready(rank, now) {
-            return match self.config.drain_grace {
-                Some(grace) => retiring(format!("draining: busy, waiting idle or {grace}s").into()),
-                None => retiring("draining: busy, waiting idle".into()),
+            let grace = match self.config.drain_grace {
+                Some(grace) => format!(" or {grace}s"),
+                None => String::new(),
             };
+            if !scene.occupancy.known() {
+                return retiring(
+                    format!("draining: waiting for the job-manager to say if it runs jobs{grace}")
+                        .into(),
+                );
+            }
+            // Only retiring busy ranks, and only in a status: one pass over the jobs each.
+            let job = scene.occupancy.last_to_end().get(&k).map(|a| {
+                let until = a.expiration.map_or("no time limit".to_owned(), |t| {
+                    format!("until {}", utc_clock(t))
+                });
+                format!(" ({until}, job {})", a.job)
+            });
+            return retiring(
+                format!(
+                    "draining: busy{}, waiting idle{grace}",
+                    job.unwrap_or_default()
+                )
+                .into(),
+            );
         }
         if k >= base {
             return retiring(format!("leaving: size lowered to {base}").into());
@@ -1143,11 +1230,19 @@ impl Reconciler {
     }
 
     fn record(&mut self, planned: &Planned, now: f64) {
+        let speaks_for = match &planned.action {
+            Action::Flux(FluxAction::Drain { ranks, .. } | FluxAction::Undrain { ranks }) => {
+                self.take_over_drain_state(ranks);
+                ranks.clone()
+            }
+            _ => IdSet::new(),
+        };
         self.pending.push(Pending {
             action: planned.action.clone(),
             issued_at: now,
             retry_after: now + UNANSWERED_RETRY,
             outcome: None,
+            speaks_for,
         });
         match &planned.effect {
             Effect::None => {}
@@ -1168,6 +1263,25 @@ impl Reconciler {
             }
         }
     }
+
+    /// A new drain or undrain for `ranks` decides their state from now on: older ones,
+    /// all answered (see [`InFlight::unanswered`]), no longer speak for them, and one that
+    /// speaks for no rank is forgotten.
+    fn take_over_drain_state(&mut self, ranks: &IdSet) {
+        self.pending.retain_mut(|p| {
+            if p.speaks_for.is_empty() {
+                return true;
+            }
+            p.speaks_for = p.speaks_for.difference(ranks);
+            !p.speaks_for.is_empty()
+        });
+    }
+}
+
+/// `HH:MM UTC` of a time in seconds since the epoch: when a job's time limit ends.
+fn utc_clock(epoch: f64) -> String {
+    let minutes = (epoch.max(0.0) / 60.0) as u64;
+    format!("{:02}:{:02} UTC", minutes / 60 % 24, minutes % 60)
 }
 
 /// Adds rank `k` to the drain for `reason`, copying the reason only for its first rank.
@@ -1182,12 +1296,14 @@ fn add_drain(drains: &mut BTreeMap<String, IdSet>, reason: &str, k: u32) {
     }
 }
 
-/// The views show the action's effect.
-fn took_effect(action: &Action, flux: &FluxView, kube: &KubeView) -> bool {
+/// The views show the pending action's effect (a drain or undrain: on the ranks it still
+/// speaks for).
+fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
     let drained = |k: u32| flux.rank(k).is_some_and(|r| r.drain.is_some());
-    match action {
-        Action::Flux(FluxAction::Drain { ranks, .. }) => ranks.iter().all(drained),
-        Action::Flux(FluxAction::Undrain { ranks }) => !ranks.iter().any(|k| {
+    let ranks = &pending.speaks_for;
+    match &pending.action {
+        Action::Flux(FluxAction::Drain { .. }) => ranks.iter().all(drained),
+        Action::Flux(FluxAction::Undrain { .. }) => !ranks.iter().any(|k| {
             flux.rank(k)
                 .and_then(|r| r.drain.as_ref())
                 .is_some_and(|d| d.ours)

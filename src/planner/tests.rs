@@ -667,3 +667,89 @@ fn the_status_serializes() {
     assert_eq!(json["ranks"][1]["phase"], "up");
     assert_eq!(json["max_size"], 4);
 }
+
+/// What the job-manager's journal would tell of these allocated jobs: (id, ranks, time
+/// limit end in seconds since the epoch, 0 for none).
+fn occupancy(jobs: &[(u64, &str, f64)]) -> crate::model::queue::Occupancy {
+    use crate::model::queue::{JobJournalResponse, QueueView};
+    let mut queue = QueueView::new();
+    let mut apply = |payload: String| {
+        queue
+            .apply(&JobJournalResponse::parse(&payload).unwrap())
+            .unwrap()
+    };
+    for (id, ranks, expiration) in jobs {
+        apply(format!(
+            r#"{{"id":{id},"events":[{{"timestamp":1.0,"name":"alloc","context":{{}}}}],
+            "R":{{"version":1,"execution":{{"R_lite":[{{"rank":"{ranks}","children":{{"core":"0"}}}}],
+            "starttime":1.0,"expiration":{expiration}}}}}}}"#
+        ));
+    }
+    apply(r#"{"id":-1,"events":[]}"#.to_owned());
+    queue.occupancy()
+}
+
+#[test]
+fn a_shrink_takes_idle_ranks_and_waits_while_nobody_knows_which_are_busy() {
+    let mut flux = flux_view(4, "0-3");
+    flux.set_occupancy(crate::model::queue::Occupancy::unknown());
+    let kube = kube_view(Kind::CompleteWorkers, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    reconciler.request_size(3, &flux, Some(&kube), 0.0).unwrap();
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), 0.0);
+    assert_eq!(
+        status.waiting,
+        ["shrink to 3: waiting for the job-manager to say which ranks run jobs"]
+    );
+
+    // A job on rank 3: the highest idle rank goes instead.
+    flux.set_occupancy(occupancy(&[(1234, "3", 0.0)]));
+    assert_eq!(
+        reconciler.plan(&flux, Some(&kube), 1.0),
+        vec![drain_action("2", "fluxk8s: retired by resize to 3")]
+    );
+}
+
+#[test]
+fn busy_victims_are_the_ranks_whose_jobs_end_first_and_the_plan_says_until_when() {
+    let mut flux = flux_view(5, "0-4");
+    // 14:05 and 09:30 UTC on some day; rank 4's job has no time limit.
+    let day = 20_000.0 * 86_400.0;
+    let at = |h: f64, m: f64| day + h * 3600.0 + m * 60.0;
+    flux.set_occupancy(occupancy(&[
+        (58, "1", at(14.0, 5.0)),
+        (59, "2-3", at(9.0, 30.0)),
+        (60, "4", 0.0),
+    ]));
+    let kube = kube_view(Kind::CompleteWorkers, 5, 5, "0-4");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    reconciler.request_size(2, &flux, Some(&kube), 0.0).unwrap();
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    // Three busy ranks must go: 2-3 (free at 09:30), then 1 (14:05), not 4 (no limit).
+    assert_eq!(
+        actions,
+        vec![drain_action("1-3", "fluxk8s: retired by resize to 2")]
+    );
+    drain(&mut flux, "1-3", "fluxk8s: retired by resize to 2");
+    let status = reconciler.status(&flux, Some(&kube), 1.0);
+    assert_eq!(
+        status.ranks[1].why,
+        "draining: busy (until 14:05 UTC, job ƒ21), waiting idle"
+    );
+    assert_eq!(
+        status.ranks[2].why,
+        "draining: busy (until 09:30 UTC, job ƒ22), waiting idle"
+    );
+
+    // The journal says job 59 freed its ranks: 2-3 are idle and go, with no timer.
+    flux.set_occupancy(occupancy(&[(58, "1", at(14.0, 5.0)), (60, "4", 0.0)]));
+    let shutdowns: Vec<Action> = reconciler.plan(&flux, Some(&kube), 2.0);
+    assert_eq!(
+        shutdowns,
+        vec![
+            Action::Flux(FluxAction::Shutdown { rank: 2 }),
+            Action::Flux(FluxAction::Shutdown { rank: 3 })
+        ]
+    );
+}

@@ -642,15 +642,13 @@ fn carry_out(
                 expects_reply,
             } = request;
             notes.push(format!("fluxk8s -> {topic} {payload} (rank {nodeid})"));
-            let answer = flux
-                .rpc(sim, topic, &payload, nodeid)
-                .map_err(|e| e.to_string());
+            let answer = flux.rpc(sim, topic, &payload, nodeid);
             if let Err(err) = &answer {
                 notes.push(format!("fluxk8s    {topic} failed: {err}"));
             }
             // A one-way request is done once sent: no answer reaches the sender.
             let outcome = if expects_reply { answer } else { Ok(()) };
-            k.engine.finished(id, outcome, now);
+            k.engine.flux_finished(id, outcome.map_err(Into::into), now);
         }
         Effect::Kube { id, action } => {
             notes.push(format!("fluxk8s -> {}", Action::Kube(action.clone())));

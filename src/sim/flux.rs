@@ -57,6 +57,16 @@ pub struct RpcFailure {
     pub message: String,
 }
 
+impl From<RpcFailure> for crate::engine::FluxFailure {
+    fn from(failure: RpcFailure) -> Self {
+        let text = failure.to_string();
+        match failure.errno {
+            "EEXIST" | "ENOENT" => Self::ViewLagged(text),
+            _ => Self::Failed(text),
+        }
+    }
+}
+
 impl RpcFailure {
     fn new(errno: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -421,7 +421,7 @@ impl World {
         let answer = self
             .flux
             .rpc(&self.sim, request.topic, &request.payload, request.nodeid)
-            .map_err(|err| err.to_string());
+            .map_err(Into::into);
         let outcome = if request.expects_reply {
             answer
         } else {
@@ -429,7 +429,7 @@ impl World {
         };
         let now = self.now();
         self.timings
-            .time("finished", || self.engine.finished(id, outcome, now));
+            .time("finished", || self.engine.flux_finished(id, outcome, now));
     }
 
     /// Waits for a pod event or a driver report (at most `wait`), lets the brokers follow
