@@ -391,7 +391,16 @@ impl Engine {
     pub fn step(&mut self, now: f64) -> Vec<Effect> {
         self.counters.plans += 1;
         self.autoscale(now);
-        let actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
+        let mut actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
+        actions.extend(self.reconciler.take_followed().into_iter().map(|writer| {
+            Action::Kube(KubeAction::RecordEvent {
+                reason: "SizeFollowed".to_owned(),
+                message: format!(
+                    "size set to {} by {}: fluxk8s takes it as the desired size and changes                      no size until a resize from Flux",
+                    writer.size, writer.manager
+                ),
+            })
+        }));
         let mut effects = Vec::with_capacity(actions.len());
         for action in actions {
             self.counters.actions += 1;
@@ -703,6 +712,7 @@ mod tests {
                 size,
                 max_size: 4,
                 complete_workers: false,
+                size_manager: None,
             }),
             pods: (0..size)
                 .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))

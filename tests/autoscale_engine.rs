@@ -304,6 +304,7 @@ fn kube_view(size: u32, max: u32) -> KubeView {
             size,
             max_size: max,
             complete_workers: true,
+            size_manager: None,
         }),
         pods: (0..size)
             .map(|index| PodView::running(format!("{NAME}-{index}"), format!("uid-{index}"), index))

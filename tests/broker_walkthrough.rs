@@ -288,3 +288,53 @@ fn resizes_that_change_their_mind_send_one_drain_state_request_per_rank_at_a_tim
     );
     println!("drain and undrain requests over 11 resizes: {requests}");
 }
+
+#[test]
+fn another_writers_size_is_followed_both_ways_and_never_written_back() {
+    let Some(walk) = Walkthrough::start("walk-hpa", 4, 8) else {
+        return;
+    };
+    let scale = |size: i64| {
+        walk.sim
+            .set_minicluster_size(NAMESPACE, NAME, size, "kubectl-scale")
+            .expect("scaled");
+    };
+    scale(8);
+    walk.wait_for_status("8 ranks up", |s| {
+        s["real_size"] == 8 && flux_field(s, "online") == "0-7"
+    });
+    scale(4);
+    walk.wait_for_status("ranks 4-7 gone and drained as above the size", |s| {
+        flux_field(s, "online") == "0-3" && flux_field(s, "drained") == "4-7"
+    });
+    scale(8);
+    let status = walk.wait_for_status("8 ranks up and undrained again", |s| {
+        s["real_size"] == 8
+            && flux_field(s, "online") == "0-7"
+            && flux_field(s, "drained").is_empty()
+    });
+    assert_eq!(status["desired_size"], 8);
+    assert_eq!(status["plan"]["size_set_by"]["manager"], "kubectl-scale");
+    // A few seconds more: nothing takes the size back.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let minicluster = walk.sim.minicluster(NAMESPACE, NAME).expect("MiniCluster");
+    assert_eq!(minicluster["spec"]["size"], 8);
+    let requests = walk.sim.requests();
+    assert_eq!(
+        requests.count(Verb::Patch, "miniclusters"),
+        0,
+        "fluxk8s wrote the size"
+    );
+    let followed = walk
+        .sim
+        .events(NAMESPACE)
+        .into_iter()
+        .filter(|event| event["reason"] == "SizeFollowed")
+        .count();
+    assert_eq!(followed, 3, "one Event per size change followed");
+    let dmesg = walk.dmesg();
+    assert!(
+        dmesg.contains("drain rank(s) 4-7 (fluxk8s: retired (above size))"),
+        "{dmesg}"
+    );
+}

@@ -117,7 +117,7 @@ proptest! {
                 }
                 Input::Busy(text) => engine.set_busy(text.parse().unwrap_or_default()),
                 Input::Kube(view) => {
-                    engine.kube_report(Report::View(view), now);
+                    engine.kube_report(Report::View(*view), now);
                     engine.kube_report(Report::Synced, now);
                 }
                 Input::Finished { back, ok } => {
@@ -139,6 +139,9 @@ proptest! {
                         match action {
                             KubeAction::DeletePod { index, .. } => prop_assert_ne!(*index, 0),
                             KubeAction::SetSize { size, .. } => prop_assert!(*size >= 1),
+                            KubeAction::RecordEvent { reason, .. } => {
+                                prop_assert_eq!(reason, "SizeFollowed")
+                            }
                         }
                         *id
                     }
@@ -161,7 +164,7 @@ enum Input {
     Resize(u32),
     Retire(String),
     Busy(String),
-    Kube(KubeView),
+    Kube(Box<KubeView>),
     /// The answer to the effect `back` ids before the latest (or an unknown id).
     Finished {
         back: u64,
@@ -176,7 +179,7 @@ fn input() -> impl Strategy<Value = Input> {
         2 => prop_oneof![0u32..=RANKS + 2, any::<u32>()].prop_map(Input::Resize),
         2 => idset_text(RANKS).prop_map(Input::Retire),
         1 => idset_text(RANKS).prop_map(Input::Busy),
-        3 => kube_view().prop_map(Input::Kube),
+        3 => kube_view().prop_map(|view| Input::Kube(Box::new(view))),
         2 => (0u64..4, any::<bool>()).prop_map(|(back, ok)| Input::Finished { back, ok }),
     ]
 }
@@ -225,6 +228,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                         active: pods.len() as u32,
                         succeeded: 0,
                         failed: 0,
+                        size_manager: None,
                     },
                     minicluster: minicluster.map(|(mc_size, max, complete_workers)| {
                         fluxk8s::model::MiniClusterView {
@@ -233,6 +237,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                             size: mc_size,
                             max_size: max,
                             complete_workers,
+                            size_manager: None,
                         }
                     }),
                     pods: pods.into_iter().map(Arc::new).collect(),

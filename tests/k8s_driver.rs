@@ -636,13 +636,15 @@ fn dropped_and_expired_watches_keep_the_view_current() {
 
     // Resumed from the last resourceVersion.
     sim.faults().drop_watches();
-    sim.set_minicluster_size(NS, "flux-sample", 3).unwrap();
+    sim.set_minicluster_size(NS, "flux-sample", 3, "kubectl-scale")
+        .unwrap();
     module.wait_running(3);
 
     // History gone: the resumed watches get 410 and relist.
     sim.faults().drop_watches();
     sim.faults().expire_history();
-    sim.set_minicluster_size(NS, "flux-sample", 4).unwrap();
+    sim.set_minicluster_size(NS, "flux-sample", 4, "kubectl-scale")
+        .unwrap();
     module.wait_running(4);
     module.wait_view("MiniCluster size 4", |v| {
         v.minicluster.as_ref().is_some_and(|mc| mc.size == 4)

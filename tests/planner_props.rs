@@ -67,6 +67,7 @@ fn check_actions(world: &World, actions: &[Action]) -> Result<(), String> {
             Action::Flux(FluxAction::Shutdown { rank }) => *rank == 0,
             Action::Kube(KubeAction::DeletePod { index, .. }) => *index == 0,
             Action::Kube(KubeAction::SetSize { size, .. }) => *size == 0 || *size > max,
+            Action::Kube(KubeAction::RecordEvent { .. }) => false,
         };
         if bad {
             return Err(format!("forbidden action {action:?}"));

@@ -165,7 +165,8 @@ async fn watcher_resumes_after_dropped_watches_and_relists_after_410() {
         "the watcher is watching"
     );
     sim.faults().drop_watches();
-    sim.set_minicluster_size(NS, "m", 4).unwrap();
+    sim.set_minicluster_size(NS, "m", 4, "kubectl-scale")
+        .unwrap();
     assert!(
         seen_running(4).await,
         "changes made while the watch was down are replayed"
@@ -180,7 +181,8 @@ async fn watcher_resumes_after_dropped_watches_and_relists_after_410() {
     );
     sim.faults().expire_history();
     sim.faults().drop_watches();
-    sim.set_minicluster_size(NS, "m", 3).unwrap();
+    sim.set_minicluster_size(NS, "m", 3, "kubectl-scale")
+        .unwrap();
     assert!(seen_running(3).await);
     assert_eq!(
         sim.requests().count(Verb::List, "pods"),

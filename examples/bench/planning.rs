@@ -54,6 +54,7 @@ fn kube_view(ranks: u32) -> KubeView {
             active: ranks,
             succeeded: 0,
             failed: 0,
+            size_manager: None,
         },
         minicluster: None,
         pods: (0..ranks)

@@ -21,7 +21,7 @@ use super::worker::Ctx;
 use crate::model::{KubeAction, MiniClusterView};
 
 /// Name under which fluxk8s records Events and patches objects.
-pub const COMPONENT: &str = "fluxk8s";
+pub const COMPONENT: &str = crate::model::FIELD_MANAGER;
 
 /// Event reason for a pod removed so its rank retires.
 pub const REASON_RETIRED: &str = "RetiredRank";
@@ -148,7 +148,7 @@ impl Scene {
     fn new(target: &Target, state: &ClusterState, action: &KubeAction) -> Self {
         let pod = match action {
             KubeAction::DeletePod { pod, .. } => state.pod(pod).cloned(),
-            KubeAction::SetSize { .. } => None,
+            KubeAction::SetSize { .. } | KubeAction::RecordEvent { .. } => None,
         };
         Self {
             job: target.job.clone(),
@@ -196,6 +196,10 @@ fn start(ctx: Ctx, scene: Scene, id: u64, action: KubeAction) -> Running {
             } => delete_pod(&ctx, &scene, &area, index, &pod, &uid, &reason).await,
             KubeAction::SetSize { size, reason } => {
                 set_size(&ctx, &scene, &area, size, &reason).await
+            }
+            KubeAction::RecordEvent { reason, message } => {
+                record_event(&ctx, &scene, &reason, message).await;
+                Outcome::Done
             }
         };
         (id, outcome)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
@@ -219,8 +220,30 @@ pub fn job_view(job: &Job) -> JobView {
         active: to_u32(status.and_then(|s| s.active), 0),
         succeeded: to_u32(status.and_then(|s| s.succeeded), 0),
         failed: to_u32(status.and_then(|s| s.failed), 0),
+        size_manager: field_manager(job.managed_fields(), "parallelism"),
         name,
     }
+}
+
+/// The manager whose `managedFields` entry owns `spec.<field>`: the last writer of it.
+fn field_manager(entries: &[ManagedFieldsEntry], field: &str) -> Option<String> {
+    let key = format!("f:{field}");
+    entries
+        .iter()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .and_then(|fields| fields.0.get("f:spec"))
+                .is_some_and(|spec| spec.get(&key).is_some())
+        })
+        .max_by(|a, b| {
+            a.time
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.time.as_ref().map(|t| t.0))
+        })
+        .and_then(|entry| entry.manager.clone())
 }
 
 fn json_u32(value: &serde_json::Value, pointer: &str) -> Option<u32> {
@@ -248,6 +271,7 @@ pub fn minicluster_view(mc: &DynamicObject) -> MiniClusterView {
             .pointer("/spec/flux/completeWorkers")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
+        size_manager: field_manager(mc.managed_fields(), "size"),
     }
 }
 

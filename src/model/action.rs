@@ -8,6 +8,10 @@ use super::idset::IdSet;
 /// Every drain fluxk8s makes starts with this, so it never touches anyone else's.
 pub const DRAIN_REASON_PREFIX: &str = "fluxk8s:";
 
+/// The field manager of fluxk8s's writes (and the component of its Events): the
+/// object's `managedFields` tell its size changes from another writer's.
+pub const FIELD_MANAGER: &str = "fluxk8s";
+
 /// An action on the Flux side, carried out on the module thread.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum FluxAction {
@@ -35,6 +39,9 @@ pub enum KubeAction {
     /// Set the size: `MiniCluster.spec.size` when an operator owns the Job, else the
     /// Job's parallelism and completions together.
     SetSize { size: u32, reason: String },
+    /// Record a Normal Event on the MiniCluster (else the Job): what fluxk8s saw and how
+    /// it took it, for what changes no object.
+    RecordEvent { reason: String, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +72,9 @@ impl std::fmt::Display for Action {
             }) => write!(f, "delete pod {pod} (index {index}, uid {uid}): {reason}"),
             Action::Kube(KubeAction::SetSize { size, reason }) => {
                 write!(f, "set size to {size}: {reason}")
+            }
+            Action::Kube(KubeAction::RecordEvent { reason, message }) => {
+                write!(f, "record Event {reason}: {message}")
             }
         }
     }

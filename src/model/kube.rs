@@ -25,6 +25,8 @@ pub struct JobView {
     pub active: u32,
     pub succeeded: u32,
     pub failed: u32,
+    /// The field manager that last set `spec.parallelism` (`metadata.managedFields`).
+    pub size_manager: Option<String>,
 }
 
 impl JobView {
@@ -44,6 +46,7 @@ impl JobView {
             active: 0,
             succeeded: 0,
             failed: 0,
+            size_manager: None,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct MiniClusterView {
     /// `spec.flux.completeWorkers`: a worker broker that exits ends its pod Succeeded,
     /// which completes the index so the Job does not recreate it.
     pub complete_workers: bool,
+    /// The field manager that last set `spec.size` (`metadata.managedFields`).
+    pub size_manager: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -121,6 +126,14 @@ impl KubeView {
         self.minicluster
             .as_ref()
             .map_or(self.job.completions, |mc| mc.size)
+    }
+
+    /// Who last set the size Kubernetes is asked to run, as the object records it.
+    pub fn size_manager(&self) -> Option<&str> {
+        match &self.minicluster {
+            Some(mc) => mc.size_manager.as_deref(),
+            None => self.job.size_manager.as_deref(),
+        }
     }
 
     /// The live pod at `index`, if any.

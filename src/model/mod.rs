@@ -8,7 +8,7 @@ pub mod idset;
 pub mod kube;
 pub mod queue;
 
-pub use action::{Action, DRAIN_REASON_PREFIX, FluxAction, KubeAction};
+pub use action::{Action, DRAIN_REASON_PREFIX, FIELD_MANAGER, FluxAction, KubeAction};
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
 pub use idset::IdSet;
 pub use kube::{JobView, KubeView, MiniClusterView, PodPhase, PodView};

@@ -5,6 +5,8 @@ use crate::model::DRAIN_REASON_PREFIX;
 use crate::model::flux::Drain;
 
 const LOST: &str = "fluxk8s: pod lost";
+/// The start of [`still_retired`]'s reasons.
+const OBSERVED: &str = "fluxk8s: retired (";
 
 /// Who drained a rank, and for what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +17,9 @@ pub(crate) enum DrainKind {
     OursLost,
     /// fluxk8s, to retire the rank.
     OursRetire,
+    /// fluxk8s, recording a retirement it only saw (the rank is above a size someone else
+    /// set, or its index finished): not an intent, lifted when the rank runs again.
+    OursObserved,
 }
 
 /// Classifies a drain reason.
@@ -23,6 +28,8 @@ pub(crate) fn kind_of_reason(reason: &str) -> DrainKind {
         DrainKind::Admin
     } else if reason.starts_with(LOST) {
         DrainKind::OursLost
+    } else if reason.starts_with(OBSERVED) {
+        DrainKind::OursObserved
     } else {
         DrainKind::OursRetire
     }
@@ -53,9 +60,10 @@ pub(crate) fn autoscale_idle(idle_timeout: f64) -> String {
     format!("{DRAIN_REASON_PREFIX} autoscale: idle for over {idle_timeout}s")
 }
 
-/// Re-applied after a restart lost the drain; `why` says how the rank was retired.
+/// A rank seen retired (`why`: above the size, index completed or failed) with no drain:
+/// after someone else lowered the size, or after a restart lost the drain.
 pub(crate) fn still_retired(why: &str) -> String {
-    format!("{DRAIN_REASON_PREFIX} retired ({why})")
+    format!("{OBSERVED}{why})")
 }
 
 #[cfg(test)]
@@ -69,12 +77,15 @@ mod tests {
             resize(3),
             by_request(),
             never_online(300.0),
-            still_retired("index completed"),
             autoscale_idle(300.0),
         ] {
             assert!(reason.starts_with(DRAIN_REASON_PREFIX), "{reason}");
             assert_eq!(kind_of_reason(&reason), DrainKind::OursRetire, "{reason}");
         }
+        for why in ["above size", "index completed"] {
+            assert_eq!(kind_of_reason(&still_retired(why)), DrainKind::OursObserved);
+        }
+        assert_eq!(still_retired("above size"), "fluxk8s: retired (above size)");
         assert_eq!(kind_of_reason("bad disk"), DrainKind::Admin);
         assert_eq!(kind_of_reason(""), DrainKind::Admin);
         assert_eq!(

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
-use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus};
+use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus, SizeWriter};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
-use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodPhase, PodView};
+use crate::model::{
+    Action, FIELD_MANAGER, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodPhase, PodView,
+};
 
 /// The rate limit counts actions over this window (seconds).
 const RATE_WINDOW: f64 = 60.0;
@@ -51,6 +53,12 @@ pub struct Reconciler {
     desired: Option<u32>,
     /// Why the desired size was asked, for the reason of the size raise (autoscale).
     grow_reason: Option<String>,
+    /// The size the views showed at the last plan, to notice another writer's change.
+    seen_size: Option<u32>,
+    /// Another writer set the desired size: fluxk8s follows it and writes no size.
+    size_set_by: Option<SizeWriter>,
+    /// Another writer's size changes taken over, to be recorded as Events.
+    followed: Vec<SizeWriter>,
     /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
     /// use. Once drained, the drain itself carries the intent across restarts.
     retiring: BTreeMap<u32, String>,
@@ -166,6 +174,7 @@ impl InFlight {
                 size @ Action::Kube(KubeAction::SetSize { .. }) => {
                     in_flight.sizes.push(size.clone())
                 }
+                Action::Kube(KubeAction::RecordEvent { .. }) => {}
             }
         }
         in_flight
@@ -191,6 +200,7 @@ impl InFlight {
             Action::Kube(KubeAction::SetSize { .. }) => self.sizes.contains(action),
             // Not moves: `intended_drain` folds them into the scene instead.
             Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }) => false,
+            Action::Kube(KubeAction::RecordEvent { .. }) => false,
         }
     }
 }
@@ -269,6 +279,9 @@ impl Reconciler {
             config,
             desired: None,
             grow_reason: None,
+            seen_size: None,
+            size_set_by: None,
+            followed: Vec::new(),
             retiring: BTreeMap::new(),
             pending: Vec::new(),
             seen_up: IdSet::new(),
@@ -371,9 +384,10 @@ impl Reconciler {
         if reachable < target {
             limited_by.extend(capacity_limits);
         }
-        let changed = self.desired != Some(target);
+        let changed = self.desired != Some(target) || self.size_set_by.is_some();
         self.desired = Some(target);
         self.grow_reason = why;
+        self.size_set_by = None;
         Ok(ResizeAnswer {
             requested: n,
             target,
@@ -450,6 +464,7 @@ impl Reconciler {
         let Some(kube) = both_synced(flux, kube) else {
             return Vec::new();
         };
+        self.follow_other_writer(flux, kube);
         self.forget_done(flux, kube, now);
         // One scene per plan: what observing and choosing victims change is folded into it.
         let mut scene = self.scene(flux, kube);
@@ -464,6 +479,43 @@ impl Reconciler {
             actions.push(planned.action);
         }
         actions
+    }
+
+    /// A size on the object that fluxk8s did not write (kubectl, an HPA, a GitOps tool)
+    /// becomes the desired size, as a resize would, and fluxk8s stops writing sizes until
+    /// a request from Flux: it never undoes another writer's change.
+    fn follow_other_writer(&mut self, flux: &FluxView, kube: &KubeView) {
+        let size = kube.requested_size();
+        let Some(before) = self.seen_size.replace(size) else {
+            return;
+        };
+        let ours = self.pending.iter().any(|p| {
+            matches!(p.action, Action::Kube(KubeAction::SetSize { size: asked, .. }) if asked == size)
+        }) || kube.size_manager() == Some(FIELD_MANAGER);
+        if size == before || ours {
+            return;
+        }
+        let max = kube
+            .minicluster
+            .as_ref()
+            .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
+        let writer = SizeWriter {
+            manager: kube.size_manager().unwrap_or("unknown").to_owned(),
+            size,
+        };
+        tracing::info!(
+            "size {before} -> {size} set by {}: following it as the desired size",
+            writer.manager
+        );
+        self.desired = Some(size.max(self.config.min_size).min(max.max(1)));
+        self.grow_reason = None;
+        self.size_set_by = Some(writer.clone());
+        self.followed.push(writer);
+    }
+
+    /// Another writer's size changes followed since the last call, for Events.
+    pub fn take_followed(&mut self) -> Vec<SizeWriter> {
+        std::mem::take(&mut self.followed)
     }
 
     /// The executor's report on an action `plan` returned. Success still waits for the
@@ -495,6 +547,7 @@ impl Reconciler {
             return PlanStatus {
                 synced: false,
                 desired_size: self.desired,
+                size_set_by: self.size_set_by.clone(),
                 real_size: flux.real_size(),
                 expected_size: 0,
                 kube_size: kube.map(KubeView::requested_size),
@@ -512,6 +565,7 @@ impl Reconciler {
         PlanStatus {
             synced: true,
             desired_size: self.desired,
+            size_set_by: self.size_set_by.clone(),
             real_size: flux.real_size(),
             expected_size: scene.counted(),
             kube_size: Some(scene.size),
@@ -587,7 +641,12 @@ impl Reconciler {
                     seen_up,
                     busy: flux.occupancy().may_be_busy(k),
                     flux_drained: state.drain.is_some(),
-                    counted: active && !retire && matches!(drain, None | Some(DrainKind::OursLost)),
+                    counted: active
+                        && !retire
+                        && matches!(
+                            drain,
+                            None | Some(DrainKind::OursLost | DrainKind::OursObserved)
+                        ),
                     drain,
                     protected,
                     retire,
@@ -704,8 +763,11 @@ impl Reconciler {
                 self.seen_up.remove(k);
             }
             rank.seen_up = self.seen_up.contains(k);
-            let starting =
-                rank.active && k != 0 && !rank.online && !rank.seen_up && rank.drain.is_none();
+            let starting = rank.active
+                && k != 0
+                && !rank.online
+                && !rank.seen_up
+                && matches!(rank.drain, None | Some(DrainKind::OursObserved));
             if starting {
                 self.waiting_since.entry(k).or_insert(now);
             } else if self.waiting_since.remove(&k).is_some() && rank.online {
@@ -813,6 +875,15 @@ impl Reconciler {
         if self.cooling_after(self.last_shrink, now) {
             return hold("cooldown after a shrink".into(), waiting);
         }
+        if let Some(writer) = &self.size_set_by {
+            return hold(
+                format!(
+                    "the size is {}'s ({}): fluxk8s changes it only for a request from Flux",
+                    writer.manager, writer.size
+                ),
+                waiting,
+            );
+        }
         if let Some(size) = self.pending_size() {
             return hold(format!("size change to {size} in flight"), waiting);
         }
@@ -845,10 +916,9 @@ impl Reconciler {
         let raise_to = last + 1;
         let undrain = (scene.size..raise_to)
             .filter(|&k| {
-                matches!(
-                    scene.ranks[k as usize].drain,
-                    Some(DrainKind::OursLost | DrainKind::OursRetire)
-                )
+                scene.ranks[k as usize]
+                    .drain
+                    .is_some_and(|d| d != DrainKind::Admin)
             })
             .collect();
         Growth {
@@ -880,7 +950,8 @@ impl Reconciler {
 
         let growth = self.growth(scene, now, &mut waiting);
         let growing_to = growth.raise_to.or(self.pending_size()).unwrap_or(0);
-        let base = if scene.frozen.is_some() {
+        // Another writer's size is not lowered either: retiring ranks leave in place.
+        let base = if scene.frozen.is_some() || self.size_set_by.is_some() {
             scene.size
         } else {
             self.lowering_base(scene, now)
@@ -971,17 +1042,26 @@ impl Reconciler {
                         "back online: lifting the fluxk8s lost drain".into(),
                     );
                 }
+                Some(DrainKind::OursObserved) if rank.online && !rank.down() => {
+                    undrain.insert(k);
+                    say(
+                        RankPhase::Up,
+                        "back above the size: lifting the fluxk8s retired drain".into(),
+                    );
+                }
                 Some(DrainKind::OursLost) => say(
                     RankPhase::Lost,
                     "lost: drained by fluxk8s, waiting for the pod to come back".into(),
                 ),
-                Some(_) => say(RankPhase::Drained, "drained, kept: protected".into()),
+                Some(DrainKind::Admin | DrainKind::OursRetire) => {
+                    say(RankPhase::Drained, "drained, kept: protected".into())
+                }
                 None if rank.online && !rank.down() => say(RankPhase::Up, "up".into()),
-                None if rank.down() => {
+                None | Some(DrainKind::OursObserved) if rank.down() => {
                     add_drain(&mut drains, &lost_reason, k);
                     say(RankPhase::Lost, "lost: draining".into());
                 }
-                None => {
+                None | Some(DrainKind::OursObserved) => {
                     let since = self.waiting_since.get(&k).copied().unwrap_or(now);
                     if now - since >= self.config.startup_timeout {
                         add_drain(&mut drains, &never_online_reason, k);
@@ -1316,5 +1396,6 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
             .iter()
             .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
+        Action::Kube(KubeAction::RecordEvent { .. }) => true,
     }
 }

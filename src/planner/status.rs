@@ -50,6 +50,9 @@ pub struct PlanStatus {
     pub synced: bool,
     /// The requested live size, if any request was made since the module started.
     pub desired_size: Option<u32>,
+    /// Set when the desired size is one someone else wrote to the object (kubectl, an
+    /// HPA): fluxk8s follows it and changes no size itself.
+    pub size_set_by: Option<SizeWriter>,
     /// Online ranks that are not drained.
     pub real_size: u32,
     /// Ranks expected to run once pods in flight have started.
@@ -69,6 +72,15 @@ pub struct PlanStatus {
     pub ranks: Vec<RankStatus>,
     pub pending: Vec<PendingStatus>,
     pub startup_failures: u32,
+}
+
+/// Who set the size fluxk8s now follows, as the object's `managedFields` tell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SizeWriter {
+    /// The field manager that owns the size (`kubectl-scale`, the HPA's controller
+    /// manager, ...), or `unknown` when the object does not say.
+    pub manager: String,
+    pub size: u32,
 }
 
 /// Ranks that share a phase and a reason.

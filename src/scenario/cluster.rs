@@ -549,8 +549,12 @@ impl Cluster {
                 "resizing a bare Job by hand is not simulated".to_owned(),
             ));
         }
-        self.sim
-            .set_minicluster_size(NAMESPACE, &self.spec.name, i64::from(size))?;
+        self.sim.set_minicluster_size(
+            NAMESPACE,
+            &self.spec.name,
+            i64::from(size),
+            "kubectl-scale",
+        )?;
         self.note(format!(
             "by hand: kubectl patch minicluster {} size={size}",
             self.spec.name

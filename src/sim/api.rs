@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::kinds::Kind;
+use super::managed::own_changed_spec_fields;
 use super::operator::scale_selector;
 use super::patch::{JsonPatchError, json_patch, merge_patch};
 use super::state::{Propagation, SimState};
@@ -170,8 +171,14 @@ impl SimState {
     }
 
     /// PUT: the body must carry the resourceVersion it was read at.
-    pub fn api_replace(&mut self, key: &ObjectKey, body: &[u8]) -> Result<Value, ApiError> {
-        let body = parse_body(body)?;
+    pub fn api_replace(
+        &mut self,
+        key: &ObjectKey,
+        body: &[u8],
+        manager: &str,
+    ) -> Result<Value, ApiError> {
+        let mut body = parse_body(body)?;
+        own_changed_spec_fields(&self.current(key)?, &mut body, manager, None);
         let version = body["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);
@@ -194,9 +201,11 @@ impl SimState {
         key: &ObjectKey,
         format: PatchFormat,
         body: &[u8],
+        manager: &str,
     ) -> Result<Value, ApiError> {
         let current = self.current(key)?;
-        let patched = apply_patch(&current, format, body)?;
+        let mut patched = apply_patch(&current, format, body)?;
+        own_changed_spec_fields(&current, &mut patched, manager, None);
         let version = patched["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);
@@ -273,18 +282,29 @@ impl SimState {
         key: &ObjectKey,
         format: PatchFormat,
         body: &[u8],
+        manager: &str,
     ) -> Result<Value, ApiError> {
         let scale = scale_of(&self.current(key)?);
         let patched = apply_patch(&scale, format, body)?;
-        self.write_scale(key, &patched)
+        self.write_scale(key, &patched, manager)
     }
 
-    pub fn api_replace_scale(&mut self, key: &ObjectKey, body: &[u8]) -> Result<Value, ApiError> {
+    pub fn api_replace_scale(
+        &mut self,
+        key: &ObjectKey,
+        body: &[u8],
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         let scale = parse_body(body)?;
-        self.write_scale(key, &scale)
+        self.write_scale(key, &scale, manager)
     }
 
-    fn write_scale(&mut self, key: &ObjectKey, scale: &Value) -> Result<Value, ApiError> {
+    fn write_scale(
+        &mut self,
+        key: &ObjectKey,
+        scale: &Value,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
         if replicas < 0 || replicas > i64::from(i32::MAX) {
             return Err(ApiError::invalid(
@@ -295,8 +315,10 @@ impl SimState {
                 ),
             ));
         }
-        let mut minicluster = self.current(key)?;
+        let current = self.current(key)?;
+        let mut minicluster = current.clone();
         minicluster["spec"]["size"] = json!(replicas);
+        own_changed_spec_fields(&current, &mut minicluster, manager, Some("scale"));
         let version = scale["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);

@@ -102,7 +102,12 @@ fn patch(
     patch: Value,
 ) -> Result<Value, super::ApiError> {
     let key = ObjectKey::new(kind, NS, name);
-    let result = state.api_patch(&key, api::PatchFormat::Merge, patch.to_string().as_bytes());
+    let result = state.api_patch(
+        &key,
+        api::PatchFormat::Merge,
+        patch.to_string().as_bytes(),
+        "test",
+    );
     run_kubelet(state);
     result
 }

@@ -219,6 +219,7 @@ pub(crate) async fn handle(
             .map(str::to_owned)
     };
     let content_type = header_text(header::CONTENT_TYPE);
+    let user_agent = header_text(header::USER_AGENT);
     let accept = header_text(header::ACCEPT);
     let query = Query::parse(&query_string);
     let route = route(&path);
@@ -252,6 +253,7 @@ pub(crate) async fn handle(
                 route,
                 &query,
                 content_type.as_deref(),
+                user_agent.as_deref(),
                 &body,
             ),
             Err(error) => error_response(&error),
@@ -276,6 +278,7 @@ fn serve(
     route: Route,
     query: &Query,
     content_type: Option<&str>,
+    user_agent: Option<&str>,
     body: &[u8],
 ) -> Response<Body> {
     let not_found = || {
@@ -321,6 +324,7 @@ fn serve(
                 method,
                 query,
                 content_type,
+                user_agent,
                 body,
             };
             match serve_object(shared, object, &parts) {
@@ -371,6 +375,7 @@ struct RequestParts<'a> {
     method: &'a Method,
     query: &'a Query,
     content_type: Option<&'a str>,
+    user_agent: Option<&'a str>,
     body: &'a [u8],
 }
 
@@ -383,8 +388,14 @@ fn serve_object(
         method,
         query,
         content_type,
+        user_agent,
         body,
     } = *parts;
+    // The API server's rule: `fieldManager`, else the user agent up to its first '/'.
+    let manager = query
+        .get("fieldManager")
+        .or_else(|| user_agent.and_then(|agent| agent.split('/').next()))
+        .unwrap_or("unknown");
     let ObjectRoute {
         kind,
         namespace,
@@ -440,10 +451,10 @@ fn serve_object(
     let patch_format = || PatchFormat::from_content_type(content_type, kind);
     let served = match (subresource.as_deref(), method.clone()) {
         (None, Method::GET) => shared.state().api_get(&key)?,
-        (None, Method::PUT) => shared.with_state(|state| state.api_replace(&key, body))?,
+        (None, Method::PUT) => shared.with_state(|state| state.api_replace(&key, body, manager))?,
         (None, Method::PATCH) => {
             let format = patch_format()?;
-            shared.with_state(|state| state.api_patch(&key, format, body))?
+            shared.with_state(|state| state.api_patch(&key, format, body, manager))?
         }
         (None, Method::DELETE) => shared.with_state(|state| state.api_delete(&key, body))?,
         (Some("eviction"), Method::POST) => {
@@ -453,10 +464,10 @@ fn serve_object(
         (Some("scale"), Method::GET) => shared.state().api_get_scale(&key)?,
         (Some("scale"), Method::PATCH) => {
             let format = patch_format()?;
-            shared.with_state(|state| state.api_patch_scale(&key, format, body))?
+            shared.with_state(|state| state.api_patch_scale(&key, format, body, manager))?
         }
         (Some("scale"), Method::PUT) => {
-            shared.with_state(|state| state.api_replace_scale(&key, body))?
+            shared.with_state(|state| state.api_replace_scale(&key, body, manager))?
         }
         _ => return Err(method_not_allowed()),
     };

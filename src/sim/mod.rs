@@ -32,6 +32,7 @@ mod job_controller;
 mod job_pods;
 mod kinds;
 mod kubelet;
+mod managed;
 mod operator;
 mod patch;
 mod pod_views;
@@ -286,17 +287,20 @@ impl SimCluster {
         })
     }
 
-    /// Another actor (an HPA, a user) sets `MiniCluster.spec.size`.
+    /// Another actor sets `MiniCluster.spec.size` through its scale subresource, as
+    /// `kubectl scale` or an HPA does; `manager` is the field manager it writes as.
     pub fn set_minicluster_size(
         &self,
         namespace: &str,
         name: &str,
         size: i64,
+        manager: &str,
     ) -> Result<Value, ApiError> {
         let key = ObjectKey::new(Kind::MiniCluster, namespace, name);
-        let patch = json!({"spec": {"size": size}}).to_string();
-        self.shared
-            .with_state(|state| state.api_patch(&key, api::PatchFormat::Merge, patch.as_bytes()))
+        let patch = json!({"spec": {"replicas": size}}).to_string();
+        self.shared.with_state(|state| {
+            state.api_patch_scale(&key, api::PatchFormat::Merge, patch.as_bytes(), manager)
+        })
     }
 
     /// Another actor deletes a pod (`kubectl delete pod`), with the pod's grace period.

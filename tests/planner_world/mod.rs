@@ -51,6 +51,7 @@ impl World {
             size,
             max_size: max,
             complete_workers: kind == JobKind::CompleteWorkers,
+            size_manager: None,
         });
         let job = JobView {
             backoff_limit_per_index: (kind == JobKind::PerIndexZero).then_some(0),
@@ -246,6 +247,7 @@ impl World {
                     }
                 }
             }
+            Action::Kube(KubeAction::RecordEvent { .. }) => {}
         }
         Ok(())
     }
