@@ -144,3 +144,24 @@ fn a_forced_panic_is_contained_and_the_broker_keeps_running() {
         "the caller got an answer: {text}"
     );
 }
+
+#[test]
+fn bare_flags_load_as_flux_modules_take_them_and_bad_filters_are_named() {
+    let Some(flux) =
+        flux_or_skip("bare_flags_load_as_flux_modules_take_them_and_bad_filters_are_named")
+    else {
+        return;
+    };
+    let script = r#"
+        flux module load --name=fluxk8s $SO dry-run log-filter=fluxk8s=debug
+        flux module stats -p config.dry-run fluxk8s | grep -x true
+        flux module stats -p config.log-filter fluxk8s | grep -x '"fluxk8s=debug"'
+        flux module remove fluxk8s
+        if flux module load $SO min-size; then echo "loaded?!"; exit 1; fi
+        flux dmesg | grep "'min-size' (module argument) needs a value: min-size=<a whole number >= 1>"
+        if flux module load $SO log-filter=fluxk8s=loud; then echo "loaded?!"; exit 1; fi
+        flux dmesg | grep "bad value for 'log-filter' (module argument)"
+        "#;
+    let output = flux_start(&flux, 1, script, &[]);
+    assert!(output.status.success(), "{}", transcript(&output));
+}

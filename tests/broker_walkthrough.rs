@@ -184,6 +184,20 @@ fn downsize_shuts_a_real_broker_down_and_its_index_completes() {
         "no pod evicted"
     );
     assert_eq!(walk.job()["status"]["completedIndexes"], "2");
+
+    // The broker log holds fluxk8s's own lines an administrator reads, none of its
+    // libraries' traces: by default nothing below info.
+    let dmesg = walk.dmesg();
+    let ours: Vec<&str> = dmesg.lines().filter(|l| l.contains(" fluxk8s.")).collect();
+    assert!(
+        ours.iter()
+            .all(|l| !l.contains("fluxk8s.debug") && !l.contains("fluxk8s.trace")),
+        "{ours:#?}"
+    );
+    println!(
+        "fluxk8s lines in flux dmesg for load, drain, resize 3, 4, 6: {}",
+        ours.len()
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::thread::{self, ThreadId};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use super::handle::{Handle, LogLevel};
 use super::wake::Waker;
@@ -46,10 +46,26 @@ struct FluxLogLayer {
     waker: Waker,
 }
 
-/// Builds the dispatcher that sends `tracing` events to the broker log. Install it with
-/// `tracing::dispatcher::set_default` on the module thread and on each worker thread
-/// (never as the process-wide default: the broker may load the module more than once).
-pub fn dispatcher(handle: &Handle, waker: Waker) -> (tracing::Dispatch, ForwardedLogs) {
+/// Which events reach the broker log; changed by a configuration reload. Events it
+/// leaves out are never formatted or queued.
+pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogFilter {
+    /// Replaces the filter; events already queued from other threads are kept.
+    pub fn set(&self, filter: EnvFilter) -> Result<(), String> {
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Builds the dispatcher that sends `tracing` events that `filter` lets through to the
+/// broker log. Install it with `tracing::dispatcher::set_default` on the module thread
+/// and on each worker thread (never as the process-wide default: the broker may load the
+/// module more than once).
+pub fn dispatcher(
+    handle: &Handle,
+    waker: Waker,
+    filter: EnvFilter,
+) -> (tracing::Dispatch, ForwardedLogs, LogFilter) {
     let (tx, rx) = mpsc::channel();
     let layer = FluxLogLayer {
         handle: handle.as_ptr() as usize,
@@ -57,8 +73,13 @@ pub fn dispatcher(handle: &Handle, waker: Waker) -> (tracing::Dispatch, Forwarde
         forward: Mutex::new(tx),
         waker,
     };
-    let subscriber = Registry::default().with(layer);
-    (tracing::Dispatch::new(subscriber), ForwardedLogs { rx })
+    let (filter, reload) = reload::Layer::new(filter);
+    let subscriber = Registry::default().with(filter).with(layer);
+    (
+        tracing::Dispatch::new(subscriber),
+        ForwardedLogs { rx },
+        LogFilter(reload),
+    )
 }
 
 fn level_of(level: &Level) -> LogLevel {

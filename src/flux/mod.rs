@@ -20,7 +20,7 @@ pub use guard::{
     CallbackCost, callback_costs, ffi_guard, panic_message, panics_caught, thread_cpu_time,
 };
 pub use handle::{Handle, LogLevel};
-pub use log::{ForwardedLogs, LogLine, dispatcher};
+pub use log::{ForwardedLogs, LogFilter, LogLine, dispatcher};
 pub use msg::{Access, Message, MsgHandler};
 pub use rpc::{NODEID_ANY, Rpc, RpcError};
 pub use wake::{Waker, Wakeup};

@@ -16,7 +16,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::actions::Actions;
 use super::backoff::Backoff;
@@ -432,7 +432,7 @@ impl Publisher {
         }
         if !self.synced_sent {
             self.synced_sent = true;
-            info!("watches synced");
+            debug!("watches synced");
             reporter.send(Report::Synced);
         }
     }
@@ -560,7 +560,7 @@ where
 
 fn report_outcome(reporter: &Reporter, id: u64, outcome: Outcome) {
     match &outcome {
-        Outcome::Done => info!("command {id}: done"),
+        Outcome::Done => debug!("command {id}: done"),
         other => warn!("command {id}: {other:?}"),
     }
     reporter.send(Report::Finished { id, outcome });

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::Value;
+use tracing_subscriber::EnvFilter;
 
 use crate::model::IdSet;
 
@@ -49,6 +50,18 @@ pub struct Config {
     pub max_grow_per_minute: u32,
     /// Size changes, pod deletes and broker shutdowns started per rolling minute, at most.
     pub max_actions_per_minute: u32,
+    /// Which `tracing` events reach the broker log, in `RUST_LOG` directive syntax.
+    pub log_filter: String,
+}
+
+/// fluxk8s's own lines from `info`, its dependencies' only from `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "warn,fluxk8s=info";
+
+/// Parses `RUST_LOG`-style directives (`fluxk8s=debug,kube=info`).
+pub fn log_filter(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| e.to_string())
 }
 
 impl Default for Config {
@@ -70,6 +83,7 @@ impl Default for Config {
             idle_timeout: 300.0,
             max_grow_per_minute: 10,
             max_actions_per_minute: 20,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
 }
@@ -97,9 +111,12 @@ pub enum ConfigError {
         got: String,
         expected: &'static str,
     },
-    /// A module argument without `=`.
-    #[error("argument '{0}' is not of the form key=value")]
-    NotKeyValue(String),
+    /// A bare module argument naming a key that is not a flag.
+    #[error("'{key}' (module argument) needs a value: {key}=<{expected}>")]
+    NeedsValue {
+        key: &'static str,
+        expected: &'static str,
+    },
     /// The `[fluxk8s]` table is not a table (or not JSON at all).
     #[error("the [fluxk8s] table is not a TOML table")]
     NotATable,
@@ -133,7 +150,14 @@ const KEYS: &[(&str, &str)] = &[
     ("idle-timeout", "a duration such as 90, 30s, 5m, 1.5h, 1d"),
     ("max-grow-per-minute", "a whole number >= 1"),
     ("max-actions-per-minute", "a whole number >= 1"),
+    (
+        "log-filter",
+        "RUST_LOG directives, e.g. fluxk8s=debug,kube=info",
+    ),
 ];
+
+/// The keys a bare module argument turns on, as `flux module load resource noverify` does.
+const FLAGS: &[&str] = &["evict", "dry-run", "autoscale"];
 
 fn accepted_keys() -> String {
     KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
@@ -185,9 +209,19 @@ impl Config {
             }
         }
         for arg in args {
-            let (key, value) = arg
-                .split_once('=')
-                .ok_or_else(|| ConfigError::NotKeyValue(arg.clone()))?;
+            let (key, value) = match arg.split_once('=') {
+                Some(pair) => pair,
+                None if FLAGS.contains(&arg.as_str()) => (arg.as_str(), "true"),
+                None => {
+                    return Err(match KEYS.iter().find(|(k, _)| k == arg) {
+                        Some(&(key, expected)) => ConfigError::NeedsValue { key, expected },
+                        None => ConfigError::UnknownKey {
+                            key: arg.clone(),
+                            origin: Source::Argument,
+                        },
+                    });
+                }
+            };
             config.set(key, Raw::Text(value), Source::Argument)?;
         }
         Ok(config)
@@ -252,6 +286,11 @@ impl Config {
             "autoscale" => self.autoscale = boolean(&raw).ok_or_else(bad)?,
             "idle-timeout" => self.idle_timeout = duration(&raw).ok_or_else(bad)?,
             "evict" => self.evict = boolean(&raw).ok_or_else(bad)?,
+            "log-filter" => {
+                let directives = name()?;
+                log_filter(&directives).map_err(|_| bad())?;
+                self.log_filter = directives;
+            }
             _ => unreachable!("every key in KEYS is handled"),
         }
         Ok(())
@@ -402,9 +441,31 @@ mod tests {
     }
 
     #[test]
-    fn arguments_must_be_key_value() {
-        let err = Config::load(None, &args(&["dry-run"])).unwrap_err();
-        assert_eq!(err, ConfigError::NotKeyValue("dry-run".into()));
+    fn a_bare_flag_turns_its_key_on_and_other_keys_need_values() {
+        let config = Config::load(None, &args(&["dry-run", "autoscale", "evict"])).unwrap();
+        assert!(config.dry_run && config.autoscale && config.evict);
+        let err = Config::load(None, &args(&["min-size"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'min-size' (module argument) needs a value: min-size=<a whole number >= 1>"
+        );
+        let err = Config::load(None, &args(&["dryrun"])).unwrap_err();
+        assert!(err.to_string().contains("unknown key 'dryrun'"), "{err}");
+    }
+
+    #[test]
+    fn the_log_filter_is_checked_at_load() {
+        assert_eq!(Config::default().log_filter, "warn,fluxk8s=info");
+        let config =
+            Config::load(Some(r#"{"log-filter":"fluxk8s=debug,kube=info"}"#), &[]).unwrap();
+        assert_eq!(config.log_filter, "fluxk8s=debug,kube=info");
+        for bad in ["fluxk8s=loud", "[unclosed"] {
+            let err = Config::load(None, &args(&[&format!("log-filter={bad}")])).unwrap_err();
+            assert!(
+                err.to_string().contains("bad value for 'log-filter'"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

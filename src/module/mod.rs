@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::flux::{
-    self, Access, ForwardedLogs, Handle, MsgHandler, Rpc, Wakeup, Watcher, panic_message,
+    self, Access, ForwardedLogs, Handle, LogFilter, MsgHandler, Rpc, Wakeup, Watcher, panic_message,
 };
 use crate::k8s::{Driver, DriverConfig};
 use crate::planner::{AutoscaleConfig, PlannerConfig};
@@ -40,6 +40,7 @@ pub(crate) struct Module {
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
     logs: ForwardedLogs,
+    pub(crate) log_filter: LogFilter,
     /// The reactor clock at the current callback.
     pub(crate) now: f64,
 }
@@ -92,6 +93,12 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     };
     wake_timer::arm(shared, handle);
     effects::run(shared, handle, effects);
+}
+
+/// Applies the `log-filter` directives (already checked by [`Config::load`]).
+pub(crate) fn set_log_filter(filter: &LogFilter, directives: &str) -> Result<(), String> {
+    let parsed = config::log_filter(directives).map_err(|e| format!("log-filter: {e}"))?;
+    filter.set(parsed).map_err(|e| format!("log-filter: {e}"))
 }
 
 /// Why the module refused to load; logged, then the load fails with the errno.
@@ -192,7 +199,10 @@ fn run(
     running: &std::cell::Cell<bool>,
 ) -> Result<(), LoadError> {
     let wakeup = Wakeup::new().map_err(|e| LoadError::invalid(format!("eventfd: {e}")))?;
-    let (dispatch, forwarded_logs) = flux::dispatcher(handle, wakeup.waker());
+    let default_filter = config::log_filter(config::DEFAULT_LOG_FILTER)
+        .map_err(|e| LoadError::invalid(format!("default log filter: {e}")))?;
+    let (dispatch, forwarded_logs, log_filter) =
+        flux::dispatcher(handle, wakeup.waker(), default_filter);
     let _log_guard = tracing::dispatcher::set_default(&dispatch);
 
     let name = handle.module_name().unwrap_or_else(|| "fluxk8s".to_owned());
@@ -205,6 +215,7 @@ fn run(
     let table = handle.conf_table("fluxk8s")?;
     let config =
         Config::load(table.as_deref(), &args).map_err(|e| LoadError::invalid(e.to_string()))?;
+    set_log_filter(&log_filter, &config.log_filter).map_err(LoadError::invalid)?;
 
     let waker = wakeup.waker();
     let driver = Driver::spawn(
@@ -234,6 +245,7 @@ fn run(
         flux_rpcs: BTreeMap::new(),
         wake_timer: wake_timer::WakeTimer::default(),
         logs: forwarded_logs,
+        log_filter,
         now,
     };
     match driver {

@@ -280,6 +280,11 @@ fn config_reload(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Rep
     module
         .engine
         .set_autoscale(super::autoscale_config(&config));
+    if config.log_filter != module.config.log_filter
+        && let Err(err) = super::set_log_filter(&module.log_filter, &config.log_filter)
+    {
+        tracing::error!("{}: {err}", module.name);
+    }
     module.config = config;
     module.counters.config_reloads += 1;
     tracing::info!("{}: configuration reloaded", module.name);

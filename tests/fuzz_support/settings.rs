@@ -10,7 +10,7 @@ use fluxk8s::config::Config;
 use super::{any_json, idset_text};
 
 /// Every key of the `[fluxk8s]` table, as documented in `etc/fluxk8s.toml`.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "namespace",
     "kubeconfig",
     "job",
@@ -27,6 +27,7 @@ pub const KEYS: [&str; 16] = [
     "idle-timeout",
     "max-grow-per-minute",
     "max-actions-per-minute",
+    "log-filter",
 ];
 
 /// The keys that only apply when the module loads (a reload may not change them).
@@ -207,6 +208,21 @@ pub fn valid_setting(key: &'static str) -> BoxedStrategy<ValidSetting> {
                 let written = format!("{}.{:0width$}", scaled / one, scaled % one);
                 let fraction: f64 = written.parse().expect("a decimal parses");
                 ValidSetting::new(key, json!(fraction), written, json!(fraction))
+            })
+            .boxed(),
+        "log-filter" => (
+            prop::sample::select(vec!["fluxk8s", "kube", "hyper", "tower"]),
+            prop::sample::select(vec!["error", "warn", "info", "debug", "trace", "off"]),
+            prop::sample::select(vec!["", "warn,", "info,"]),
+        )
+            .prop_map(move |(target, level, global)| {
+                let directives = format!("{global}{target}={level}");
+                ValidSetting::new(
+                    key,
+                    json!(directives),
+                    directives.clone(),
+                    json!(directives),
+                )
             })
             .boxed(),
         other => panic!("no valid setting for unknown key {other:?}"),
