@@ -99,6 +99,8 @@ struct KubeSide {
     /// Every watch has listed once: decisions may use the view.
     synced: bool,
     problems: BTreeMap<String, Problem>,
+    /// How often the driver restarted after a panic.
+    restarts: u32,
 }
 
 impl KubeSide {
@@ -330,6 +332,24 @@ impl Engine {
                 }
                 self.kube.problems.insert(problem.area.clone(), problem);
             }
+            Report::Restarted { restarts } => {
+                self.kube.restarts = restarts;
+                // Planning waits for the new worker's fresh lists.
+                self.kube.synced = false;
+                let lost: Vec<u64> = self
+                    .in_flight
+                    .iter()
+                    .filter(|(_, action)| matches!(action, Action::Kube(_)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    self.finished(
+                        id,
+                        Err("abandoned: the Kubernetes driver restarted".into()),
+                        now,
+                    );
+                }
+            }
             Report::Cleared { area } => {
                 if self.kube.problems.remove(&area).is_some() {
                     tracing::info!("kubernetes {area}: recovered");
@@ -486,6 +506,7 @@ impl Engine {
             },
             kubernetes: KubeStatus {
                 synced: self.kube.synced,
+                restarts: self.kube.restarts,
                 view: self.kube.view.as_ref(),
                 problems: self.kube.problems.values().map(ProblemStatus).collect(),
                 shell: Map::new(),
@@ -603,6 +624,8 @@ pub struct FluxStatus<'a> {
 #[derive(Debug, Serialize)]
 pub struct KubeStatus<'a> {
     pub synced: bool,
+    /// Restarts of the driver after a panic since load.
+    pub restarts: u32,
     #[serde(serialize_with = "view_with_pod_groups")]
     pub view: Option<&'a KubeView>,
     pub problems: Vec<ProblemStatus<'a>>,

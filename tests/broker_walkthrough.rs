@@ -201,7 +201,7 @@ fn downsize_shuts_a_real_broker_down_and_its_index_completes() {
 }
 
 #[test]
-fn a_panic_in_the_kubernetes_worker_is_contained_and_reported() {
+fn a_panic_in_the_kubernetes_worker_is_contained_and_the_driver_restarts() {
     let broker_env = [("FLUXK8S_TEST_PANIC", "1")];
     let Some(walk) = Walkthrough::start_with_env("walk-panic", 2, 3, &broker_env) else {
         return;
@@ -225,11 +225,23 @@ fn a_panic_in_the_kubernetes_worker_is_contained_and_reported() {
         walk.dmesg()
             .contains("the Kubernetes driver stopped after a panic")
     );
-    // The broker and the module's Flux side go on, and the module unloads cleanly.
-    walk.cluster
-        .wait_for_status("the Flux side still followed", |s| {
-            flux_field(s, "online") == "0-1"
-        });
+    // The driver restarts by itself with a fresh view; no reload is needed.
+    let status = walk.wait_for_status("the driver restarted and synced", |s| {
+        s["kubernetes"]["restarts"] == 1
+            && s["kubernetes"]["synced"] == true
+            && s["kubernetes"]["problems"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    });
+    assert_eq!(flux_field(&status, "online"), "0-1");
+    walk.resize(3);
+    walk.wait_for_status("rank 2 up after a resize", |s| {
+        s["real_size"] == 3 && flux_field(s, "online") == "0-2"
+    });
+    assert!(
+        walk.dmesg()
+            .contains("the Kubernetes driver restarts (restart 1)")
+    );
     walk.cluster.flux_ok(&["module", "remove", "fluxk8s"]);
     walk.cluster.flux_ok(&["getattr", "size"]);
 }

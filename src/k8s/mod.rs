@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, info};
 
 use crate::model::{KubeAction, KubeView};
 use target::{Lookup, LookupError};
@@ -62,7 +62,10 @@ pub struct Tuning {
     pub retry_base: Duration,
     /// Longest delay between retries of a transient failure.
     pub retry_cap: Duration,
-    /// Delay between retries of a 403 (RBAC changes are rare, but do happen).
+    /// First retry of a 403, doubling up to `forbidden_retry`: a Role fixed soon after
+    /// takes effect within seconds, one never fixed costs a request a minute.
+    pub forbidden_first: Duration,
+    /// Longest delay between retries of a 403.
     pub forbidden_retry: Duration,
     /// Server-side watch timeout; a watch silent for this long (plus a margin) is restarted.
     pub watch_timeout: Duration,
@@ -74,6 +77,7 @@ impl Default for Tuning {
             request_timeout: Duration::from_secs(15),
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
+            forbidden_first: Duration::from_secs(2),
             forbidden_retry: Duration::from_secs(60),
             watch_timeout: Duration::from_secs(290),
         }
@@ -135,6 +139,9 @@ pub enum Report {
     Finished { id: u64, outcome: Outcome },
     /// Something is wrong (and being retried, if `retrying_in` says so).
     Problem(Problem),
+    /// The worker panicked and started afresh (`restarts` so far): commands it was
+    /// carrying out are lost, and a fresh view and [`Report::Synced`] follow.
+    Restarted { restarts: u32 },
     /// The problem in `area` is over.
     Cleared { area: String },
 }
@@ -167,6 +174,7 @@ pub enum K8sError {
 }
 
 /// Where the worker gets its kube client configuration.
+#[derive(Clone)]
 enum ClientSource {
     /// Resolve it from `DriverConfig::kubeconfig`, the environment or the pod.
     Resolve(Option<PathBuf>),
@@ -299,60 +307,137 @@ fn join(thread: JoinHandle<()>) {
 
 /// How long the runtime may wait, at shutdown, for blocking work such as a DNS lookup.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// The first restart after a panic waits this long, doubling per panic up to
+/// [`RESTART_MAX`]; a run that lasted [`RESTART_MAX`] starts the doubling over.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// How one run of the worker ended.
+enum Ended {
+    /// Told to stop, or the module is gone.
+    Stopped,
+    /// It panicked with this message.
+    Panicked(String),
+}
 
 /// Body of the worker thread: build the runtime and client, say whether that worked, then
-/// run until told to stop.
+/// run until told to stop. A panic ends only that run: after a pause the worker starts
+/// again with a new runtime, client and watches, so its view is rebuilt from fresh lists.
 fn worker_thread(
     source: ClientSource,
     config: DriverConfig,
     lookup: Lookup,
     reporter: worker::Reporter,
-    commands: mpsc::UnboundedReceiver<Command>,
-    stop: oneshot::Receiver<()>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut stop: oneshot::Receiver<()>,
     ready: std_mpsc::SyncSender<Result<String, K8sError>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            let _ = ready.send(Err(K8sError::Thread(err)));
+    let mut ready = Some(ready);
+    let mut restarts = 0u32;
+    let mut pause = RESTART_FIRST;
+    loop {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                match ready.take() {
+                    Some(ready) => drop(ready.send(Err(K8sError::Thread(err)))),
+                    None => error!("the Kubernetes driver cannot restart: {err}"),
+                }
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        let ended = run_once(
+            &runtime,
+            source.clone(),
+            &config,
+            &lookup,
+            &reporter,
+            &mut commands,
+            &mut stop,
+            &mut ready,
+        );
+        let Ended::Panicked(what) = ended else {
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+            return;
+        };
+        if started.elapsed() >= RESTART_MAX {
+            pause = RESTART_FIRST;
+        }
+        error!(
+            "the Kubernetes driver stopped after a panic: {what}; restarting in {}s",
+            pause.as_secs()
+        );
+        reporter.send(Report::Problem(Problem {
+            area: "driver".to_owned(),
+            what: format!("the Kubernetes driver stopped after a panic: {what}"),
+            forbidden: false,
+            retrying_in: Some(pause),
+        }));
+        let stopped = runtime.block_on(async {
+            tokio::select! {
+                _ = &mut stop => true,
+                _ = tokio::time::sleep(pause) => false,
+            }
+        });
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+        if stopped {
             return;
         }
-    };
-    let panic_reporter = reporter.clone();
+        restarts += 1;
+        pause = (pause * 2).min(RESTART_MAX);
+        info!("the Kubernetes driver restarts (restart {restarts})");
+        reporter.send(Report::Restarted { restarts });
+        reporter.cleared("driver");
+    }
+}
+
+/// One run of the worker on `runtime`, with panics caught.
+#[allow(clippy::too_many_arguments)]
+fn run_once(
+    runtime: &tokio::runtime::Runtime,
+    source: ClientSource,
+    config: &DriverConfig,
+    lookup: &Lookup,
+    reporter: &worker::Reporter,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    stop: &mut oneshot::Receiver<()>,
+    ready: &mut Option<std_mpsc::SyncSender<Result<String, K8sError>>>,
+) -> Ended {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
             let (client, namespace) = match connect(source, config.namespace.clone()).await {
                 Ok(connected) => connected,
                 Err(err) => {
-                    let _ = ready.send(Err(err));
+                    match ready.take() {
+                        Some(ready) => drop(ready.send(Err(err))),
+                        None => error!("the Kubernetes driver cannot reconnect: {err}"),
+                    }
                     return;
                 }
             };
-            if ready.send(Ok(namespace.clone())).is_err() {
+            if let Some(ready) = ready.take()
+                && ready.send(Ok(namespace.clone())).is_err()
+            {
                 return;
             }
-            let ctx = worker::Ctx::new(client, namespace, config, reporter);
+            let ctx = worker::Ctx::new(client, namespace, config.clone(), reporter.clone());
             worker::run(ctx, lookup, commands, stop).await;
         })
     }));
-    if let Err(panic) = run {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        error!("the Kubernetes driver stopped after a panic: {what}");
-        panic_reporter.send(Report::Problem(Problem {
-            area: "driver".to_owned(),
-            what: format!("the Kubernetes driver stopped after a panic: {what}"),
-            forbidden: false,
-            retrying_in: None,
-        }));
+    match run {
+        Ok(()) => Ended::Stopped,
+        Err(panic) => Ended::Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned()),
+        ),
     }
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
 }
 
 /// Builds the client and picks the namespace.

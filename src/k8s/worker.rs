@@ -88,7 +88,7 @@ impl Reporter {
         }));
     }
 
-    fn cleared(&self, area: &str) {
+    pub(crate) fn cleared(&self, area: &str) {
         self.send(Report::Cleared {
             area: area.to_owned(),
         });
@@ -149,6 +149,10 @@ impl Ctx {
         Backoff::new(self.tuning.retry_base, self.tuning.retry_cap)
     }
 
+    fn forbidden_backoff(&self) -> Backoff {
+        Backoff::new(self.tuning.forbidden_first, self.tuning.forbidden_retry)
+    }
+
     /// Runs `op` until it succeeds or fails in a way retrying cannot fix. Timeouts and
     /// transient failures are retried with backoff, 403s slowly; each failed attempt is
     /// reported as a problem in `area`, cleared when the operation ends.
@@ -163,6 +167,7 @@ impl Ctx {
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         let mut backoff = self.backoff();
+        let mut forbidden = self.forbidden_backoff();
         let mut reported = false;
         loop {
             let failure = match tokio::time::timeout(self.tuning.request_timeout, op()).await {
@@ -180,7 +185,7 @@ impl Ctx {
             };
             let delay = match &failure {
                 Failure::Transient(_) => backoff.next_delay(),
-                Failure::Forbidden { .. } => self.tuning.forbidden_retry,
+                Failure::Forbidden { .. } => forbidden.next_delay(),
                 Failure::NotFound | Failure::Conflict(_) | Failure::Rejected(_) => {
                     if reported {
                         self.reporter.cleared(area);
@@ -208,7 +213,7 @@ struct Watched<K> {
     resource: &'static str,
     stream: BoxStream<'static, watcher::Result<Event<K>>>,
     backoff: Backoff,
-    forbidden_retry: Duration,
+    forbidden: Backoff,
     resume_at: Option<Instant>,
     reported: bool,
 }
@@ -230,7 +235,7 @@ where
             resource,
             stream: watcher::watcher(api, config.timeout(timeout)).boxed(),
             backoff: ctx.backoff(),
-            forbidden_retry: ctx.tuning.forbidden_retry,
+            forbidden: ctx.forbidden_backoff(),
             resume_at: None,
             reported: false,
         }
@@ -250,6 +255,7 @@ where
         match item {
             Ok(event) => {
                 self.backoff.reset();
+                self.forbidden.reset();
                 if self.reported {
                     self.reported = false;
                     reporter.cleared(self.area);
@@ -280,7 +286,7 @@ where
             return;
         }
         let delay = match failure {
-            Failure::Forbidden { .. } => self.forbidden_retry,
+            Failure::Forbidden { .. } => self.forbidden.next_delay(),
             _ => self.backoff.next_delay(),
         };
         warn!(
@@ -442,20 +448,21 @@ fn panic_on_request() -> ! {
     panic!("panic requested through FLUXK8S_TEST_PANIC")
 }
 
-/// Runs the driver until `stop` fires (or the module's command sender is dropped).
+/// Runs the driver until `stop` fires (or the module's command sender is dropped). The
+/// channels are borrowed so that, after a panic, a fresh run can take them over.
 pub async fn run(
     ctx: Ctx,
-    lookup: Lookup,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    mut stop: oneshot::Receiver<()>,
+    lookup: &Lookup,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    stop: &mut oneshot::Receiver<()>,
 ) {
     let mut actions = Actions::new();
-    let discovery = discover(&ctx, &lookup);
+    let discovery = discover(&ctx, lookup);
     tokio::pin!(discovery);
     let target = loop {
         tokio::select! {
             biased;
-            _ = &mut stop => {
+            _ = &mut *stop => {
                 actions.abandon_all(&ctx.reporter);
                 return;
             }
@@ -508,7 +515,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = &mut stop => break,
+            _ = &mut *stop => break,
             command = commands.recv() => match command {
                 Some(Command::Apply { id, action }) => actions.submit(id, action),
                 Some(Command::Panic) => panic_on_request(),

@@ -130,6 +130,7 @@ fn quick_tuning() -> Tuning {
         request_timeout: Duration::from_secs(2),
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
+        forbidden_first: Duration::from_millis(75),
         forbidden_retry: Duration::from_millis(150),
         watch_timeout: Duration::from_secs(60),
     }

@@ -144,6 +144,7 @@ pub fn fast_tuning() -> Tuning {
         request_timeout: Duration::from_secs(5),
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(500),
+        forbidden_first: Duration::from_millis(100),
         forbidden_retry: Duration::from_millis(200),
         watch_timeout: Duration::from_secs(30),
     }
