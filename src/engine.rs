@@ -304,7 +304,7 @@ impl Engine {
                 if !view.pods.is_sorted_by_key(|p| p.index) {
                     view.pods.sort_by_key(|p| p.index);
                 }
-                self.kube.view = Some(view);
+                self.kube.view = Some(*view);
             }
             Report::Synced => {
                 self.kube.synced = true;
@@ -412,15 +412,8 @@ impl Engine {
         self.counters.plans += 1;
         self.autoscale(now);
         let mut actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
-        actions.extend(self.reconciler.take_followed().into_iter().map(|writer| {
-            Action::Kube(KubeAction::RecordEvent {
-                reason: "SizeFollowed".to_owned(),
-                message: format!(
-                    "size set to {} by {}: fluxk8s takes it as the desired size and changes                      no size until a resize from Flux",
-                    writer.size, writer.manager
-                ),
-            })
-        }));
+        let records = self.reconciler.records(self.kube.synced(), now);
+        actions.extend(records);
         let mut effects = Vec::with_capacity(actions.len());
         for action in actions {
             self.counters.actions += 1;
@@ -736,6 +729,7 @@ mod tests {
                 max_size: 4,
                 complete_workers: false,
                 size_manager: None,
+                desired_size: None,
             }),
             pods: (0..size)
                 .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
@@ -749,7 +743,7 @@ mod tests {
         let mut engine = Engine::new(PlannerConfig::default(), dry_run);
         engine.journal(RESTART, 0.0);
         engine.journal(BACKLOG_END, 0.0);
-        engine.kube_report(Report::View(kube(4)), 0.0);
+        engine.kube_report(Report::View(Box::new(kube(4))), 0.0);
         engine.kube_report(Report::Synced, 0.0);
         engine
     }
@@ -859,7 +853,7 @@ mod tests {
         // A second live pod at index 2, out of order too.
         let replacement = PodView::running("mc-2-new".into(), "uid-2-new".into(), 2);
         view.pods.insert(1, Arc::new(replacement));
-        engine.kube_report(Report::View(view), 1.0);
+        engine.kube_report(Report::View(Box::new(view)), 1.0);
         let status =
             serde_json::to_value(engine.status(1.0, Some(&"1-2,9".parse().unwrap()))).unwrap();
         let detail = status["detail"].as_array().unwrap();

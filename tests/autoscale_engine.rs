@@ -306,6 +306,7 @@ fn kube_view(size: u32, max: u32) -> KubeView {
             max_size: max,
             complete_workers: true,
             size_manager: None,
+            desired_size: None,
         }),
         pods: (0..size)
             .map(|index| PodView::running(format!("{NAME}-{index}"), format!("uid-{index}"), index))
@@ -321,7 +322,7 @@ fn dry_run_shows_what_autoscale_would_do_and_does_nothing() {
     let restart = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-9","online":"0-1","nodelist":"n[0-9]"}}]}"#;
     engine.journal(restart, 0.0);
     engine.journal(r#"{"events":[]}"#, 0.0);
-    engine.kube_report(Report::View(kube_view(2, 10)), 0.0);
+    engine.kube_report(Report::View(Box::new(kube_view(2, 10))), 0.0);
     engine.kube_report(Report::Synced, 0.0);
     engine.job_journal(r#"{"id":-1,"events":[]}"#, 0.0);
     engine.job_journal(

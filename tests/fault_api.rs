@@ -172,7 +172,7 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
         "{problems}"
     );
 
-    // Conflicts on a size change: the Job's parallelism patch.
+    // Conflicts on a Job patch (its parallelism, or the desired-size annotation).
     sim.faults().fail_next(&[Verb::Patch], "jobs", 1, 409);
     let patches_before = answered(&sim, Verb::Patch, "jobs", 200);
     world.request_size(2);
@@ -181,11 +181,17 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
     assert_eq!(answered(&sim, Verb::Patch, "jobs", 409), 1);
     let landed = answered(&sim, Verb::Patch, "jobs", 200) - patches_before;
     assert!(landed >= 1, "the shrink landed");
-    let size_patches = world.commands(|a| matches!(a, KubeAction::SetSize { .. }));
+    // The Job is patched for the size and for the desired-size annotation.
+    let job_patches = world.commands(|a| {
+        matches!(
+            a,
+            KubeAction::SetSize { .. } | KubeAction::RecordDesiredSize { .. }
+        )
+    });
     assert_eq!(
         landed + 1,
-        size_patches,
-        "every size command sent one successful patch, the conflicting one none"
+        job_patches,
+        "every patch command sent one successful patch, the conflicting one none"
     );
 }
 

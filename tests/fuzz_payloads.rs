@@ -117,7 +117,7 @@ proptest! {
                 }
                 Input::Busy(text) => engine.set_busy(text.parse().unwrap_or_default()),
                 Input::Kube(view) => {
-                    engine.kube_report(Report::View(*view), now);
+                    engine.kube_report(Report::View(view), now);
                     engine.kube_report(Report::Synced, now);
                 }
                 Input::Finished { back, ok } => {
@@ -142,6 +142,7 @@ proptest! {
                             KubeAction::RecordEvent { reason, .. } => {
                                 prop_assert_eq!(reason, "SizeFollowed")
                             }
+                            KubeAction::RecordDesiredSize { size } => prop_assert!(*size >= 1),
                         }
                         *id
                     }
@@ -229,6 +230,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                         succeeded: 0,
                         failed: 0,
                         size_manager: None,
+                        desired_size: None,
                     },
                     minicluster: minicluster.map(|(mc_size, max, complete_workers)| {
                         fluxk8s::model::MiniClusterView {
@@ -238,6 +240,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                             max_size: max,
                             complete_workers,
                             size_manager: None,
+                            desired_size: None,
                         }
                     }),
                     pods: pods.into_iter().map(Arc::new).collect(),

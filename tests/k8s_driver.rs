@@ -79,7 +79,7 @@ impl Module {
         loop {
             if let Some(report) = self.driver.try_recv() {
                 if let Report::View(view) = &report {
-                    self.view = Some(view.clone());
+                    self.view = Some((**view).clone());
                 }
                 self.seen.push(report.clone());
                 return Some(report);
@@ -110,7 +110,7 @@ impl Module {
             return view.clone();
         }
         self.wait_for(what, |report| match report {
-            Report::View(view) if want(view) => Some(view.clone()),
+            Report::View(view) if want(view) => Some((**view).clone()),
             _ => None,
         })
     }
@@ -292,6 +292,7 @@ fn resize_patches_minicluster_spec_size_and_records_an_event() {
     let id = module.apply(KubeAction::SetSize {
         size: 4,
         reason: "2 jobs waiting".to_owned(),
+        desired: None,
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     module.wait_running(4);
@@ -337,6 +338,7 @@ fn resize_of_a_bare_job_patches_parallelism_and_completions() {
     let id = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "grow".to_owned(),
+        desired: None,
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     let job = sim.job(NS, "solo").unwrap();
@@ -532,6 +534,7 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
         KubeAction::SetSize {
             size: 0,
             reason: "x".to_owned(),
+            desired: None,
         },
     );
     assert!(why.contains("index 0"), "{why}");
@@ -540,6 +543,7 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
         KubeAction::SetSize {
             size: 4,
             reason: "x".to_owned(),
+            desired: None,
         },
     );
     assert!(why.contains("maxSize 3"), "{why}");
@@ -559,6 +563,7 @@ fn server_errors_are_retried_with_backoff_until_done() {
     let resize = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "grow".to_owned(),
+        desired: None,
     });
     let delete = module.apply(delete_action(&view, 1, "shrink"));
     assert_eq!(module.outcome(resize), Outcome::Done);
@@ -666,7 +671,7 @@ fn dropped_and_expired_watches_keep_the_view_current() {
         .seen
         .iter()
         .filter_map(|r| match r {
-            Report::View(v) => Some(v),
+            Report::View(v) => Some(&**v),
             _ => None,
         })
         .collect();
@@ -683,6 +688,7 @@ fn a_failed_event_does_not_fail_the_action() {
     let id = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "grow".to_owned(),
+        desired: None,
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     assert_eq!(
@@ -705,6 +711,7 @@ fn a_slow_api_server_still_converges_and_never_blocks_the_caller() {
     let id = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "grow".to_owned(),
+        desired: None,
     });
     let _ = module.driver.try_recv();
     assert!(
@@ -737,6 +744,7 @@ fn shutdown_is_prompt_while_requests_hang() {
             action: KubeAction::SetSize {
                 size: 2,
                 reason: "x".to_owned(),
+                desired: None,
             },
         })
         .unwrap();
@@ -810,6 +818,7 @@ fn a_worker_panic_is_reported_and_the_driver_restarts_with_fresh_lists() {
     let id = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "after the restart".into(),
+        desired: None,
     });
     assert_eq!(module.outcome(id), Outcome::Done);
     let stopping = Instant::now();

@@ -68,6 +68,7 @@ fn check_actions(world: &World, actions: &[Action]) -> Result<(), String> {
             Action::Kube(KubeAction::DeletePod { index, .. }) => *index == 0,
             Action::Kube(KubeAction::SetSize { size, .. }) => *size == 0 || *size > max,
             Action::Kube(KubeAction::RecordEvent { .. }) => false,
+            Action::Kube(KubeAction::RecordDesiredSize { size }) => *size == 0,
         };
         if bad {
             return Err(format!("forbidden action {action:?}"));

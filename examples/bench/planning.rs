@@ -55,6 +55,7 @@ fn kube_view(ranks: u32) -> KubeView {
             succeeded: 0,
             failed: 0,
             size_manager: None,
+            desired_size: None,
         },
         minicluster: None,
         pods: (0..ranks)

@@ -18,7 +18,7 @@ use super::failure::{Failure, Request};
 use super::state::{ClusterState, PodRecord};
 use super::target::{MINICLUSTER_GROUP, MINICLUSTER_KIND, MINICLUSTER_VERSION, Target};
 use super::worker::Ctx;
-use crate::model::{KubeAction, MiniClusterView};
+use crate::model::{DESIRED_SIZE_ANNOTATION, KubeAction, MiniClusterView};
 
 /// Name under which fluxk8s records Events and patches objects.
 pub const COMPONENT: &str = crate::model::FIELD_MANAGER;
@@ -148,7 +148,9 @@ impl Scene {
     fn new(target: &Target, state: &ClusterState, action: &KubeAction) -> Self {
         let pod = match action {
             KubeAction::DeletePod { pod, .. } => state.pod(pod).cloned(),
-            KubeAction::SetSize { .. } | KubeAction::RecordEvent { .. } => None,
+            KubeAction::SetSize { .. }
+            | KubeAction::RecordEvent { .. }
+            | KubeAction::RecordDesiredSize { .. } => None,
         };
         Self {
             job: target.job.clone(),
@@ -194,12 +196,21 @@ fn start(ctx: Ctx, scene: Scene, id: u64, action: KubeAction) -> Running {
                 uid,
                 reason,
             } => delete_pod(&ctx, &scene, &area, index, &pod, &uid, &reason).await,
-            KubeAction::SetSize { size, reason } => {
-                set_size(&ctx, &scene, &area, size, &reason).await
-            }
-            KubeAction::RecordEvent { reason, message } => {
-                record_event(&ctx, &scene, &reason, message).await;
+            KubeAction::SetSize {
+                size,
+                reason,
+                desired,
+            } => set_size(&ctx, &scene, &area, size, &reason, desired).await,
+            KubeAction::RecordEvent {
+                reason,
+                message,
+                warning,
+            } => {
+                record_event(&ctx, &scene, &reason, message, warning).await;
                 Outcome::Done
+            }
+            KubeAction::RecordDesiredSize { size } => {
+                record_desired_size(&ctx, &scene, &area, size).await
             }
         };
         (id, outcome)
@@ -321,12 +332,20 @@ async fn delete_pod(
         scene,
         REASON_RETIRED,
         format!("rank {index} (pod {name}) removed: {reason}"),
+        false,
     )
     .await;
     Outcome::Done
 }
 
-async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str) -> Outcome {
+async fn set_size(
+    ctx: &Ctx,
+    scene: &Scene,
+    area: &str,
+    size: u32,
+    reason: &str,
+    desired: Option<u32>,
+) -> Outcome {
     if size == 0 {
         return Outcome::Refused("size 0 would remove index 0 (rank 0)".to_owned());
     }
@@ -345,7 +364,7 @@ async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str)
             ));
         }
         // CRDs accept only JSON merge patches, not strategic merge.
-        let patch = Patch::Merge(json!({"spec": {"size": size}}));
+        let patch = Patch::Merge(with_desired(json!({"spec": {"size": size}}), desired));
         let api = ctx.miniclusters();
         let result = ctx
             .retrying(area, PATCH_MINICLUSTER, || {
@@ -359,7 +378,10 @@ async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str)
             return Outcome::Failed(format!("Job {:?} does not exist", scene.job));
         }
         // An Indexed Job scales only with parallelism and completions moving together.
-        let patch = Patch::Merge(json!({"spec": {"parallelism": size, "completions": size}}));
+        let patch = Patch::Merge(with_desired(
+            json!({"spec": {"parallelism": size, "completions": size}}),
+            desired,
+        ));
         let api = ctx.jobs();
         let result = ctx
             .retrying(area, PATCH_JOB, || api.patch(&scene.job, &params, &patch))
@@ -375,6 +397,7 @@ async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str)
                 scene,
                 REASON_RESIZED,
                 format!("size {old} -> {size}: {reason}"),
+                false,
             )
             .await;
             Outcome::Done
@@ -384,9 +407,55 @@ async fn set_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32, reason: &str)
     }
 }
 
+/// `patch` with the desired-size annotation added, if there is one to record.
+fn with_desired(mut patch: serde_json::Value, desired: Option<u32>) -> serde_json::Value {
+    if let Some(desired) = desired {
+        patch["metadata"] = json!({"annotations": {DESIRED_SIZE_ANNOTATION: desired.to_string()}});
+    }
+    patch
+}
+
+/// Writes the desired-size annotation on the MiniCluster (else the Job), as fluxk8s's
+/// field manager so that a reader can tell it from a user's request.
+async fn record_desired_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32) -> Outcome {
+    let params = PatchParams {
+        field_manager: Some(COMPONENT.to_owned()),
+        ..PatchParams::default()
+    };
+    let patch = Patch::Merge(with_desired(json!({}), Some(size)));
+    let (result, object) = if scene.has_minicluster {
+        let Some(mc) = &scene.minicluster else {
+            return Outcome::Failed(format!("MiniCluster of Job {:?} does not exist", scene.job));
+        };
+        let api = ctx.miniclusters();
+        let result = ctx
+            .retrying(area, PATCH_MINICLUSTER, || {
+                api.patch(&mc.name, &params, &patch)
+            })
+            .await
+            .map(drop);
+        (result, format!("MiniCluster {}", mc.name))
+    } else {
+        let api = ctx.jobs();
+        let result = ctx
+            .retrying(area, PATCH_JOB, || api.patch(&scene.job, &params, &patch))
+            .await
+            .map(drop);
+        (result, format!("Job {}", scene.job))
+    };
+    match result {
+        Ok(()) => {
+            info!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
+            Outcome::Done
+        }
+        Err(Failure::NotFound) => Outcome::Failed(format!("{object} not found")),
+        Err(failure) => Outcome::Failed(failure.describe()),
+    }
+}
+
 /// Records a core/v1 Event on the MiniCluster (else the Job). Best effort: a failure is
 /// logged and otherwise ignored, since the action itself is done.
-async fn record_event(ctx: &Ctx, scene: &Scene, reason: &str, message: String) {
+async fn record_event(ctx: &Ctx, scene: &Scene, reason: &str, message: String, warning: bool) {
     let involved = scene.event_object();
     let now = k8s_openapi::jiff::Timestamp::now();
     let object_name = involved.name.clone().unwrap_or_default();
@@ -400,7 +469,7 @@ async fn record_event(ctx: &Ctx, scene: &Scene, reason: &str, message: String) {
         involved_object: involved,
         reason: Some(reason.to_owned()),
         message: Some(message),
-        type_: Some("Normal".to_owned()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
         source: Some(EventSource {
             component: Some(COMPONENT.to_owned()),
             host: None,

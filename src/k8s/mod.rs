@@ -132,7 +132,7 @@ pub struct Problem {
 pub enum Report {
     /// A full snapshot after a change; one the module has not taken yet is replaced by
     /// the next.
-    View(KubeView),
+    View(Box<KubeView>),
     /// Every watch has listed once; sent once, right after the first [`Report::View`].
     Synced,
     /// The one answer to [`Command::Apply`] `id`.
@@ -276,7 +276,7 @@ impl Driver {
     /// any report after it is about the same or an older picture.
     pub fn try_recv(&self) -> Option<Report> {
         match self.views.take() {
-            Some(view) => Some(Report::View(view)),
+            Some(view) => Some(Report::View(Box::new(view))),
             None => self.reports.try_recv().ok(),
         }
     }

@@ -12,7 +12,10 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 use tracing::{debug, warn};
 
-use crate::model::{IdSet, JobView, KubeView, MiniClusterView, PodPhase, PodView};
+use crate::model::{
+    Annotation, DESIRED_SIZE_ANNOTATION, IdSet, JobView, KubeView, MiniClusterView, PodPhase,
+    PodView,
+};
 
 /// Label and annotation holding a Job pod's completion index (= Flux rank).
 pub const COMPLETION_INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
@@ -220,22 +223,36 @@ pub fn job_view(job: &Job) -> JobView {
         active: to_u32(status.and_then(|s| s.active), 0),
         succeeded: to_u32(status.and_then(|s| s.succeeded), 0),
         failed: to_u32(status.and_then(|s| s.failed), 0),
-        size_manager: field_manager(job.managed_fields(), "parallelism"),
+        size_manager: field_manager(job.managed_fields(), &["f:spec", "f:parallelism"]),
+        desired_size: desired_size(job.annotations(), job.managed_fields()),
         name,
     }
 }
 
-/// The manager whose `managedFields` entry owns `spec.<field>`: the last writer of it.
-fn field_manager(entries: &[ManagedFieldsEntry], field: &str) -> Option<String> {
-    let key = format!("f:{field}");
+/// The desired-size annotation with the manager that last set it.
+fn desired_size(
+    annotations: &BTreeMap<String, String>,
+    entries: &[ManagedFieldsEntry],
+) -> Option<Annotation> {
+    let value = annotations.get(DESIRED_SIZE_ANNOTATION)?;
+    let key = format!("f:{DESIRED_SIZE_ANNOTATION}");
+    Some(Annotation {
+        value: value.clone(),
+        manager: field_manager(entries, &["f:metadata", "f:annotations", &key]),
+    })
+}
+
+/// The manager whose `managedFields` entry owns the field at `path` (`["f:spec",
+/// "f:size"]`): the last writer of it.
+fn field_manager(entries: &[ManagedFieldsEntry], path: &[&str]) -> Option<String> {
     entries
         .iter()
         .filter(|entry| {
-            entry
-                .fields_v1
-                .as_ref()
-                .and_then(|fields| fields.0.get("f:spec"))
-                .is_some_and(|spec| spec.get(&key).is_some())
+            entry.fields_v1.as_ref().is_some_and(|fields| {
+                path.iter()
+                    .try_fold(&fields.0, |at, key| at.get(*key))
+                    .is_some()
+            })
         })
         .max_by(|a, b| {
             a.time
@@ -271,7 +288,8 @@ pub fn minicluster_view(mc: &DynamicObject) -> MiniClusterView {
             .pointer("/spec/flux/completeWorkers")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
-        size_manager: field_manager(mc.managed_fields(), "size"),
+        size_manager: field_manager(mc.managed_fields(), &["f:spec", "f:size"]),
+        desired_size: desired_size(mc.annotations(), mc.managed_fields()),
     }
 }
 

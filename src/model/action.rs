@@ -38,10 +38,23 @@ pub enum KubeAction {
     },
     /// Set the size: `MiniCluster.spec.size` when an operator owns the Job, else the
     /// Job's parallelism and completions together.
-    SetSize { size: u32, reason: String },
+    SetSize {
+        size: u32,
+        reason: String,
+        /// Also records this desired size in the annotation, in the same patch.
+        desired: Option<u32>,
+    },
     /// Record a Normal Event on the MiniCluster (else the Job): what fluxk8s saw and how
     /// it took it, for what changes no object.
-    RecordEvent { reason: String, message: String },
+    RecordEvent {
+        reason: String,
+        message: String,
+        /// A `Warning` Event (something was refused), else `Normal`.
+        warning: bool,
+    },
+    /// Record the live size asked of fluxk8s in the `DESIRED_SIZE_ANNOTATION` of the
+    /// MiniCluster (the Job when there is none).
+    RecordDesiredSize { size: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,11 +83,16 @@ impl std::fmt::Display for Action {
                 uid,
                 reason,
             }) => write!(f, "delete pod {pod} (index {index}, uid {uid}): {reason}"),
-            Action::Kube(KubeAction::SetSize { size, reason }) => {
+            Action::Kube(KubeAction::SetSize { size, reason, .. }) => {
                 write!(f, "set size to {size}: {reason}")
             }
-            Action::Kube(KubeAction::RecordEvent { reason, message }) => {
+            Action::Kube(KubeAction::RecordEvent {
+                reason, message, ..
+            }) => {
                 write!(f, "record Event {reason}: {message}")
+            }
+            Action::Kube(KubeAction::RecordDesiredSize { size }) => {
+                write!(f, "record desired size {size} on the object")
             }
         }
     }

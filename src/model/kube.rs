@@ -27,6 +27,8 @@ pub struct JobView {
     pub failed: u32,
     /// The field manager that last set `spec.parallelism` (`metadata.managedFields`).
     pub size_manager: Option<String>,
+    /// The [`DESIRED_SIZE_ANNOTATION`] of a bare Job.
+    pub desired_size: Option<Annotation>,
 }
 
 impl JobView {
@@ -47,6 +49,7 @@ impl JobView {
             succeeded: 0,
             failed: 0,
             size_manager: None,
+            desired_size: None,
         }
     }
 }
@@ -64,6 +67,20 @@ pub struct MiniClusterView {
     pub complete_workers: bool,
     /// The field manager that last set `spec.size` (`metadata.managedFields`).
     pub size_manager: Option<String>,
+    /// Its [`DESIRED_SIZE_ANNOTATION`].
+    pub desired_size: Option<Annotation>,
+}
+
+/// Where fluxk8s keeps the live size asked of it, on the MiniCluster (on the Job when
+/// there is none): it survives a module reload and a new rank-0 pod, anyone can read it,
+/// and setting it with kubectl asks for a drain-aware resize.
+pub const DESIRED_SIZE_ANNOTATION: &str = "fluxk8s.flux-framework.org/desired-size";
+
+/// An annotation's text and the field manager that last set it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Annotation {
+    pub value: String,
+    pub manager: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -133,6 +150,14 @@ impl KubeView {
         match &self.minicluster {
             Some(mc) => mc.size_manager.as_deref(),
             None => self.job.size_manager.as_deref(),
+        }
+    }
+
+    /// The desired-size annotation of the object sizes are written to.
+    pub fn desired_size(&self) -> Option<&Annotation> {
+        match &self.minicluster {
+            Some(mc) => mc.desired_size.as_ref(),
+            None => self.job.desired_size.as_ref(),
         }
     }
 

@@ -11,4 +11,6 @@ pub mod queue;
 pub use action::{Action, DRAIN_REASON_PREFIX, FIELD_MANAGER, FluxAction, KubeAction};
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
 pub use idset::IdSet;
-pub use kube::{JobView, KubeView, MiniClusterView, PodPhase, PodView};
+pub use kube::{
+    Annotation, DESIRED_SIZE_ANNOTATION, JobView, KubeView, MiniClusterView, PodPhase, PodView,
+};

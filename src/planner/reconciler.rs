@@ -12,7 +12,8 @@ use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
 use crate::model::{
-    Action, FIELD_MANAGER, FluxAction, FluxView, IdSet, KubeAction, KubeView, PodPhase, PodView,
+    Action, DESIRED_SIZE_ANNOTATION, FIELD_MANAGER, FluxAction, FluxView, IdSet, KubeAction,
+    KubeView, PodPhase, PodView,
 };
 
 /// The rate limit counts actions over this window (seconds).
@@ -57,8 +58,10 @@ pub struct Reconciler {
     seen_size: Option<u32>,
     /// Another writer set the desired size: fluxk8s follows it and writes no size.
     size_set_by: Option<SizeWriter>,
-    /// Another writer's size changes taken over, to be recorded as Events.
-    followed: Vec<SizeWriter>,
+    /// The desired-size annotation at the last plan (`None` before the first).
+    seen_annotation: Option<Option<String>>,
+    /// What to record as Events: size changes taken over, annotation requests.
+    announcements: Vec<Announcement>,
     /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
     /// use. Once drained, the drain itself carries the intent across restarts.
     retiring: BTreeMap<u32, String>,
@@ -174,7 +177,9 @@ impl InFlight {
                 size @ Action::Kube(KubeAction::SetSize { .. }) => {
                     in_flight.sizes.push(size.clone())
                 }
-                Action::Kube(KubeAction::RecordEvent { .. }) => {}
+                Action::Kube(
+                    KubeAction::RecordEvent { .. } | KubeAction::RecordDesiredSize { .. },
+                ) => {}
             }
         }
         in_flight
@@ -200,7 +205,9 @@ impl InFlight {
             Action::Kube(KubeAction::SetSize { .. }) => self.sizes.contains(action),
             // Not moves: `intended_drain` folds them into the scene instead.
             Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }) => false,
-            Action::Kube(KubeAction::RecordEvent { .. }) => false,
+            Action::Kube(KubeAction::RecordEvent { .. } | KubeAction::RecordDesiredSize { .. }) => {
+                false
+            }
         }
     }
 }
@@ -281,7 +288,8 @@ impl Reconciler {
             grow_reason: None,
             seen_size: None,
             size_set_by: None,
-            followed: Vec::new(),
+            seen_annotation: None,
+            announcements: Vec::new(),
             retiring: BTreeMap::new(),
             pending: Vec::new(),
             seen_up: IdSet::new(),
@@ -464,6 +472,7 @@ impl Reconciler {
         let Some(kube) = both_synced(flux, kube) else {
             return Vec::new();
         };
+        self.follow_annotation(flux, kube, now);
         self.follow_other_writer(flux, kube);
         self.forget_done(flux, kube, now);
         // One scene per plan: what observing and choosing victims change is folded into it.
@@ -509,13 +518,126 @@ impl Reconciler {
         );
         self.desired = Some(size.max(self.config.min_size).min(max.max(1)));
         self.grow_reason = None;
-        self.size_set_by = Some(writer.clone());
-        self.followed.push(writer);
+        self.announcements.push(Announcement {
+            reason: "SizeFollowed",
+            message: format!(
+                "size set to {size} by {}: fluxk8s takes it as the desired size and changes \
+                 no size until a resize from Flux",
+                writer.manager
+            ),
+            warning: false,
+        });
+        self.size_set_by = Some(writer);
     }
 
-    /// Another writer's size changes followed since the last call, for Events.
-    pub fn take_followed(&mut self) -> Vec<SizeWriter> {
-        std::mem::take(&mut self.followed)
+    /// The desired-size annotation: at the first plan it restores the intent a reload or
+    /// a new rank-0 pod forgot; later, a value fluxk8s did not write is a resize request,
+    /// drain-aware like `flux k8s resize`, and a bad one is refused with a Warning Event.
+    fn follow_annotation(&mut self, flux: &FluxView, kube: &KubeView, now: f64) {
+        let annotation = kube.desired_size();
+        let value = annotation.map(|a| a.value.clone());
+        let Some(before) = self.seen_annotation.replace(value.clone()) else {
+            if let Some(size) = value.as_deref().and_then(parse_size)
+                && self.desired.is_none()
+            {
+                tracing::info!("desired size {size} restored from {DESIRED_SIZE_ANNOTATION}");
+                // Clamped and checked as a request; only a broken view could refuse it.
+                let _ = self.request_size_because(size, None, flux, Some(kube), now);
+            }
+            return;
+        };
+        let Some(annotation) = annotation.filter(|_| before != value) else {
+            return;
+        };
+        let ours = annotation.manager.as_deref() == Some(FIELD_MANAGER)
+            || self.pending.iter().any(|p| {
+                matches!(p.action, Action::Kube(KubeAction::RecordDesiredSize { size })
+                    if size.to_string() == annotation.value)
+            });
+        if ours {
+            return;
+        }
+        let who = annotation.manager.as_deref().unwrap_or("unknown");
+        let announcement = match parse_size(&annotation.value) {
+            Some(size) => match self.request_size_because(size, None, flux, Some(kube), now) {
+                Ok(answer) => {
+                    tracing::info!(
+                        "resize to {size} asked by {who} through {DESIRED_SIZE_ANNOTATION}"
+                    );
+                    Announcement {
+                        reason: "ResizeRequested",
+                        message: format!(
+                            "{DESIRED_SIZE_ANNOTATION}={size} set by {who}: resizing to {} live \
+                             ranks, drain-aware",
+                            answer.target
+                        ),
+                        warning: false,
+                    }
+                }
+                Err(err) => Announcement {
+                    reason: "BadDesiredSize",
+                    message: format!(
+                        "{DESIRED_SIZE_ANNOTATION}={size} set by {who} refused: {err}"
+                    ),
+                    warning: true,
+                },
+            },
+            None => Announcement {
+                reason: "BadDesiredSize",
+                message: format!(
+                    "{DESIRED_SIZE_ANNOTATION}={:?} set by {who} is not a whole number >= 1: \
+                     nothing changed",
+                    annotation.value
+                ),
+                warning: true,
+            },
+        };
+        if announcement.warning {
+            tracing::warn!("{}", announcement.message);
+        }
+        self.announcements.push(announcement);
+    }
+
+    /// What the object and its Events should record after a plan: the desired size as
+    /// an annotation when the object says another, and what happened since the last call
+    /// (size changes followed, annotation requests and refusals). Apart from [`plan`],
+    /// whose actions change the cluster.
+    ///
+    /// [`plan`]: Self::plan
+    pub fn records(&mut self, kube: Option<&KubeView>, now: f64) -> Vec<Action> {
+        let mut records: Vec<Action> = std::mem::take(&mut self.announcements)
+            .into_iter()
+            .map(|said| {
+                Action::Kube(KubeAction::RecordEvent {
+                    reason: said.reason.to_owned(),
+                    message: said.message,
+                    warning: said.warning,
+                })
+            })
+            .collect();
+        // Alone only once nothing is in flight: a size change on the way carries it in
+        // its own patch instead (one patch per resize).
+        if let Some(size) = kube.and_then(|kube| self.unrecorded_desired(kube))
+            && self.pending.is_empty()
+        {
+            let planned = Planned {
+                action: Action::Kube(KubeAction::RecordDesiredSize { size }),
+                effect: Effect::None,
+            };
+            self.record(&planned, now);
+            records.push(planned.action);
+        }
+        records
+    }
+
+    /// The desired size, when the object's annotation does not say it yet (and no other
+    /// writer's size is being followed).
+    fn unrecorded_desired(&self, kube: &KubeView) -> Option<u32> {
+        let size = self.desired.filter(|_| self.size_set_by.is_none())?;
+        let recorded = kube
+            .desired_size()
+            .is_some_and(|a| a.value == size.to_string());
+        (!recorded).then_some(size)
     }
 
     /// The executor's report on an action `plan` returned. Success still waits for the
@@ -1167,6 +1289,7 @@ impl Reconciler {
                     action: Action::Kube(KubeAction::SetSize {
                         size,
                         reason: format!("fluxk8s: {why}"),
+                        desired: self.unrecorded_desired(scene.kube),
                     }),
                     effect,
                 });
@@ -1358,6 +1481,20 @@ impl Reconciler {
     }
 }
 
+/// Something to record as a Kubernetes Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    pub reason: &'static str,
+    pub message: String,
+    /// Something was refused: a `Warning` Event.
+    pub warning: bool,
+}
+
+/// A size as a user writes it in the annotation: a whole number >= 1.
+fn parse_size(text: &str) -> Option<u32> {
+    text.trim().parse().ok().filter(|&n| n >= 1)
+}
+
 /// `HH:MM UTC` of a time in seconds since the epoch: when a job's time limit ends.
 fn utc_clock(epoch: f64) -> String {
     let minutes = (epoch.max(0.0) / 60.0) as u64;
@@ -1397,5 +1534,8 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
             .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
         Action::Kube(KubeAction::RecordEvent { .. }) => true,
+        Action::Kube(KubeAction::RecordDesiredSize { size }) => kube
+            .desired_size()
+            .is_some_and(|a| a.value == size.to_string()),
     }
 }

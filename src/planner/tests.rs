@@ -79,6 +79,7 @@ fn kube_view(kind: Kind, size: u32, max: u32, live: &str) -> KubeView {
             max_size: max,
             complete_workers: matches!(kind, Kind::CompleteWorkers),
             size_manager: None,
+            desired_size: None,
         }),
     };
     KubeView {

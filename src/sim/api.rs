@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::kinds::Kind;
-use super::managed::own_changed_spec_fields;
+use super::managed::own_changed_fields;
 use super::operator::scale_selector;
 use super::patch::{JsonPatchError, json_patch, merge_patch};
 use super::state::{Propagation, SimState};
@@ -178,7 +178,7 @@ impl SimState {
         manager: &str,
     ) -> Result<Value, ApiError> {
         let mut body = parse_body(body)?;
-        own_changed_spec_fields(&self.current(key)?, &mut body, manager, None);
+        own_changed_fields(&self.current(key)?, &mut body, manager, None);
         let version = body["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);
@@ -205,7 +205,7 @@ impl SimState {
     ) -> Result<Value, ApiError> {
         let current = self.current(key)?;
         let mut patched = apply_patch(&current, format, body)?;
-        own_changed_spec_fields(&current, &mut patched, manager, None);
+        own_changed_fields(&current, &mut patched, manager, None);
         let version = patched["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);
@@ -318,7 +318,7 @@ impl SimState {
         let current = self.current(key)?;
         let mut minicluster = current.clone();
         minicluster["spec"]["size"] = json!(replicas);
-        own_changed_spec_fields(&current, &mut minicluster, manager, Some("scale"));
+        own_changed_fields(&current, &mut minicluster, manager, Some("scale"));
         let version = scale["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);

@@ -303,6 +303,23 @@ impl SimCluster {
         })
     }
 
+    /// Another actor sets an annotation of the MiniCluster (`kubectl annotate`), as the
+    /// field manager `manager`.
+    pub fn annotate_minicluster(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
+        let object = ObjectKey::new(Kind::MiniCluster, namespace, name);
+        let patch = json!({"metadata": {"annotations": {key: value}}}).to_string();
+        self.shared.with_state(|state| {
+            state.api_patch(&object, api::PatchFormat::Merge, patch.as_bytes(), manager)
+        })
+    }
+
     /// Another actor deletes a pod (`kubectl delete pod`), with the pod's grace period.
     pub fn delete_pod(&self, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let key = ObjectKey::new(Kind::Pod, namespace, name);

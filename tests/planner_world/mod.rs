@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use fluxk8s::model::flux::{JournalResponse, OverlayStatus};
 use fluxk8s::model::{
-    Action, FluxAction, FluxView, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase,
-    PodView,
+    Action, Annotation, FIELD_MANAGER, FluxAction, FluxView, IdSet, JobView, KubeAction, KubeView,
+    MiniClusterView, PodPhase, PodView,
 };
 use fluxk8s::planner::Reconciler;
 
@@ -52,6 +52,7 @@ impl World {
             max_size: max,
             complete_workers: kind == JobKind::CompleteWorkers,
             size_manager: None,
+            desired_size: None,
         });
         let job = JobView {
             backoff_limit_per_index: (kind == JobKind::PerIndexZero).then_some(0),
@@ -235,7 +236,7 @@ impl World {
                 }
                 self.pod_failed(*index);
             }
-            Action::Kube(KubeAction::SetSize { size, .. }) => {
+            Action::Kube(KubeAction::SetSize { size, desired, .. }) => {
                 if *size > self.max_size() {
                     return Err(format!("size {size} denied above maximum"));
                 }
@@ -246,10 +247,26 @@ impl World {
                         self.kube.job.completions = *size;
                     }
                 }
+                if let Some(desired) = desired {
+                    self.record_desired_size(*desired);
+                }
             }
             Action::Kube(KubeAction::RecordEvent { .. }) => {}
+            Action::Kube(KubeAction::RecordDesiredSize { size }) => self.record_desired_size(*size),
         }
         Ok(())
+    }
+
+    /// fluxk8s's write of the desired-size annotation.
+    fn record_desired_size(&mut self, size: u32) {
+        let annotation = Some(Annotation {
+            value: size.to_string(),
+            manager: Some(FIELD_MANAGER.to_owned()),
+        });
+        match &mut self.kube.minicluster {
+            Some(mc) => mc.desired_size = annotation,
+            None => self.kube.job.desired_size = annotation,
+        }
     }
 
     fn drained(&self, k: u32) -> bool {
@@ -305,7 +322,8 @@ impl World {
     /// One reconcile pass: plan, carry out, report, then let the controllers run.
     /// Returns the actions issued.
     pub fn step(&mut self, reconciler: &mut Reconciler) -> Vec<Action> {
-        let actions = reconciler.plan(&self.flux, Some(&self.kube), self.now);
+        let mut actions = reconciler.plan(&self.flux, Some(&self.kube), self.now);
+        actions.extend(reconciler.records(Some(&self.kube), self.now));
         for action in &actions {
             let outcome = self.apply(action);
             reconciler.action_finished(action, outcome, self.now);
