@@ -779,6 +779,34 @@ mod tests {
         engine
     }
 
+    #[test]
+    fn progress_stays_small_at_ten_thousand_ranks_mid_resize() {
+        let n = 10_000;
+        let last = n - 1;
+        let restart = format!(
+            r#"{{"events":[{{"timestamp":1.0,"name":"restart","context":{{"ranks":"0-{last}","online":"0-{last}","nodelist":"mc-[0-{last}]"}}}}]}}"#
+        );
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        engine.journal(&restart, 0.0);
+        engine.journal(BACKLOG_END, 0.0);
+        let mut view = kube(n);
+        view.minicluster.as_mut().expect("a MiniCluster").max_size = n;
+        engine.kube_report(Report::View(view), 0.0);
+        engine.kube_report(Report::Synced, 0.0);
+        engine.request_size(n / 2, 0.0).expect("synced");
+        assert!(!engine.step(0.0).is_empty(), "the shrink starts");
+        let text = serde_json::to_string(&engine.progress(0.0)).expect("JSON");
+        assert!(
+            text.contains(r#""ranks":"5000-9999","phase":"retiring""#),
+            "{text}"
+        );
+        assert!(text.len() < 1_000, "{} bytes: {text}", text.len());
+        println!(
+            "progress at {n} ranks mid-shrink: {} bytes: {text}",
+            text.len()
+        );
+    }
+
     fn drain_rank_2(engine: &mut Engine) {
         let drain = r#"{"events":[{"timestamp":2.0,"name":"drain","context":{"idset":"2","nodelist":"mc-2","reason":"bad disk","overwrite":0}}]}"#;
         engine.journal(drain, 1.0);
