@@ -184,9 +184,19 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
     refused(&["k8s", "retire", "1-x"], "fluxk8s.retire: ");
     refused(&["k8s", "retire", "0"], "(EINVAL)");
     refused(
+        &["k8s", "resize", "3", "--wait"],
+        "fluxk8s.resize: not ready",
+    );
+    refused(
+        &["k8s", "--name", "elsewhere", "watch"],
+        "module elsewhere is not loaded",
+    );
+    refused(
         &["k8s", "--name", "elsewhere", "status"],
         "module elsewhere is not loaded",
     );
     let usage = cluster.flux(&["k8s", "resize", "three"]);
     assert_eq!(usage.status.code(), Some(2), "argparse usage error");
+    let usage = cluster.flux(&["k8s", "resize", "3", "--timeout", "5"]);
+    assert_eq!(usage.status.code(), Some(2), "--timeout without --wait");
 }
