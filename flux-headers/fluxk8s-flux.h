@@ -7,6 +7,7 @@
 #ifndef FLUXK8S_FLUX_H
 #define FLUXK8S_FLUX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,13 @@ struct flux_match {
 int flux_msg_get_topic (const flux_msg_t *msg, const char **topic);
 int flux_msg_get_userid (const flux_msg_t *msg, uint32_t *userid);
 int flux_msg_get_rolemask (const flux_msg_t *msg, uint32_t *rolemask);
+const flux_msg_t *flux_msg_incref (const flux_msg_t *msg);
+void flux_msg_decref (const flux_msg_t *msg);
+bool flux_msg_is_streaming (const flux_msg_t *msg);
+
+/* disconnect.h: msg1 is the disconnect (or cancel) request, msg2 a request held */
+bool flux_disconnect_match (const flux_msg_t *msg1, const flux_msg_t *msg2);
+bool flux_cancel_match (const flux_msg_t *msg1, const flux_msg_t *msg2);
 
 /* handle.h */
 #define FLUX_POLLIN 1

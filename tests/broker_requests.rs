@@ -184,9 +184,63 @@ fn flux_k8s_prints_the_status_table_and_readable_errors() {
     refused(&["k8s", "retire", "1-x"], "fluxk8s.retire: ");
     refused(&["k8s", "retire", "0"], "(EINVAL)");
     refused(
+        &["k8s", "resize", "3", "--wait"],
+        "fluxk8s.resize: not ready",
+    );
+    refused(
+        &["k8s", "--name", "elsewhere", "watch"],
+        "module elsewhere is not loaded",
+    );
+    refused(
         &["k8s", "--name", "elsewhere", "status"],
         "module elsewhere is not loaded",
     );
     let usage = cluster.flux(&["k8s", "resize", "three"]);
     assert_eq!(usage.status.code(), Some(2), "argparse usage error");
+    let usage = cluster.flux(&["k8s", "resize", "3", "--timeout", "5"]);
+    assert_eq!(usage.status.code(), Some(2), "--timeout without --wait");
+}
+
+/// 1,000 clients, one after another: each connects, watches, reads the first
+/// response and goes away without a word (half cancel first). Guests, as any user may.
+const THOUSAND_WATCHERS: &str = r#"
+import errno, gc, flux, flux.constants
+for i in range(1000):
+    h = flux.Flux()
+    f = h.rpc("fluxk8s.watch", nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING)
+    f.get_str()
+    f.reset()
+    if i % 2:
+        tag = f.pimpl.get_matchtag()
+        h.rpc("fluxk8s.watch-cancel", {"matchtag": tag}, nodeid=0,
+              flags=flux.constants.FLUX_RPC_NORESPONSE)
+        try:
+            f.get_str()
+            raise SystemExit("the stream did not end")
+        except OSError as e:
+            assert e.errno == errno.ENODATA, e
+    del f, h
+    gc.collect()
+"#;
+
+#[test]
+fn a_thousand_watch_clients_come_and_go_without_a_leak() {
+    let Some(cluster) = small_cluster("watch-leak") else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let output = cluster
+        .flux_command(&["python", "-c", THOUSAND_WATCHERS])
+        .env("FLUX_HANDLE_ROLEMASK", "0x2")
+        .env("FLUX_HANDLE_USERID", "4242")
+        .output()
+        .expect("run flux python");
+    assert!(output.status.success(), "{}", transcript(&output));
+    println!("1,000 watch clients in {:?}", started.elapsed());
+    let status = cluster.wait_for_status("every stream dropped", |s| s["watchers"] == 0);
+    let requests = status["counters"]["requests"].as_u64().unwrap_or_default();
+    assert!(
+        requests >= 2_500,
+        "1,000 watches, 500 cancels, 1,000 disconnects: {requests}"
+    );
 }

@@ -5,11 +5,13 @@
 
 mod common;
 
+use std::io::Read;
+use std::process::Stdio;
 use std::sync::Arc;
 
 use common::bridge::{BrokerEvent, PodBridge};
 use common::cluster::{As, Cluster};
-use common::flux::flux_or_skip;
+use common::flux::{flux_or_skip, transcript};
 use fluxk8s::model::{DESIRED_SIZE_ANNOTATION, IdSet, PodPhase};
 use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions, Verb};
 use serde_json::Value;
@@ -435,4 +437,121 @@ fn a_kubectl_annotation_resizes_drain_aware_and_the_target_survives_a_reload() {
         [0, 1, 2, 3, 4],
         "index 2 never started again"
     );
+}
+
+#[test]
+fn resize_wait_prints_progress_until_reached_and_says_why_it_cannot_be() {
+    let Some(walk) = Walkthrough::start("walk-wait", 2, 4) else {
+        return;
+    };
+    let mut watch = walk
+        .cluster
+        .flux_command(&["k8s", "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flux k8s watch runs");
+    walk.wait_for_status("the watch stream open", |s| s["watchers"] == 1);
+    let k8s = |args: &[&str]| {
+        let output = walk.cluster.flux(&[&["k8s"], args].concat());
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        println!("$ flux k8s {}\n{stdout}{stderr}", args.join(" "));
+        (output, stdout, stderr)
+    };
+
+    let (grow, out, _) = k8s(&["resize", "4", "--wait", "--timeout", "60"]);
+    assert!(grow.status.success(), "{}", transcript(&grow));
+    assert!(
+        out.starts_with("size 4 requested: target 4, reachable 4\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("starting 2-3: "),
+        "the ranks on their way: {out}"
+    );
+    assert!(out.ends_with("size 4 reached\n"), "{out}");
+    let status = walk.cluster.status();
+    assert_eq!(
+        (status["real_size"].as_u64(), status["in_flight"].as_u64()),
+        (Some(4), Some(0))
+    );
+
+    let (shrink, out, _) = k8s(&["resize", "3", "--wait", "--timeout", "60"]);
+    assert!(shrink.status.success(), "{}", transcript(&shrink));
+    assert!(
+        out.contains("retiring 3: "),
+        "the rank on its way out: {out}"
+    );
+    assert!(out.ends_with("size 3 reached\n"), "{out}");
+
+    // Kubernetes refuses size changes from now on.
+    walk.sim.faults().forbid(Verb::Patch, "miniclusters");
+    // Beyond the MiniCluster's maxSize: refused at once with the limit.
+    let (beyond, out, err) = k8s(&["resize", "9", "--wait"]);
+    assert_eq!(beyond.status.code(), Some(3), "{}", transcript(&beyond));
+    assert!(out.contains("limited by maximum-size: max 4"), "{out}");
+    assert_eq!(
+        err,
+        "flux-k8s: size 9 cannot be reached (target 4, reachable 4)\n"
+    );
+
+    // Kubernetes refuses the size change, so 4 never comes.
+    let (stuck, _, err) = k8s(&["resize", "4", "--wait", "--timeout", "3"]);
+    assert_eq!(stuck.status.code(), Some(4), "{}", transcript(&stuck));
+    assert_eq!(err, "flux-k8s: timed out after 3s waiting for size 4\n");
+
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut lines = String::new();
+    watch
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut lines)
+        .expect("watch output");
+    println!("$ flux k8s watch\n{lines}");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(lines.len() >= 4, "a line per change: {lines:#?}");
+    assert!(
+        lines[0].contains("size 2 (expected 2)"),
+        "now first: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("starting 2-3: ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("retiring 3: ")),
+        "{lines:#?}"
+    );
+    // HH:MM:SS, then what changed: no line repeats the one before it.
+    assert!(
+        lines.windows(2).all(|w| w[0][8..] != w[1][8..]),
+        "{lines:#?}"
+    );
+    // Every client went away: the broker's disconnect dropped their streams.
+    walk.wait_for_status("no watcher left", |s| s["watchers"] == 0);
+}
+
+#[test]
+fn retire_wait_prints_progress_until_the_rank_is_retired() {
+    let Some(walk) = Walkthrough::start("walk-retire-wait", 3, 4) else {
+        return;
+    };
+    let retire = walk
+        .cluster
+        .flux(&["k8s", "retire", "1", "--wait", "--timeout", "60"]);
+    let out = String::from_utf8_lossy(&retire.stdout);
+    println!("$ flux k8s retire 1 --wait --timeout 60\n{out}");
+    assert!(retire.status.success(), "{}", transcript(&retire));
+    assert!(out.starts_with("retiring ranks 1\n"), "{out}");
+    assert!(
+        out.contains("retiring 1: "),
+        "the rank on its way out: {out}"
+    );
+    assert!(out.ends_with("ranks 1 retired\n"), "{out}");
+    let status = walk.cluster.status_of(&IdSet::range(1, 1));
+    assert_eq!(status["detail"][0]["phase"], "retired");
+    assert_eq!(flux_field(&status, "online"), "0,2");
 }

@@ -11,10 +11,16 @@ import errno
 import json
 import os
 import sys
+import time
 
 import flux
 
 PROG = "flux-k8s"
+
+# Exit codes of `--wait` beyond 0 (reached), 1 (refused, or the module went away) and
+# argparse's 2 (usage).
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
 
 
 class ModuleError(Exception):
@@ -28,6 +34,14 @@ class ModuleError(Exception):
             text = f"module {module} is not loaded (no service {topic})"
         name = errno.errorcode.get(code, str(code))
         super().__init__(f"{topic}: {text} ({name})")
+
+
+class Unreachable(Exception):
+    """The size waited for cannot be reached; the text says why."""
+
+
+class TimedOut(Exception):
+    """`--timeout` passed before what was waited for happened."""
 
 
 def call(handle, topic, payload=None):
@@ -234,6 +248,164 @@ def render_retire(answer):
     return line
 
 
+def updates(handle, name, deadline=None):
+    """Each progress `<name>.watch` sends: one now, then one per change. Ends when the
+    module ends the stream with ENODATA; raises TimedOut past `deadline` (monotonic)."""
+    topic = f"{name}.watch"
+    future = handle.rpc(
+        topic, None, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
+    )
+    while True:
+        if deadline is not None:
+            try:
+                future.wait_for(max(deadline - time.monotonic(), 0.0))
+            except OSError as err:
+                if err.errno == errno.ETIMEDOUT:
+                    raise TimedOut() from None
+                raise ModuleError(topic, err) from None
+        try:
+            text = future.get_str()
+        except OSError as err:
+            if err.errno == errno.ENODATA:
+                return
+            raise ModuleError(topic, err) from None
+        future.reset()
+        yield json.loads(text)
+
+
+# Rank phases a progress line names: those on the move or out of line. Up and retired
+# ranks are the steady state (at 10,000 ranks, most of them).
+MOVING = ("starting", "retiring", "lost", "drained")
+
+
+def progress_line(progress):
+    """One line: the sizes, the ranks on the move and why, what the plan waits on."""
+    plan = progress.get("plan", {})
+    size = f"size {progress.get('real_size')}"
+    if progress.get("desired_size") is not None:
+        size += f" of {progress['desired_size']}"
+    parts = [f"{size} (expected {words(plan.get('expected_size'))})"]
+    parts += [
+        f"{g['phase']} {g['ranks']}: {g['why']}"
+        for g in plan.get("ranks", [])
+        if g["phase"] in MOVING
+    ]
+    if plan.get("frozen"):
+        parts.append(f"frozen: {plan['frozen']}")
+    parts += [f"waiting: {why}" for why in plan.get("waiting", [])]
+    if progress.get("in_flight"):
+        parts.append(f"{progress['in_flight']} action(s) in flight")
+    return "; ".join(parts)
+
+
+class Printer:
+    """Prints each progress as a time-stamped line (or JSON), skipping a line that says
+    what the last one said: the watch payload holds more than the line shows."""
+
+    def __init__(self, as_json):
+        self.as_json = as_json
+        self.shown = None
+
+    def show(self, progress):
+        line = json.dumps(progress) if self.as_json else progress_line(progress)
+        if line != self.shown:
+            stamp = "" if self.as_json else time.strftime("%H:%M:%S  ")
+            print(stamp + line, flush=True)
+            self.shown = line
+
+
+def settled(progress):
+    """Nothing issued and unanswered, nothing in flight."""
+    return progress.get("in_flight") == 0 and not progress["plan"].get("pending")
+
+
+def follow(handle, args, goal, desired, reached, done):
+    """Prints each change until `reached(progress)`, then `done`; raises
+    Unreachable when a rank fails to start or someone else changes the desired size,
+    TimedOut past --timeout."""
+    deadline = time.monotonic() + args.timeout if args.timeout is not None else None
+    printer = Printer(args.json)
+    failures = None
+    stream = updates(handle, args.name, deadline)
+    while True:
+        try:
+            progress = next(stream)
+        except StopIteration:
+            raise ModuleError(
+                f"{args.name}.watch",
+                OSError(errno.ENODATA, "the module ended the watch"),
+            ) from None
+        except TimedOut:
+            raise TimedOut(
+                f"timed out after {args.timeout:g}s waiting for {goal}"
+            ) from None
+        printer.show(progress)
+        if reached(progress):
+            print(done, flush=True)
+            return
+        plan = progress["plan"]
+        if failures is not None and plan.get("startup_failures", 0) > failures:
+            why = [
+                f"ranks {g['ranks']}: {g['why']}"
+                for g in plan.get("ranks", [])
+                if "never came online" in g["why"]
+            ]
+            raise Unreachable(
+                f"{goal}: a rank failed to start" + (f" ({'; '.join(why)})" if why else "")
+            )
+        failures = plan.get("startup_failures", 0)
+        if progress.get("desired_size") != desired:
+            raise Unreachable(
+                f"{goal}: the desired size is now {words(progress.get('desired_size'))}"
+                " (another request)"
+            )
+
+
+def wait_resize(handle, args, answer):
+    if answer.get("limited_by"):
+        raise Unreachable(
+            f"size {answer['requested']} cannot be reached"
+            f" (target {answer['target']}, reachable {answer['reachable']})"
+        )
+    target = answer["target"]
+    follow(
+        handle,
+        args,
+        f"size {target}",
+        target,
+        lambda p: p.get("real_size") == target and settled(p),
+        f"size {target} reached",
+    )
+
+
+def wait_retire(handle, args, answer):
+    ranks = idset_members(answer.get("accepted", "")) | idset_members(
+        answer.get("already", "")
+    )
+    desired = answer.get("desired_size")
+
+    def reached(progress):
+        retired = set()
+        for g in progress["plan"].get("ranks", []):
+            if g["phase"] == "retired":
+                retired |= idset_members(g["ranks"])
+        return (
+            ranks <= retired
+            and settled(progress)
+            and desired in (None, progress.get("real_size"))
+        )
+
+    follow(
+        handle, args, f"retire {args.ranks}", desired, reached, f"ranks {args.ranks} retired"
+    )
+
+
+def watch(handle, args):
+    printer = Printer(args.json)
+    for progress in updates(handle, args.name):
+        printer.show(progress)
+
+
 def main():
     parser = argparse.ArgumentParser(
         prog="flux k8s", description="Show and steer the fluxk8s module."
@@ -258,9 +430,30 @@ def main():
     resize.add_argument("size", type=int, metavar="N")
     retire = sub.add_parser("retire", help="retire these ranks for good")
     retire.add_argument("ranks", metavar="IDSET")
+    for command in (resize, retire):
+        command.add_argument(
+            "--wait",
+            action="store_true",
+            help="print progress until done; exit 3 if it cannot be, 4 on timeout",
+        )
+        command.add_argument(
+            "--timeout",
+            type=float,
+            metavar="T",
+            help="with --wait: give up after T seconds",
+        )
+    sub.add_parser("watch", help="one line per change, as it happens")
     args = parser.parse_args()
+    if args.command in ("resize", "retire") and args.timeout is not None:
+        if not args.wait:
+            parser.error("--timeout goes with --wait")
+        if args.timeout <= 0:
+            parser.error("--timeout must be positive")
 
     handle = flux.Flux()
+    if args.command == "watch":
+        watch(handle, args)
+        return
     if args.command == "status":
         topic = f"{args.name}.status"
         ranks = args.ranks
@@ -275,7 +468,10 @@ def main():
     else:
         answer = call(handle, f"{args.name}.retire", {"ranks": args.ranks})
         render = render_retire
-    print(json.dumps(answer, indent=2) if args.json else render(answer))
+    print(json.dumps(answer, indent=2) if args.json else render(answer), flush=True)
+    if getattr(args, "wait", False):
+        wait = wait_resize if args.command == "resize" else wait_retire
+        wait(handle, args, answer)
 
 
 if __name__ == "__main__":
@@ -284,6 +480,14 @@ if __name__ == "__main__":
     except BrokenPipeError:
         # The reader went away (`flux k8s status | head`): nothing left to say.
         sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Unreachable as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNREACHABLE)
+    except TimedOut as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        sys.exit(EXIT_TIMEOUT)
     except ModuleError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         sys.exit(1)

@@ -21,7 +21,7 @@ pub use guard::{
 };
 pub use handle::{Handle, LogLevel};
 pub use log::{ForwardedLogs, LogFilter, LogLine, dispatcher};
-pub use msg::{Access, Message, MsgHandler};
+pub use msg::{Access, HeldMessage, Message, MsgHandler};
 pub use rpc::{NODEID_ANY, Rpc, RpcError};
 pub use wake::{Waker, Wakeup};
 pub use watcher::Watcher;

@@ -59,6 +59,58 @@ impl Message<'_> {
         let rc = unsafe { sys::flux_msg_get_rolemask(self.as_ptr(), &raw mut rolemask) };
         rc == 0 && rolemask & sys::FLUX_ROLE_OWNER != 0
     }
+
+    /// Whether the request was sent with `FLUX_RPC_STREAMING`: it takes any number of
+    /// responses, ended by an error response.
+    pub fn is_streaming(&self) -> bool {
+        // SAFETY: the message is live for 'a.
+        unsafe { sys::flux_msg_is_streaming(self.as_ptr()) }
+    }
+
+    /// Whether this `<service>.disconnect` request comes from the sender of `request`,
+    /// with the credentials to speak for it (libflux's `flux_disconnect_match`).
+    pub fn disconnects(&self, request: &Message<'_>) -> bool {
+        // SAFETY: both messages are live for this call.
+        unsafe { sys::flux_disconnect_match(self.as_ptr(), request.as_ptr()) }
+    }
+
+    /// Whether this cancel request (`{"matchtag": N}`) names `request`: same sender,
+    /// credentials to speak for it, and its matchtag (libflux's `flux_cancel_match`).
+    pub fn cancels(&self, request: &Message<'_>) -> bool {
+        // SAFETY: both messages are live for this call.
+        unsafe { sys::flux_cancel_match(self.as_ptr(), request.as_ptr()) }
+    }
+
+    /// Keeps the message past the callback: a streaming request is answered later.
+    pub fn hold(&self) -> HeldMessage {
+        // SAFETY: the message is live; the reference taken here is dropped exactly once,
+        // by HeldMessage's Drop. incref returns its argument.
+        unsafe { sys::flux_msg_incref(self.as_ptr()) };
+        HeldMessage { raw: self.raw }
+    }
+}
+
+/// A reference to a request kept after its handler returned (`flux_msg_incref`),
+/// dropped with `flux_msg_decref`.
+pub struct HeldMessage {
+    raw: NonNull<sys::flux_msg_t>,
+}
+
+impl HeldMessage {
+    /// The message, to respond to or compare with.
+    pub fn message(&self) -> Message<'_> {
+        Message {
+            raw: self.raw,
+            _borrow: PhantomData,
+        }
+    }
+}
+
+impl Drop for HeldMessage {
+    fn drop(&mut self) {
+        // SAFETY: `raw` holds the reference taken in Message::hold, dropped once here.
+        unsafe { sys::flux_msg_decref(self.raw.as_ptr()) };
+    }
 }
 
 /// Who may send a request to a handler. The instance owner always may.

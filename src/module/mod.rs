@@ -6,6 +6,7 @@ mod queue;
 pub mod rpc;
 mod streams;
 mod wake_timer;
+mod watch;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ pub(crate) struct Module {
     pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
+    pub(crate) watches: watch::Watches,
     logs: ForwardedLogs,
     pub(crate) log_filter: LogFilter,
     /// The reactor clock at the current callback.
@@ -93,6 +95,7 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     };
     wake_timer::arm(shared, handle);
     effects::run(shared, handle, effects);
+    watch::publish(&mut shared.borrow_mut(), handle);
 }
 
 /// Applies the `log-filter` directives (already checked by [`Config::load`]).
@@ -244,6 +247,7 @@ fn run(
         streams: streams::Streams::default(),
         flux_rpcs: BTreeMap::new(),
         wake_timer: wake_timer::WakeTimer::default(),
+        watches: watch::Watches::default(),
         logs: forwarded_logs,
         log_filter,
         now,
@@ -276,6 +280,7 @@ fn run(
     // write what it logged last, then drop streams and timers while the handle is live.
     drop(handlers);
     drop(wake_watcher);
+    watch::end_all(&mut module.borrow_mut(), handle);
     let driver = module.borrow_mut().driver.take();
     if let Some(driver) = driver {
         driver.shutdown();

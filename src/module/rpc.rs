@@ -1,5 +1,5 @@
-//! The module's services: `<name>.status` (and `stats-get`), `resize`, `retire`,
-//! `config-reload`, `shutdown`.
+//! The module's services: `<name>.status` (and `stats-get`), `watch` (with
+//! `watch-cancel` and `disconnect`), `resize`, `retire`, `config-reload`, `shutdown`.
 //!
 //! What a request carries is read and checked by pure functions ([`status_request`],
 //! [`resize_request`], [`retire_request`], [`reloaded_config`]) before a handler acts on
@@ -71,6 +71,17 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
         };
     add("status", Access::AnyUser, status)?;
     add("stats-get", Access::AnyUser, status)?;
+    add("watch", Access::AnyUser, watch)?;
+    add("watch-cancel", Access::AnyUser, |handle, msg, module| {
+        super::watch::cancel(module, handle, msg);
+        // Like flux-core's cancel requests: the answer is the stream's end.
+        Ok(Value::Null)
+    })?;
+    add("disconnect", Access::AnyUser, |_, msg, module| {
+        super::watch::disconnect(module, msg);
+        // The broker sends it when a client goes away; nobody waits for an answer.
+        Ok(Value::Null)
+    })?;
     add("resize", OWNER, resize)?;
     add("retire", OWNER, retire)?;
     add("config-reload", OWNER, config_reload)?;
@@ -210,6 +221,7 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         ("config", json!(module.config)),
         ("uptime", json!(module.now - module.loaded_at)),
         ("counters", json!(module.counters)),
+        ("watchers", json!(module.watches.len())),
         ("panics_contained", json!(flux::panics_caught())),
         ("callbacks", json!(flux::callback_costs())),
     ]));
@@ -238,6 +250,21 @@ fn fields<const N: usize>(pairs: [(&str, Value); N]) -> impl Iterator<Item = (St
     pairs
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
+}
+
+/// `<name>.watch`: no payload or an empty object, sent with `FLUX_RPC_STREAMING`.
+pub fn watch_request(payload: Option<&str>, streaming: bool) -> Result<(), Refusal> {
+    only_fields(&request_object(payload)?, &[])?;
+    if !streaming {
+        return Err(Refusal::proto("watch requires the streaming RPC flag"));
+    }
+    Ok(())
+}
+
+fn watch(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+    watch_request(payload(msg)?.as_deref(), msg.is_streaming())?;
+    super::watch::open(module, handle, msg);
+    Ok(Value::Null)
 }
 
 fn refusal(err: RequestError) -> Refusal {

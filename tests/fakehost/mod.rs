@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::os::fd::RawFd;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -73,12 +74,44 @@ struct Future {
     error_c: Option<CString>,
 }
 
-/// One request in flight, as the module sees it (`flux_msg_t *` points here).
+/// One request in flight, as the module sees it (`flux_msg_t *` points here). The
+/// reactor holds one reference while the handler runs; `flux_msg_incref` adds more and
+/// the last `flux_msg_decref` frees it.
 pub struct Msg {
     topic: CString,
     payload: Option<CString>,
     rolemask: u32,
     reply: Option<mpsc::Sender<Response>>,
+    /// The client it came from (what `flux_msg_route_first` tells apart).
+    sender: u32,
+    matchtag: u32,
+    streaming: bool,
+    refs: AtomicUsize,
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        LIVE_MSGS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Messages not yet freed: 0 once every reference the module took is dropped.
+static LIVE_MSGS: AtomicUsize = AtomicUsize::new(0);
+
+impl Msg {
+    fn new(topic: &str, payload: Option<&str>, rolemask: u32) -> Box<Msg> {
+        LIVE_MSGS.fetch_add(1, Ordering::SeqCst);
+        Box::new(Msg {
+            topic: CString::new(topic).unwrap(),
+            payload: payload.map(|p| CString::new(p).unwrap()),
+            rolemask,
+            reply: None,
+            sender: 0,
+            matchtag: 0,
+            streaming: false,
+            refs: AtomicUsize::new(1),
+        })
+    }
 }
 
 struct Conf {
@@ -197,37 +230,63 @@ pub fn wait_running() {
     }
 }
 
+fn enqueue(msg: Box<Msg>) {
+    let mut h = host();
+    h.requests.push_back(msg);
+    wake_locked(&h);
+}
+
 /// Sends a request as `owner` or a guest and waits for the response.
 pub fn request(topic: &str, payload: Option<&str>, owner: bool) -> Response {
     let (tx, rx) = mpsc::channel();
-    {
-        let mut h = host();
-        h.requests.push_back(Box::new(Msg {
-            topic: CString::new(topic).unwrap(),
-            payload: payload.map(|p| CString::new(p).unwrap()),
-            rolemask: if owner {
-                FLUX_ROLE_OWNER
-            } else {
-                FLUX_ROLE_USER
-            },
-            reply: Some(tx),
-        }));
-        wake_locked(&h);
-    }
+    let rolemask = if owner {
+        FLUX_ROLE_OWNER
+    } else {
+        FLUX_ROLE_USER
+    };
+    let mut msg = Msg::new(topic, payload, rolemask);
+    msg.reply = Some(tx);
+    enqueue(msg);
     rx.recv_timeout(Duration::from_secs(10))
         .unwrap_or_else(|_| panic!("no response to {topic}"))
 }
 
 /// Sends a request that expects no response (like the broker's `<name>.shutdown`).
 pub fn send(topic: &str) {
-    let mut h = host();
-    h.requests.push_back(Box::new(Msg {
-        topic: CString::new(topic).unwrap(),
-        payload: None,
-        rolemask: FLUX_ROLE_OWNER,
-        reply: None,
-    }));
-    wake_locked(&h);
+    enqueue(Msg::new(topic, None, FLUX_ROLE_OWNER));
+}
+
+/// Sends a request from client `sender` with `matchtag`, with the streaming flag if
+/// `streaming`, as a guest; its responses, however many, come on the receiver.
+pub fn stream(
+    topic: &str,
+    payload: Option<&str>,
+    sender: u32,
+    matchtag: u32,
+    streaming: bool,
+) -> mpsc::Receiver<Response> {
+    let (tx, rx) = mpsc::channel();
+    let mut msg = Msg::new(topic, payload, FLUX_ROLE_USER);
+    msg.reply = Some(tx);
+    msg.sender = sender;
+    msg.matchtag = matchtag;
+    msg.streaming = streaming;
+    enqueue(msg);
+    rx
+}
+
+/// A request from client `sender` that expects no response: the broker's
+/// `<service>.disconnect` when the client goes away, or a `*-cancel`.
+pub fn send_from(topic: &str, payload: Option<&str>, sender: u32) {
+    let mut msg = Msg::new(topic, payload, FLUX_ROLE_USER);
+    msg.sender = sender;
+    enqueue(msg);
+}
+
+/// Requests not freed yet: after `mod_main` returns, every reference the module took
+/// must have been dropped.
+pub fn live_messages() -> usize {
+    LIVE_MSGS.load(Ordering::SeqCst)
 }
 
 pub fn logs() -> Vec<(i32, String)> {
@@ -326,8 +385,9 @@ pub extern "C" fn flux_reactor_run(_r: *mut c_void, _flags: c_int) -> c_int {
         };
         match work {
             Some(Work::Request(msg, cb, arg)) => {
-                let p: *const Msg = &raw const *msg;
+                let p: *const Msg = Box::into_raw(msg);
                 unsafe { cb(HANDLE, ptr::null_mut(), p.cast(), arg as *mut c_void) };
+                flux_msg_decref(p.cast());
             }
             Some(Work::Refuse(msg, errno, text)) => {
                 if let Some(tx) = &msg.reply {
@@ -558,6 +618,41 @@ pub extern "C" fn flux_msg_get_topic(m: *const c_void, topic: *mut *const c_char
 pub extern "C" fn flux_msg_get_rolemask(m: *const c_void, rolemask: *mut u32) -> c_int {
     unsafe { *rolemask = msg(m).rolemask };
     0
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_msg_incref(m: *const c_void) -> *const c_void {
+    msg(m).refs.fetch_add(1, Ordering::SeqCst);
+    m
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_msg_decref(m: *const c_void) {
+    if msg(m).refs.fetch_sub(1, Ordering::SeqCst) == 1 {
+        drop(unsafe { Box::from_raw(m as *mut Msg) });
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_msg_is_streaming(m: *const c_void) -> bool {
+    msg(m).streaming
+}
+
+/// Same client; the fake's clients all may speak for themselves.
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_disconnect_match(m1: *const c_void, m2: *const c_void) -> bool {
+    msg(m1).sender == msg(m2).sender
+}
+
+/// Same client, and `m1`'s payload names `m2`'s matchtag.
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_cancel_match(m1: *const c_void, m2: *const c_void) -> bool {
+    let named = msg(m1)
+        .payload
+        .as_ref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.to_str().ok()?).ok())
+        .and_then(|v| v["matchtag"].as_u64());
+    flux_disconnect_match(m1, m2) && named == Some(u64::from(msg(m2).matchtag))
 }
 
 #[unsafe(no_mangle)]
