@@ -786,6 +786,7 @@ fn bad_settings_fail_at_spawn() {
 fn a_worker_panic_is_reported_and_the_driver_restarts_with_fresh_lists() {
     let (sim, mut module) = synced_minicluster(2, 3);
     let lists_before = sim.requests().count(Verb::List, "pods");
+    let panicked = Instant::now();
     module.driver.send(Command::Panic).unwrap();
     let problem = module.wait_for("the driver's panic report", |report| match report {
         Report::Problem(p) if p.area == "driver" => Some(p.clone()),
@@ -810,6 +811,7 @@ fn a_worker_panic_is_reported_and_the_driver_restarts_with_fresh_lists() {
         Report::Synced => Some(()),
         _ => None,
     });
+    eprintln!("panic to a fresh sync: {:?}", panicked.elapsed());
     assert!(
         sim.requests().count(Verb::List, "pods") > lists_before,
         "the restarted worker lists the pods afresh"
