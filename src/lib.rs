@@ -24,7 +24,9 @@ pub mod flux;
 pub mod k8s;
 pub mod model;
 pub mod planner;
+#[cfg(feature = "sim")]
 pub mod scenario;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 mod module;
