@@ -117,6 +117,7 @@ pub fn flux_start(flux: &Path, size: u32, script: &str, extra_env: &[(&str, &str
         .arg(format!("--test-size={size}"))
         .args(["bash", "-euo", "pipefail", "-c", script])
         .env("SO", module_path());
+    without_kubernetes(&mut command);
     for (key, value) in extra_env {
         command.env(key, value);
     }
@@ -180,7 +181,17 @@ noverify = true
             script,
         ])
         .env("SO", module_path());
+    without_kubernetes(&mut command);
     command
+}
+
+/// Keeps the Kubernetes configuration of the machine running the tests (`KUBECONFIG`,
+/// `~/.kube/config`, an in-cluster service account) from a module loaded without
+/// `kubeconfig=`: a test must never reach a real cluster.
+fn without_kubernetes(command: &mut Command) {
+    command
+        .env("KUBECONFIG", "/nonexistent/fluxk8s-test-kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST");
 }
 
 /// stdout and stderr, for assertion messages.
