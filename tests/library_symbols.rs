@@ -56,7 +56,9 @@ fn leaves_libflux_symbols_to_the_broker() {
 
 #[test]
 fn every_declared_flux_function_exists_in_the_installed_libflux() {
-    let Some(flux) = common::flux::flux_or_skip("every_declared_flux_function_exists") else {
+    let Some(flux) =
+        common::flux::flux_or_skip("every_declared_flux_function_exists_in_the_installed_libflux")
+    else {
         return;
     };
     let prefix = flux
