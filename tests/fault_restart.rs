@@ -2,9 +2,11 @@
 //! stopped, its commands abandoned) learn the intent from Flux alone (the fluxk8s drain)
 //! and finish the job, never deleting the pod a second time.
 //!
-//! A panic inside the driver worker cannot be forced from outside: no input reaches a
-//! panicking path, and the product has no test trigger for it (the module's
-//! `FLUXK8S_TEST_PANIC` covers request handlers only, see tests/broker_module.rs).
+//! A panic inside the driver worker is tested where its trigger is (`Command::Panic`,
+//! which the module's `test-panic` request sends with `{"in": "worker"}` under
+//! `FLUXK8S_TEST_PANIC`): tests/k8s_driver.rs
+//! (`a_worker_panic_is_reported_and_the_driver_refuses_further_commands`) and
+//! tests/broker_walkthrough.rs (`a_panic_in_the_kubernetes_worker_is_contained_and_reported`).
 
 mod fault_world;
 

@@ -11,6 +11,14 @@ use serde_json::{Value, json};
 
 const LOG_ERR: i32 = 3;
 
+/// Loads the module with `args` and a kubeconfig that does not exist, so its Kubernetes
+/// side never reads the machine's `KUBECONFIG` or `~/.kube/config`.
+fn start(args: &[&str]) -> std::thread::JoinHandle<(i32, i32)> {
+    let mut args = args.to_vec();
+    args.push("kubeconfig=/nonexistent/fluxk8s-test-kubeconfig");
+    fakehost::start(&args)
+}
+
 fn status(name: &str) -> Value {
     let reply = fakehost::request(&format!("{name}.status"), None, false).expect("status answers");
     serde_json::from_str(&reply).expect("status is JSON")
@@ -30,7 +38,7 @@ fn loads_answers_status_and_unloads_cleanly() {
         "fluxk8s",
         json!({"fluxk8s": {"namespace": "hpc", "min-size": 2}}),
     );
-    let module = fakehost::start(&["min-size=3", "dry-run=true"]);
+    let module = start(&["min-size=3", "dry-run=true"]);
     fakehost::wait_running();
 
     let view = status("fluxk8s");
@@ -72,7 +80,7 @@ fn loads_answers_status_and_unloads_cleanly() {
 fn services_follow_the_name_the_broker_gave() {
     let _serial = fakehost::exclusive();
     fakehost::boot(0, 2, "libfluxk8s", json!({}));
-    let module = fakehost::start(&[]);
+    let module = start(&[]);
     fakehost::wait_running();
     assert_eq!(status("libfluxk8s")["name"], "libfluxk8s");
     assert_eq!(
@@ -89,7 +97,7 @@ fn services_follow_the_name_the_broker_gave() {
 fn unknown_key_fails_the_load_naming_the_key() {
     let _serial = fakehost::exclusive();
     fakehost::boot(0, 2, "fluxk8s", json!({"fluxk8s": {"namespce": "x"}}));
-    let (rc, errno) = fakehost::start(&[]).join().unwrap();
+    let (rc, errno) = start(&[]).join().unwrap();
     assert_eq!((rc, errno), (-1, libc::EINVAL));
     let logs = fakehost::logs();
     let line = logs
@@ -108,7 +116,7 @@ fn unknown_key_fails_the_load_naming_the_key() {
 fn bad_argument_value_fails_the_load() {
     let _serial = fakehost::exclusive();
     fakehost::boot(0, 2, "fluxk8s", json!({}));
-    let (rc, errno) = fakehost::start(&["max-lost-fraction=2"]).join().unwrap();
+    let (rc, errno) = start(&["max-lost-fraction=2"]).join().unwrap();
     assert_eq!((rc, errno), (-1, libc::EINVAL));
     assert!(
         fakehost::logs()
@@ -123,7 +131,7 @@ fn bad_argument_value_fails_the_load() {
 fn refuses_to_load_on_another_rank() {
     let _serial = fakehost::exclusive();
     fakehost::boot(3, 4, "fluxk8s", json!({}));
-    let (rc, errno) = fakehost::start(&[]).join().unwrap();
+    let (rc, errno) = start(&[]).join().unwrap();
     assert_eq!((rc, errno), (-1, libc::EINVAL));
     assert!(
         fakehost::logs()
@@ -138,7 +146,7 @@ fn refuses_to_load_on_another_rank() {
 fn malformed_payloads_get_eproto_and_guests_cannot_reconfigure() {
     let _serial = fakehost::exclusive();
     fakehost::boot(0, 2, "fluxk8s", json!({}));
-    let module = fakehost::start(&[]);
+    let module = start(&[]);
     fakehost::wait_running();
     for bad in ["[1,2]", "not json", "\"text\""] {
         let err = fakehost::request("fluxk8s.status", Some(bad), true).unwrap_err();
@@ -154,7 +162,7 @@ fn malformed_payloads_get_eproto_and_guests_cannot_reconfigure() {
 fn config_reload_applies_good_config_and_rejects_bad() {
     let _serial = fakehost::exclusive();
     fakehost::boot(0, 2, "fluxk8s", json!({"fluxk8s": {"cooldown": "10s"}}));
-    let module = fakehost::start(&["min-size=2"]);
+    let module = start(&["min-size=2"]);
     fakehost::wait_running();
 
     let reload =
@@ -180,17 +188,29 @@ fn config_reload_applies_good_config_and_rejects_bad() {
     assert_eq!(stop("fluxk8s", module), 0);
 }
 
+/// The module reads `FLUXK8S_TEST_PANIC` when it loads. Setting it here would change the
+/// environment while other threads may read it, so the test runs again in a child process
+/// of this binary that has it from the start.
 #[test]
 fn a_panic_in_a_handler_is_contained_and_answered() {
+    if std::env::var_os("FLUXK8S_TEST_PANIC").is_none() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["a_panic_in_a_handler_is_contained_and_answered", "--exact"])
+            .env("FLUXK8S_TEST_PANIC", "1")
+            .output()
+            .expect("run this test binary");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("test result: ok. 1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
     let _serial = fakehost::exclusive();
-    // SAFETY: tests in this binary are serialised by `exclusive`, so no other thread
-    // reads the environment concurrently.
-    unsafe { std::env::set_var("FLUXK8S_TEST_PANIC", "1") };
     fakehost::boot(0, 2, "fluxk8s", json!({}));
-    let module = fakehost::start(&[]);
+    let module = start(&[]);
     fakehost::wait_running();
-    // SAFETY: as above.
-    unsafe { std::env::remove_var("FLUXK8S_TEST_PANIC") };
 
     let err = fakehost::request("fluxk8s.test-panic", None, true).unwrap_err();
     assert_eq!(err.0, libc::EIO, "{err:?}");

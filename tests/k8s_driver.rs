@@ -1,7 +1,6 @@
 //! The Kubernetes driver end to end against the simulated API server: discovery, watches,
 //! actions, Events, and behaviour under faults.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
@@ -706,8 +705,21 @@ fn a_slow_api_server_still_converges_and_never_blocks_the_caller() {
     sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 3))
         .unwrap();
     sim.faults().set_latency(Duration::from_millis(300));
+    // The driver's first request reads its Job; held, it is surely in flight.
+    sim.faults().hold(Verb::Get, "jobs");
     let mut module = Module::start(&sim, config_for("flux-sample-0"));
-    let started = Instant::now();
+    assert!(
+        sim.wait_for(WAIT, |sim| sim.faults().held(Verb::Get, "jobs") > 0),
+        "the driver never asked for its Job"
+    );
+    // Ends the hold once the caller is back, or after WAIT if it waits on the server:
+    // then the check below fails instead of hanging.
+    let (returned, caller_back) = mpsc::channel::<()>();
+    let faults = sim.faults().clone();
+    let releaser = std::thread::spawn(move || {
+        let _ = caller_back.recv_timeout(WAIT);
+        faults.release(Verb::Get, "jobs");
+    });
     let id = module.apply(KubeAction::SetSize {
         size: 3,
         reason: "grow".to_owned(),
@@ -715,44 +727,47 @@ fn a_slow_api_server_still_converges_and_never_blocks_the_caller() {
     });
     let _ = module.driver.try_recv();
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        sim.faults().held(Verb::Get, "jobs") > 0,
         "send/try_recv waited on the server"
     );
+    returned.send(()).unwrap();
+    releaser.join().unwrap();
     // Queued until the watches synced, then carried out.
     assert_eq!(module.outcome(id), Outcome::Done);
     module.wait_running(3);
 }
 
 #[test]
-fn shutdown_is_prompt_while_requests_hang() {
-    // Accepts connections (in the backlog) but never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    let (wake, _woken) = Module::wake_pair();
+fn shutdown_is_prompt_while_a_request_hangs() {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    let sim = sim();
+    sim.create_minicluster(NS, &MiniClusterSpec::new("flux-sample", 2, 3))
+        .unwrap();
     let config = DriverConfig {
         tuning: Tuning {
-            request_timeout: Duration::from_secs(60),
+            request_timeout: REQUEST_TIMEOUT,
             ..fast_tuning()
         },
         ..config_for("flux-sample-0")
     };
-    let driver = Driver::spawn_with_config(kube::Config::new(url.parse().unwrap()), config, wake)
-        .expect("driver starts");
-    driver
-        .send(Command::Apply {
-            id: 1,
-            action: KubeAction::SetSize {
-                size: 2,
-                reason: "x".to_owned(),
-                desired: None,
-            },
-        })
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let stopping = Instant::now();
-    driver.shutdown();
+    let mut module = Module::start(&sim, config);
+    module.wait_synced();
+    sim.faults().hold(Verb::Patch, "miniclusters");
+    module.apply(KubeAction::SetSize {
+        size: 3,
+        reason: "grow".to_owned(),
+        desired: None,
+    });
     assert!(
-        stopping.elapsed() < Duration::from_secs(3),
+        sim.wait_for(WAIT, |sim| sim.faults().held(Verb::Patch, "miniclusters")
+            > 0),
+        "the size patch never reached the server"
+    );
+    let stopping = Instant::now();
+    module.driver.shutdown();
+    // Waiting for the held patch would take its whole timeout.
+    assert!(
+        stopping.elapsed() < REQUEST_TIMEOUT,
         "shutdown took {:?}",
         stopping.elapsed()
     );
@@ -823,7 +838,12 @@ fn a_worker_panic_is_reported_and_the_driver_restarts_with_fresh_lists() {
         desired: None,
     });
     assert_eq!(module.outcome(id), Outcome::Done);
+    // A shutdown stuck on the worker would never end: WAIT makes that a failure.
     let stopping = Instant::now();
     module.driver.shutdown();
-    assert!(stopping.elapsed() < Duration::from_secs(3));
+    assert!(
+        stopping.elapsed() < WAIT,
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tool_output(tool: &str, args: &[&str]) -> String {
@@ -54,16 +55,50 @@ fn leaves_libflux_symbols_to_the_broker() {
     );
 }
 
-#[test]
-fn every_declared_flux_function_exists_in_the_installed_libflux() {
-    let Some(flux) = common::flux::flux_or_skip("every_declared_flux_function_exists") else {
-        return;
-    };
+/// The `libflux-core.so` of the flux-core whose command is `<prefix>/bin/flux`: in the
+/// `libdir` of that prefix's own `flux-core.pc`, else in one of the library directories
+/// installs use (`lib`, `lib64`, the multiarch one).
+fn installed_libflux(flux: &Path) -> PathBuf {
     let prefix = flux
         .parent()
-        .and_then(|bin| bin.parent())
+        .and_then(Path::parent)
         .expect("<prefix>/bin/flux");
-    let lib = prefix.join("lib/libflux-core.so");
+    let multiarch = format!("lib/{}-linux-gnu", std::env::consts::ARCH);
+    let lib_dirs: Vec<PathBuf> = ["lib", "lib64", &multiarch]
+        .iter()
+        .map(|dir| prefix.join(dir))
+        .collect();
+    // PKG_CONFIG_LIBDIR, not _PATH: only this prefix's .pc files, never another install's.
+    let pc_dirs = std::env::join_paths(lib_dirs.iter().map(|dir| dir.join("pkgconfig")))
+        .expect("library paths join");
+    let pkg_config_libdir = Command::new("pkg-config")
+        .args(["--variable=libdir", "flux-core"])
+        .env("PKG_CONFIG_LIBDIR", pc_dirs)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    let candidates: Vec<PathBuf> = pkg_config_libdir.into_iter().chain(lib_dirs).collect();
+    candidates
+        .iter()
+        .map(|dir| dir.join("libflux-core.so"))
+        .find(|lib| lib.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no libflux-core.so for {} in {candidates:?}",
+                flux.display()
+            )
+        })
+}
+
+#[test]
+fn every_declared_flux_function_exists_in_the_installed_libflux() {
+    let Some(flux) =
+        common::flux::flux_or_skip("every_declared_flux_function_exists_in_the_installed_libflux")
+    else {
+        return;
+    };
+    let lib = installed_libflux(&flux);
     let output = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(&lib)

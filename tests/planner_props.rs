@@ -3,7 +3,7 @@
 mod planner_world;
 
 use fluxk8s::model::{Action, FluxAction, IdSet, KubeAction};
-use fluxk8s::planner::{PlannerConfig, RankPhase, Reconciler};
+use fluxk8s::planner::{PlannerConfig, RankPhase, Reconciler, SizeLimit};
 use planner_world::{JobKind, World};
 use proptest::prelude::*;
 
@@ -12,6 +12,8 @@ enum Event {
     AdminDrain(u32),
     AdminUndrain(u32),
     KillPod(u32),
+    /// The pods of ranks 1..=n die at once: enough of them freezes removals.
+    Outage(u32),
     Resize(u32),
     Retire(u32),
     Busy(u32),
@@ -30,6 +32,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (1..MAX).prop_map(Event::AdminDrain),
         1 => (1..MAX).prop_map(Event::AdminUndrain),
         1 => (1..MAX).prop_map(Event::KillPod),
+        1 => (2..MAX).prop_map(Event::Outage),
         3 => (0..MAX + 3).prop_map(Event::Resize),
         1 => (1..MAX).prop_map(Event::Retire),
         1 => (1..MAX).prop_map(Event::Busy),
@@ -79,8 +82,29 @@ fn check_actions(world: &World, actions: &[Action]) -> Result<(), String> {
 
 /// One reconcile pass with the per-pass properties checked.
 fn step(world: &mut World, reconciler: &mut Reconciler) -> Result<(), TestCaseError> {
+    let before = reconciler.status(&world.flux, Some(&world.kube), world.now);
     let actions = reconciler.plan(&world.flux, Some(&world.kube), world.now);
     check_actions(world, &actions).map_err(TestCaseError::fail)?;
+    if let Some(frozen) = &before.frozen {
+        let size = world.kube.requested_size();
+        let removal = actions.iter().find(|action| match action {
+            Action::Kube(KubeAction::DeletePod { .. }) => true,
+            Action::Flux(FluxAction::Shutdown { .. }) => true,
+            Action::Kube(KubeAction::SetSize { size: to, .. }) => *to < size,
+            _ => false,
+        });
+        prop_assert!(removal.is_none(), "{removal:?} while frozen: {frozen}");
+        if before
+            .desired_size
+            .is_some_and(|d| before.expected_size > d)
+        {
+            prop_assert!(
+                before.waiting.iter().any(|w| w.contains(frozen.as_str())),
+                "a shrink held by the freeze does not say so: {:?}",
+                before.waiting
+            );
+        }
+    }
     let again = reconciler.plan(&world.flux, Some(&world.kube), world.now);
     prop_assert!(again.is_empty(), "second plan on the same views: {again:?}");
     for action in &actions {
@@ -114,6 +138,7 @@ fn apply_event(world: &mut World, reconciler: &mut Reconciler, event: &Event) {
         Event::AdminDrain(k) => world.admin_drain(&k.to_string(), "admin"),
         Event::AdminUndrain(k) => world.admin_undrain(*k),
         Event::KillPod(k) => world.kill_pod(*k),
+        Event::Outage(n) => (1..=*n).for_each(|k| world.kill_pod(k)),
         Event::Resize(n) => {
             let _ = reconciler.request_size(*n, &world.flux, Some(&world.kube), world.now);
         }
@@ -163,13 +188,39 @@ proptest! {
         let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
         let target = status.desired_size.unwrap();
         prop_assert_eq!(target, answer.target);
-        if status.limits.is_empty() && status.frozen.is_none() {
-            prop_assert_eq!(
-                world.live_ranks().len() as u32,
-                target,
-                "status {:#?}\nlog {:#?}",
-                status,
-                world.log
+        prop_assert!(status.frozen.is_none(), "the freeze outlived the outage: {:#?}", status);
+        let live = world.live_ranks().len() as u32;
+        if status.limits.is_empty() {
+            prop_assert_eq!(live, target, "status {:#?}", status);
+        } else {
+            // As far as it can go, and the limits name the ranks that make up the rest.
+            let reachable = reconciler
+                .clone()
+                .request_size(target, &world.flux, Some(&world.kube), world.now)
+                .unwrap()
+                .reachable;
+            prop_assert!(
+                reachable < target,
+                "limited, yet {} reachable: {:#?}",
+                reachable,
+                status
+            );
+            prop_assert_eq!(live, reachable, "status {:#?}", status);
+            let named: u32 = status
+                .limits
+                .iter()
+                .map(|limit| match limit {
+                    SizeLimit::CannotComeBack { ranks } | SizeLimit::DrainedByOthers { ranks } => {
+                        ranks.len() as u32
+                    }
+                    _ => 0,
+                })
+                .sum();
+            prop_assert!(
+                named >= target - live,
+                "limits {:?} for a gap of {}",
+                status.limits,
+                target - live
             );
         }
         let quiet = reconciler.plan(&world.flux, Some(&world.kube), world.now);

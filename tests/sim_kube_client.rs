@@ -565,6 +565,33 @@ async fn injected_403_and_5xx_reach_the_client_as_api_errors() {
 }
 
 #[tokio::test]
+async fn a_held_request_is_answered_only_when_released() {
+    let sim = start(SimOptions::default());
+    sim.create_job(NS, &IndexedJobSpec::new("j", 1)).unwrap();
+    sim.faults().hold(Verb::Get, "jobs");
+    let jobs: Api<Job> = Api::default_namespaced(client(&sim));
+    let get = tokio::spawn(async move { jobs.get("j").await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.faults().held(Verb::Get, "jobs") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the get never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Other requests are served meanwhile.
+    let pods: Api<Pod> = Api::default_namespaced(client(&sim));
+    pods.list(&ListParams::default()).await.unwrap();
+    assert!(!get.is_finished());
+    assert_eq!(sim.requests().count(Verb::Get, "jobs"), 0);
+
+    sim.faults().release(Verb::Get, "jobs");
+    assert_eq!(get.await.unwrap().unwrap().name_any(), "j");
+    assert_eq!(sim.faults().held(Verb::Get, "jobs"), 0);
+    assert_eq!(sim.requests().count(Verb::Get, "jobs"), 1);
+}
+
+#[tokio::test]
 async fn kubeconfig_file_points_the_client_at_the_sim() {
     let sim = start(SimOptions::default());
     sim.create_job(NS, &IndexedJobSpec::new("j", 1)).unwrap();

@@ -135,16 +135,23 @@ mod tests {
             });
             ffi_guard("spin", (), || {});
             ffi_guard("idle", (), || {});
-            ffi_guard("idle", (), || -> () { panic!("counted too") });
+            ffi_guard("idle", (), || {});
+            // A kind of its own: the panic hook runs inside the callback, and with
+            // RUST_BACKTRACE=1 its backtrace alone costs about 200 ms of CPU.
+            ffi_guard("panicked", (), || -> () { panic!("counted too") });
             callback_costs()
         })
         .join()
         .unwrap();
-        let (spin, idle) = (costs["spin"], costs["idle"]);
-        assert_eq!((spin.calls, idle.calls), (2, 2));
+        let (spin, idle, panicked) = (costs["spin"], costs["idle"], costs["panicked"]);
+        assert_eq!((spin.calls, idle.calls, panicked.calls), (2, 2, 1));
         assert!(spin.longest >= Duration::from_millis(3), "{spin:?}");
         assert!(spin.total >= spin.longest, "{spin:?}");
         assert!(idle.longest < spin.longest, "{idle:?} {spin:?}");
+        assert!(
+            panicked.longest > Duration::ZERO,
+            "its time is counted: {panicked:?}"
+        );
         let json = serde_json::to_value(spin).unwrap();
         assert!(json["cpu_ms_longest"].as_f64().unwrap() >= 3.0, "{json}");
         assert_eq!(json["calls"], 2);

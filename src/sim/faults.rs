@@ -1,8 +1,9 @@
-//! Fault injection: per verb and resource, fail the next N requests with a code, or forbid
-//! a verb until cleared, and add latency to every call. Rules are checked before a request
-//! touches the state, like authorization and a failing API server would.
+//! Fault injection: per verb and resource, fail the next N requests with a code, forbid
+//! a verb until cleared, or hold requests unanswered until released; and add latency to
+//! every call. Rules are checked before a request touches the state, like authorization
+//! and a failing API server would.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,10 @@ struct FailNext {
 pub(crate) struct FaultRules {
     fail_next: Vec<FailNext>,
     forbidden: BTreeSet<(Verb, String)>,
+    /// Requests with these verbs and resources wait unanswered until released.
+    hold: BTreeSet<(Verb, String)>,
+    /// Requests waiting under a hold now, by verb and resource.
+    held: BTreeMap<(Verb, String), usize>,
     pub(crate) latency: Duration,
 }
 
@@ -122,6 +127,44 @@ fn forbidden(target: &RequestTarget, user: &str) -> ApiError {
         error.details = Some((name.clone(), plural.to_owned()));
     }
     error
+}
+
+/// Waits while a hold covers `target`'s verb and resource, counted in
+/// [`Faults::held`] meanwhile (also when the wait is dropped: the client went away, or
+/// the server stopped).
+pub(crate) async fn wait_while_held(shared: &Shared, target: &RequestTarget) {
+    struct Counted<'a>(&'a Shared, (Verb, String));
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            let mut rules = self.0.faults();
+            if let Some(count) = rules.held.get_mut(&self.1) {
+                *count -= 1;
+                if *count == 0 {
+                    rules.held.remove(&self.1);
+                }
+            }
+        }
+    }
+
+    let key = (target.verb, target.resource.clone());
+    let mut counted = None;
+    loop {
+        // Made before the check: a release between the two still wakes it.
+        let released = shared.released.notified();
+        let holding = {
+            let mut rules = shared.faults();
+            let holding = rules.hold.contains(&key);
+            if holding && counted.is_none() {
+                *rules.held.entry(key.clone()).or_default() += 1;
+            }
+            holding
+        };
+        if !holding {
+            return;
+        }
+        counted.get_or_insert_with(|| Counted(shared, key.clone()));
+        released.await;
+    }
 }
 
 /// An injected failure with the reason and message the API server uses for that code.
@@ -191,9 +234,41 @@ impl Faults {
         self.shared.faults().latency = latency;
     }
 
-    /// Removes every rule and the latency.
+    /// Requests with `verb` on `resource` are received but not answered until
+    /// [`Faults::release`] or [`Faults::clear`], as by a server that hangs on them.
+    pub fn hold(&self, verb: Verb, resource: &str) {
+        self.shared
+            .faults()
+            .hold
+            .insert((verb, resource.to_owned()));
+    }
+
+    /// Ends the hold on `verb` on `resource`: the requests it held are served now.
+    pub fn release(&self, verb: Verb, resource: &str) {
+        self.shared
+            .faults()
+            .hold
+            .remove(&(verb, resource.to_owned()));
+        self.shared.released.notify_waiters();
+    }
+
+    /// Requests with `verb` on `resource` received and being held now: a test waits for
+    /// this to know a request is in flight.
+    pub fn held(&self, verb: Verb, resource: &str) -> usize {
+        let key = (verb, resource.to_owned());
+        self.shared.faults().held.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Removes every rule and the latency, and serves the held requests.
     pub fn clear(&self) {
-        *self.shared.faults() = FaultRules::default();
+        let mut rules = self.shared.faults();
+        *rules = FaultRules {
+            // Still held until their handlers wake and count themselves out.
+            held: std::mem::take(&mut rules.held),
+            ..FaultRules::default()
+        };
+        drop(rules);
+        self.shared.released.notify_waiters();
     }
 
     /// Closes every open watch stream now (as an API server restart would); clients

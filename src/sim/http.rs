@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::api::PatchFormat;
-use super::faults::{RequestTarget, Verb};
+use super::faults::{self, RequestTarget, Verb};
 use super::kinds::{self, Kind};
 use super::requests::RequestRecord;
 use super::select::{FieldSelector, LabelSelector};
@@ -204,13 +204,19 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let received = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query_string = request.uri().query().unwrap_or("").to_owned();
+    let query = Query::parse(&query_string);
+    let route = route(&path);
+    let target = target_of(&method, &route, &query);
+    if let Some(target) = &target {
+        faults::wait_while_held(&shared, target).await;
+    }
     let latency = shared.faults().latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let query_string = request.uri().query().unwrap_or("").to_owned();
     let header_text = |name| {
         request
             .headers()
@@ -221,9 +227,6 @@ pub(crate) async fn handle(
     let content_type = header_text(header::CONTENT_TYPE);
     let user_agent = header_text(header::USER_AGENT);
     let accept = header_text(header::ACCEPT);
-    let query = Query::parse(&query_string);
-    let route = route(&path);
-    let target = target_of(&method, &route, &query);
 
     let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()

@@ -6,7 +6,8 @@
 //! once it is compacted), and `Status` errors. Inside run the controllers that matter for
 //! fluxk8s, following `kubernetes-facts.md`: the Flux Operator's size reconcile, the
 //! Indexed Job controller, and a kubelet that runs pods and stops deleted ones. Faults
-//! (5xx, 403, 409, latency, dropped watches) can be injected, and every request is logged.
+//! (5xx, 403, 409, latency, held requests, dropped watches) can be injected, and every
+//! request is logged.
 //!
 //! Layout: `state` (the state machine: store + controllers, no HTTP), `store` (objects,
 //! versions, watches), `api` (the API operations), `job_controller` (with `job_pods`, its
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     /// Wakes the kubelet timer task after a change that may have scheduled work.
     wakeup: Notify,
+    /// Wakes the requests held by a fault rule when a hold ends.
+    released: Notify,
     /// `host:port` the server listens on.
     address: String,
     /// The user 403 messages name.
@@ -175,6 +178,7 @@ impl SimCluster {
             rules: Mutex::new(FaultRules::default()),
             log: Mutex::new(Vec::new()),
             wakeup: Notify::new(),
+            released: Notify::new(),
             address: address.clone(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()

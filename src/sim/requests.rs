@@ -16,8 +16,8 @@ pub struct RequestRecord {
     pub query: String,
     pub content_type: Option<String>,
     pub status: u16,
-    /// When the request reached the server, before any injected latency (for latency
-    /// measurements against the client's clock: both run in one process).
+    /// When the request reached the server, before any injected hold or latency (for
+    /// latency measurements against the client's clock: both run in one process).
     pub received: Instant,
 }
 

@@ -1,32 +1,64 @@
 //! Finding and driving a real flux-core for the in-pod integration tests.
 //!
 //! flux-core is found through `FLUX_CORE_PREFIX` (`$FLUX_CORE_PREFIX/bin/flux`), else
-//! `flux` on `PATH`. Without one, each test prints `skipped: no flux-core` and passes.
+//! `flux` on `PATH`. Without one, each test says `skipped: no flux-core` on stderr and
+//! passes. Each real-broker test notes whether it ran or was skipped in the file
+//! `$FLUXK8S_REAL_BROKER_LOG`, if set: `.ci/run` counts them.
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `flux` command of the flux-core under test.
+/// The `flux` command of the flux-core under test. A `FLUX_CORE_PREFIX` without
+/// `bin/flux` is a mistake to report, not a reason to skip: it panics. An empty one is
+/// unset, as .ci/run takes it.
 pub fn flux_command() -> Option<PathBuf> {
-    if let Some(prefix) = std::env::var_os("FLUX_CORE_PREFIX") {
+    let prefix = std::env::var_os("FLUX_CORE_PREFIX").filter(|prefix| !prefix.is_empty());
+    if let Some(prefix) = prefix {
         let flux = Path::new(&prefix).join("bin/flux");
-        return flux.is_file().then_some(flux);
+        assert!(
+            flux.is_file(),
+            "FLUX_CORE_PREFIX={} has no bin/flux: fix it or unset it",
+            Path::new(&prefix).display()
+        );
+        return Some(flux);
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join("flux"))
         .find(|flux| flux.is_file())
 }
 
-/// Returns the flux command, or prints the skip line and returns `None`.
+/// Returns the flux command, or says the test is skipped and returns `None`.
 pub fn flux_or_skip(test: &str) -> Option<PathBuf> {
     let flux = flux_command();
-    if flux.is_none() {
-        println!("{test}: skipped: no flux-core (set FLUX_CORE_PREFIX or put flux on PATH)");
+    if flux.is_some() {
+        note_real_broker_test(&format!("ran {test}"));
+    } else {
+        let why = "no flux-core (set FLUX_CORE_PREFIX or put flux on PATH)";
+        // To the stderr handle itself: the test harness swallows the output of println!
+        // and eprintln! alike for a test that passes.
+        let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
+        note_real_broker_test(&format!("skipped {test}: {why}"));
     }
     flux
+}
+
+/// Appends `line` to `$FLUXK8S_REAL_BROKER_LOG`, if set. One write of a whole line to a
+/// file opened for appending: tests running at once do not mix their lines.
+fn note_real_broker_test(line: &str) {
+    let Some(path) = std::env::var_os("FLUXK8S_REAL_BROKER_LOG") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("FLUXK8S_REAL_BROKER_LOG={}: {e}", path.display()));
+    file.write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("FLUXK8S_REAL_BROKER_LOG={}: {e}", path.display()));
 }
 
 /// `libfluxk8s.so` beside this test binary (target/<profile>/), built first if needed:
@@ -117,6 +149,7 @@ pub fn flux_start(flux: &Path, size: u32, script: &str, extra_env: &[(&str, &str
         .arg(format!("--test-size={size}"))
         .args(["bash", "-euo", "pipefail", "-c", script])
         .env("SO", module_path());
+    without_kubernetes(&mut command);
     for (key, value) in extra_env {
         command.env(key, value);
     }
@@ -180,7 +213,17 @@ noverify = true
             script,
         ])
         .env("SO", module_path());
+    without_kubernetes(&mut command);
     command
+}
+
+/// Keeps the Kubernetes configuration of the machine running the tests (`KUBECONFIG`,
+/// `~/.kube/config`, an in-cluster service account) from a module loaded without
+/// `kubeconfig=`: a test must never reach a real cluster.
+fn without_kubernetes(command: &mut Command) {
+    command
+        .env("KUBECONFIG", "/nonexistent/fluxk8s-test-kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST");
 }
 
 /// stdout and stderr, for assertion messages.
