@@ -755,3 +755,77 @@ fn busy_victims_are_the_ranks_whose_jobs_end_first_and_the_plan_says_until_when(
         ]
     );
 }
+
+mod victims_by_occupancy {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// A shrink takes idle ranks while there are enough; then busy ones whose jobs
+        /// end first (no time limit: last).
+        #[test]
+        fn a_shrink_takes_busy_ranks_only_when_it_must_and_those_ending_first(
+            size in 3..12u32,
+            jobs in proptest::collection::vec((1..12u32, 0..4u8), 0..12),
+            target in 1..12u32,
+        ) {
+            let target = target.min(size);
+            let online = format!("0-{}", size - 1);
+            let mut flux = flux_view(size, &online);
+            // One job per busy rank; its end: none (0) or one of three times.
+            let busy: BTreeMap<u32, f64> = jobs
+                .iter()
+                .filter(|(k, _)| *k < size)
+                .map(|&(k, end)| (k, f64::from(end) * 3600.0))
+                .collect();
+            let allocations: Vec<(u64, String, f64)> = busy
+                .iter()
+                .map(|(&k, &end)| (u64::from(k) + 100, k.to_string(), end))
+                .collect();
+            let listed: Vec<(u64, &str, f64)> = allocations
+                .iter()
+                .map(|(id, ranks, end)| (*id, ranks.as_str(), *end))
+                .collect();
+            flux.set_occupancy(occupancy(&listed));
+            let kube = kube_view(Kind::CompleteWorkers, size, size, &online);
+            let mut reconciler = Reconciler::new(PlannerConfig::default());
+            reconciler.request_size(target, &flux, Some(&kube), 0.0).unwrap();
+            let victims: IdSet = reconciler
+                .plan(&flux, Some(&kube), 0.0)
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Flux(FluxAction::Drain { ranks, .. }) => Some(ranks.clone()),
+                    _ => None,
+                })
+                .fold(IdSet::new(), |all, ranks| all.union(&ranks));
+            prop_assert_eq!(victims.len() as u32, size - target);
+            prop_assert!(!victims.contains(0));
+            let idle = (1..size).filter(|k| !busy.contains_key(k)).count() as u32;
+            let needed = size - target;
+            let busy_victims: Vec<u32> = victims.iter().filter(|k| busy.contains_key(k)).collect();
+            if idle >= needed {
+                prop_assert!(busy_victims.is_empty(), "took busy {busy_victims:?} with {idle} idle");
+            } else {
+                let end = |k: &u32| match busy[k] {
+                    0.0 => f64::INFINITY,
+                    t => t,
+                };
+                let latest_taken = busy_victims.iter().map(end).fold(0.0, f64::max);
+                let earliest_kept = busy
+                    .keys()
+                    .filter(|k| !victims.contains(**k))
+                    .map(end)
+                    .fold(f64::INFINITY, f64::min);
+                prop_assert!(
+                    latest_taken <= earliest_kept,
+                    "took a rank ending at {latest_taken}, kept one ending at {earliest_kept}"
+                );
+            }
+        }
+    }
+}
