@@ -349,46 +349,25 @@ async fn set_size(
     if size == 0 {
         return Outcome::Refused("size 0 would remove index 0 (rank 0)".to_owned());
     }
-    let params = PatchParams {
-        field_manager: Some(COMPONENT.to_owned()),
-        ..PatchParams::default()
-    };
-    let (patched, old, object) = if scene.has_minicluster {
-        let Some(mc) = &scene.minicluster else {
-            return Outcome::Failed(format!("MiniCluster of Job {:?} does not exist", scene.job));
-        };
-        if size > mc.max_size {
+    let (spec, old) = match &scene.minicluster {
+        Some(mc) if size > mc.max_size => {
             return Outcome::Refused(format!(
                 "size {size} is above the MiniCluster's maxSize {}",
                 mc.max_size
             ));
         }
-        // CRDs accept only JSON merge patches, not strategic merge.
-        let patch = Patch::Merge(with_desired(json!({"spec": {"size": size}}), desired));
-        let api = ctx.miniclusters();
-        let result = ctx
-            .retrying(area, PATCH_MINICLUSTER, || {
-                api.patch(&mc.name, &params, &patch)
-            })
-            .await
-            .map(drop);
-        (result, mc.size, format!("MiniCluster {}", mc.name))
-    } else {
-        if scene.job_uid.is_none() {
-            return Outcome::Failed(format!("Job {:?} does not exist", scene.job));
-        }
+        Some(mc) => (json!({"spec": {"size": size}}), mc.size),
         // An Indexed Job scales only with parallelism and completions moving together.
-        let patch = Patch::Merge(with_desired(
+        None => (
             json!({"spec": {"parallelism": size, "completions": size}}),
-            desired,
-        ));
-        let api = ctx.jobs();
-        let result = ctx
-            .retrying(area, PATCH_JOB, || api.patch(&scene.job, &params, &patch))
-            .await
-            .map(drop);
-        (result, scene.job_completions, format!("Job {}", scene.job))
+            scene.job_completions,
+        ),
     };
+    let (patched, object) =
+        match patch_sized_object(ctx, scene, area, with_desired(spec, desired)).await {
+            Ok(done) => done,
+            Err(outcome) => return outcome,
+        };
     match patched {
         Ok(()) => {
             info!("{area}: {object} size {old} -> {size}: {reason}");
@@ -418,14 +397,38 @@ fn with_desired(mut patch: serde_json::Value, desired: Option<u32>) -> serde_jso
 /// Writes the desired-size annotation on the MiniCluster (else the Job), as fluxk8s's
 /// field manager so that a reader can tell it from a user's request.
 async fn record_desired_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32) -> Outcome {
+    let patch = with_desired(json!({}), Some(size));
+    match patch_sized_object(ctx, scene, area, patch).await {
+        Ok((Ok(()), object)) => {
+            info!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
+            Outcome::Done
+        }
+        Ok((Err(Failure::NotFound), object)) => Outcome::Failed(format!("{object} not found")),
+        Ok((Err(failure), _)) => Outcome::Failed(failure.describe()),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Merge-patches the object that holds the size (the MiniCluster, else the Job) as
+/// fluxk8s's field manager; CRDs take only JSON merge patches. Gives the result and the
+/// object's name, or why there is nothing to patch.
+async fn patch_sized_object(
+    ctx: &Ctx,
+    scene: &Scene,
+    area: &str,
+    patch: serde_json::Value,
+) -> Result<(Result<(), Failure>, String), Outcome> {
     let params = PatchParams {
         field_manager: Some(COMPONENT.to_owned()),
         ..PatchParams::default()
     };
-    let patch = Patch::Merge(with_desired(json!({}), Some(size)));
-    let (result, object) = if scene.has_minicluster {
+    let patch = Patch::Merge(patch);
+    if scene.has_minicluster {
         let Some(mc) = &scene.minicluster else {
-            return Outcome::Failed(format!("MiniCluster of Job {:?} does not exist", scene.job));
+            return Err(Outcome::Failed(format!(
+                "MiniCluster of Job {:?} does not exist",
+                scene.job
+            )));
         };
         let api = ctx.miniclusters();
         let result = ctx
@@ -434,22 +437,20 @@ async fn record_desired_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32) ->
             })
             .await
             .map(drop);
-        (result, format!("MiniCluster {}", mc.name))
+        Ok((result, format!("MiniCluster {}", mc.name)))
     } else {
+        if scene.job_uid.is_none() {
+            return Err(Outcome::Failed(format!(
+                "Job {:?} does not exist",
+                scene.job
+            )));
+        }
         let api = ctx.jobs();
         let result = ctx
             .retrying(area, PATCH_JOB, || api.patch(&scene.job, &params, &patch))
             .await
             .map(drop);
-        (result, format!("Job {}", scene.job))
-    };
-    match result {
-        Ok(()) => {
-            info!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
-            Outcome::Done
-        }
-        Err(Failure::NotFound) => Outcome::Failed(format!("{object} not found")),
-        Err(failure) => Outcome::Failed(failure.describe()),
+        Ok((result, format!("Job {}", scene.job)))
     }
 }
 
