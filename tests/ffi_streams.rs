@@ -11,15 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fakehost::Reply;
+use fakehost::captured::{BACKLOG_END, DEFINE, DRAIN, NO_KUBE, ONLINE, RESTART};
 use serde_json::{Value, json};
 
 // Captured from flux-core 0.88 with 10 configured hosts flux-sample-[0-9].
-const RESTART: &str = r#"{"events":[{"timestamp":1795393304.173115,"name":"restart","context":{"ranks":"0-9","online":"","nodelist":"flux-sample-[0-9]"}}]}"#;
-const DEFINE: &str = r#"{"events":[{"timestamp":1795393304.1731536,"name":"resource-define","context":{"method":"configuration"}}],"R":{"version":1,"execution":{"R_lite":[{"rank":"0-9","children":{"core":"0-1"}}],"starttime":0.0,"expiration":0.0,"nodelist":["flux-sample-[0-9]"]}}}"#;
-const BACKLOG_END: &str = r#"{"events":[]}"#;
-const ONLINE: &str =
-    r#"{"events":[{"timestamp":1795393304.6674626,"name":"online","context":{"idset":"1-3"}}]}"#;
-const DRAIN: &str = r#"{"events":[{"timestamp":1795393306.5007591,"name":"drain","context":{"idset":"2","nodelist":"flux-sample-2","reason":"scenario drain","overwrite":0}}]}"#;
 const UNDRAIN: &str = r#"{"events":[{"timestamp":1795393306.7506676,"name":"undrain","context":{"idset":"2","nodelist":"flux-sample-2","overwrite":0}}]}"#;
 const OFFLINE: &str =
     r#"{"events":[{"timestamp":1795393308.2335818,"name":"offline","context":{"idset":"3"}}]}"#;
@@ -27,9 +22,6 @@ const TORPID: &str =
     r#"{"events":[{"timestamp":1795393316.2341518,"name":"torpid","context":{"idset":"1"}}]}"#;
 const LOST: &str = r#"{"rank":3,"status":"lost","torpid":false}"#;
 const STOPPED: &str = r#"{"rank":1,"status":"full","torpid":true}"#;
-
-/// Module arguments that keep Kubernetes out of reach whatever the environment holds.
-const NO_KUBE: &str = "kubeconfig=/nonexistent/fluxk8s-test-kubeconfig";
 
 fn data(payloads: &[&str]) -> Vec<Reply> {
     payloads

@@ -939,3 +939,17 @@ pub fn log_through_c(text: &str) {
     let text = CString::new(text).unwrap();
     unsafe { flux_log(HANDLE, 6, c"%s".as_ptr(), text.as_ptr()) };
 }
+
+/// What the FFI tests feed the module: `resource.journal` responses captured from
+/// flux-core 0.88, and arguments that keep Kubernetes out of reach.
+pub mod captured {
+    // With 10 configured hosts flux-sample-[0-9].
+    pub const RESTART: &str = r#"{"events":[{"timestamp":1795393304.173115,"name":"restart","context":{"ranks":"0-9","online":"","nodelist":"flux-sample-[0-9]"}}]}"#;
+    pub const DEFINE: &str = r#"{"events":[{"timestamp":1795393304.1731536,"name":"resource-define","context":{"method":"configuration"}}],"R":{"version":1,"execution":{"R_lite":[{"rank":"0-9","children":{"core":"0-1"}}],"starttime":0.0,"expiration":0.0,"nodelist":["flux-sample-[0-9]"]}}}"#;
+    pub const BACKLOG_END: &str = r#"{"events":[]}"#;
+    pub const ONLINE: &str = r#"{"events":[{"timestamp":1795393304.6674626,"name":"online","context":{"idset":"1-3"}}]}"#;
+    pub const DRAIN: &str = r#"{"events":[{"timestamp":1795393306.5007591,"name":"drain","context":{"idset":"2","nodelist":"flux-sample-2","reason":"scenario drain","overwrite":0}}]}"#;
+
+    /// Module arguments that keep Kubernetes out of reach whatever the environment holds.
+    pub const NO_KUBE: &str = "kubeconfig=/nonexistent/fluxk8s-test-kubeconfig";
+}
