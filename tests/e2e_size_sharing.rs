@@ -52,11 +52,16 @@ fn an_hpa_like_writer_is_followed_both_ways_and_never_reverted() {
     let sim = sim();
     let mut world = World::with_minicluster(sim.clone(), "hpa", 4, 12, test_planner());
     let patches_before = sim.requests().count(Verb::Patch, "miniclusters");
-    for size in [12, 4, 12, 6] {
+    for (followed, size) in [12, 4, 12, 6].into_iter().enumerate() {
         sim.set_minicluster_size(NS, "hpa", i64::from(size), "horizontal-pod-autoscaler")
             .expect("scaled");
+        // Flux alone can show the size reached before the engine saw the change: wait
+        // for the engine to have followed it too.
         let reached = world.run_until(CONVERGE, |w| {
-            live(w).len() == size as usize && w.kube_idle()
+            live(w).len() == size as usize
+                && w.kube_idle()
+                && w.status()["desired_size"] == size
+                && events_with_reason(&sim, "SizeFollowed") == followed + 1
         });
         assert!(reached, "never reached {size}: {:#}", world.status());
     }
