@@ -161,6 +161,12 @@ impl KubeView {
         }
     }
 
+    /// The desired-size annotation says `size`.
+    pub fn records_desired_size(&self, size: u32) -> bool {
+        self.desired_size()
+            .is_some_and(|a| a.value == size.to_string())
+    }
+
     /// The live pod at `index`, if any.
     pub fn live_pod(&self, index: u32) -> Option<&PodView> {
         self.pods

@@ -634,10 +634,7 @@ impl Reconciler {
     /// writer's size is being followed).
     fn unrecorded_desired(&self, kube: &KubeView) -> Option<u32> {
         let size = self.desired.filter(|_| self.size_set_by.is_none())?;
-        let recorded = kube
-            .desired_size()
-            .is_some_and(|a| a.value == size.to_string());
-        (!recorded).then_some(size)
+        (!kube.records_desired_size(size)).then_some(size)
     }
 
     /// The executor's report on an action `plan` returned. Success still waits for the
@@ -1534,8 +1531,6 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
             .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
         Action::Kube(KubeAction::RecordEvent { .. }) => true,
-        Action::Kube(KubeAction::RecordDesiredSize { size }) => kube
-            .desired_size()
-            .is_some_and(|a| a.value == size.to_string()),
+        Action::Kube(KubeAction::RecordDesiredSize { size }) => kube.records_desired_size(*size),
     }
 }
