@@ -10,12 +10,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::k8s::{Outcome, Problem, Report};
 use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
 use crate::model::idset::group_by_key;
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
-    Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
+    Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, Outcome, PodPhase,
+    PodView, Problem, Refusal, Report, Retry,
 };
 use crate::planner::{
     AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, PlanStatus, PlannerConfig, RankPhase,
@@ -45,21 +45,36 @@ pub struct FluxRequest {
     pub expects_reply: bool,
 }
 
-/// How a Flux request failed.
+/// How a Flux request failed: the errno of its error response (or of the failed send)
+/// and the text that came with it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FluxFailure {
-    /// EEXIST or ENOENT from the resource module: the rank already is as asked (an undrain
-    /// of a rank that is not drained) or is unknown to it. The view that planned the request
-    /// lagged behind the journal, which will bring it up to date: nothing to report.
-    ViewLagged(String),
-    Failed(String),
+pub struct FluxFailure {
+    pub errno: i32,
+    pub text: String,
 }
 
 impl FluxFailure {
-    pub fn from_errno(errno: i32, text: String) -> Self {
-        match errno {
-            libc::EEXIST | libc::ENOENT => FluxFailure::ViewLagged(text),
-            _ => FluxFailure::Failed(text),
+    /// What the failure means for the `action` that sent the request.
+    fn outcome(self, action: Option<&Action>) -> Outcome {
+        let drain_state = matches!(
+            action,
+            Some(Action::Flux(
+                FluxAction::Drain { .. } | FluxAction::Undrain { .. }
+            ))
+        );
+        match self.errno {
+            // From the resource module: the rank already is as asked (an undrain of a rank
+            // that is not drained) or is unknown to it. The view that planned the request
+            // lagged behind the journal, which will bring it up to date.
+            libc::EEXIST | libc::ENOENT if drain_state => {
+                tracing::debug!("{}: the journal will show the rank as it is", self.text);
+                Outcome::Done
+            }
+            libc::EEXIST | libc::ENOENT => Retry::Conflict(self.text).into(),
+            libc::EINVAL | libc::EPROTO => Refusal::Invalid(self.text).into(),
+            libc::ETIMEDOUT => Retry::Timeout(self.text).into(),
+            // EHOSTUNREACH, ENOSYS (a broker or service not up yet), ...
+            _ => Retry::Unreachable(self.text).into(),
         }
     }
 }
@@ -310,19 +325,7 @@ impl Engine {
                 self.kube.synced = true;
                 tracing::info!("Kubernetes view synced");
             }
-            Report::Finished { id, outcome } => {
-                let outcome = match outcome {
-                    Outcome::Done => Ok(()),
-                    Outcome::Replaced { current_uid } => Err(format!(
-                        "pod was replaced (now uid {})",
-                        current_uid.as_deref().unwrap_or("none")
-                    )),
-                    Outcome::Refused(why) => Err(format!("refused: {why}")),
-                    Outcome::Failed(why) => Err(format!("failed: {why}")),
-                    Outcome::Abandoned => Err("abandoned at shutdown".to_owned()),
-                };
-                self.finished(id, outcome, now);
-            }
+            Report::Finished { id, outcome } => self.finished(id, outcome, now),
             Report::Problem(problem) => {
                 let text = format!("kubernetes {}: {}", problem.area, problem.what);
                 if problem.forbidden {
@@ -343,11 +346,8 @@ impl Engine {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in lost {
-                    self.finished(
-                        id,
-                        Err("abandoned: the Kubernetes driver restarted".into()),
-                        now,
-                    );
+                    let abandoned = Retry::Abandoned("the Kubernetes driver restarted".into());
+                    self.finished(id, abandoned.into(), now);
                 }
             }
             Report::Cleared { area } => {
@@ -361,29 +361,20 @@ impl Engine {
     /// The answer to the Flux request of effect `id`.
     pub fn flux_finished(&mut self, id: u64, outcome: Result<(), FluxFailure>, now: f64) {
         let outcome = match outcome {
-            Ok(()) => Ok(()),
-            Err(FluxFailure::ViewLagged(why)) => match self.in_flight.get(&id) {
-                Some(
-                    action @ Action::Flux(FluxAction::Drain { .. } | FluxAction::Undrain { .. }),
-                ) => {
-                    tracing::debug!("{action}: {why}; the journal will show the rank as it is");
-                    Ok(())
-                }
-                _ => Err(why),
-            },
-            Err(FluxFailure::Failed(why)) => Err(why),
+            Ok(()) => Outcome::Done,
+            Err(failure) => failure.outcome(self.in_flight.get(&id)),
         };
         self.finished(id, outcome, now);
     }
 
-    /// The result of effect `id`. Unknown ids (e.g. after a reload) are ignored.
-    pub fn finished(&mut self, id: u64, outcome: Result<(), String>, now: f64) {
+    /// The outcome of effect `id`. Unknown ids (e.g. after a reload) are ignored.
+    pub fn finished(&mut self, id: u64, outcome: Outcome, now: f64) {
         let Some(action) = self.in_flight.remove(&id) else {
             return;
         };
-        if let Err(err) = &outcome {
+        if outcome != Outcome::Done {
             self.counters.actions_failed += 1;
-            self.note_problem(now, format!("{action}: {err}"));
+            self.note_problem(now, format!("{action}: {outcome}"));
         }
         self.reconciler.action_finished(&action, outcome, now);
     }
@@ -419,7 +410,7 @@ impl Engine {
             self.counters.actions += 1;
             if self.dry_run {
                 tracing::info!("dry-run: would {action}");
-                self.reconciler.action_finished(&action, Ok(()), now);
+                self.reconciler.action_finished(&action, Outcome::Done, now);
                 continue;
             }
             tracing::info!("{action}");
@@ -833,7 +824,7 @@ mod tests {
         assert!(!request.expects_reply);
         let payload: Value = serde_json::from_str(&request.payload).unwrap();
         assert_eq!(payload, json!({"event": "shutdown", "error": false}));
-        engine.finished(*id, Ok(()), 1.0);
+        engine.finished(*id, Outcome::Done, 1.0);
         assert!(
             engine.step(2.0).is_empty(),
             "nothing new until the views change"
@@ -858,7 +849,7 @@ mod tests {
         let Effect::FluxRpc { id, .. } = engine.step(1.0).remove(0) else {
             panic!("a Flux effect")
         };
-        engine.finished(id, Err("EHOSTUNREACH".into()), 1.5);
+        engine.finished(id, Retry::Unreachable("EHOSTUNREACH".into()).into(), 1.5);
         let status = engine.status_json(1.5);
         let what = status["problems"][0]["what"].as_str().unwrap();
         assert!(
@@ -866,6 +857,86 @@ mod tests {
             "{what}"
         );
         assert_eq!(engine.counters().actions_failed, 1);
+    }
+
+    #[test]
+    fn a_refused_command_is_shown_with_its_reason_and_not_sent_again() {
+        let mut engine = synced(false);
+        let mut view = kube(4);
+        view.job.backoff_limit_per_index = Some(0);
+        engine.kube_report(Report::View(Box::new(view)), 0.0);
+        // Rank 2's broker is down (its pod runs): the way out is deleting its pod.
+        let offline = r#"{"events":[{"timestamp":1.5,"name":"offline","context":{"idset":"2"}}]}"#;
+        engine.journal(offline, 0.5);
+        drain_rank_2(&mut engine);
+        let [Effect::Kube { id, action }] = &engine.step(1.0)[..] else {
+            panic!("one Kubernetes command")
+        };
+        assert!(matches!(action, KubeAction::DeletePod { index: 2, .. }));
+        let replaced = Refusal::Replaced {
+            current_uid: Some("uid-2b".into()),
+        };
+        let finished = Report::Finished {
+            id: *id,
+            outcome: replaced.into(),
+        };
+        engine.kube_report(finished, 1.5);
+        assert!(engine.step(2.0).is_empty(), "not sent again as it was");
+        assert!(
+            engine.step(100.0).is_empty(),
+            "nor after the retry interval"
+        );
+        let status = engine.status_json(100.0);
+        let refused = &status["plan"]["refused"][0];
+        assert_eq!(refused["refusal"], "replaced", "{status:#}");
+        assert_eq!(refused["why"], "pod was replaced (now uid uid-2b)");
+        let what = status["problems"][0]["what"].as_str().unwrap();
+        assert!(
+            what.contains("delete pod mc-2")
+                && what.ends_with("refused: pod was replaced (now uid uid-2b)"),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn flux_errors_are_sorted_into_done_retryable_and_refused() {
+        let drain = Action::Flux(FluxAction::Drain {
+            ranks: "1".parse().unwrap(),
+            reason: "fluxk8s: x".into(),
+        });
+        let shutdown = Action::Flux(FluxAction::Shutdown { rank: 1 });
+        let failed = |errno, action| {
+            FluxFailure {
+                errno,
+                text: "t".into(),
+            }
+            .outcome(Some(action))
+        };
+        assert_eq!(
+            failed(libc::EEXIST, &drain),
+            Outcome::Done,
+            "the view lagged"
+        );
+        assert_eq!(
+            failed(libc::ENOENT, &shutdown),
+            Retry::Conflict("t".into()).into()
+        );
+        assert_eq!(
+            failed(libc::EHOSTUNREACH, &shutdown),
+            Retry::Unreachable("t".into()).into()
+        );
+        assert_eq!(
+            failed(libc::ETIMEDOUT, &drain),
+            Retry::Timeout("t".into()).into()
+        );
+        assert_eq!(
+            failed(libc::EINVAL, &drain),
+            Refusal::Invalid("t".into()).into()
+        );
+        assert_eq!(
+            failed(libc::EPROTO, &drain),
+            Refusal::Invalid("t".into()).into()
+        );
     }
 
     #[test]

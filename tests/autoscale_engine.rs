@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluxk8s::engine::{Effect, Engine};
-use fluxk8s::k8s::{Command, Driver, DriverConfig, Report, Tuning};
+use fluxk8s::k8s::{Command, Driver, DriverConfig, Outcome, Report, Tuning};
 use fluxk8s::model::{IdSet, JobView, KubeView, MiniClusterView, PodPhase, PodView};
 use fluxk8s::planner::{AutoscaleConfig, PlannerConfig};
 use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions};
@@ -150,7 +150,7 @@ impl Rig {
                         .expect("a live pod to end"),
                     other => panic!("unexpected request {other}"),
                 }
-                self.engine.finished(id, Ok(()), self.now);
+                self.engine.finished(id, Outcome::Done, self.now);
             }
         }
     }

@@ -9,7 +9,7 @@ mod fault_world;
 use std::time::{Duration, Instant};
 
 use fault_world::{ALL_VERBS, World, answered, api_down, events_with_reason, sim, test_planner};
-use fluxk8s::model::{IdSet, KubeAction};
+use fluxk8s::model::{IdSet, KubeAction, Retry};
 use fluxk8s::planner::PlannerConfig;
 use fluxk8s::sim::Verb;
 use serde_json::Value;
@@ -158,7 +158,10 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
         .values()
         .filter(|(a, outcome)| {
             matches!(a, KubeAction::DeletePod { .. })
-                && matches!(outcome, Some(fluxk8s::k8s::Outcome::Failed(_)))
+                && matches!(
+                    outcome,
+                    Some(fluxk8s::k8s::Outcome::Retryable(Retry::Conflict(_)))
+                )
         })
         .count();
     assert_eq!(
@@ -329,4 +332,51 @@ fn a_one_second_api_latency_never_slows_an_engine_call() {
         "the engine kept stepping"
     );
     assert_eq!(answered(&sim, Verb::Delete, "pods", 200), 1);
+}
+
+#[test]
+fn a_delete_refused_422_is_not_issued_again_and_the_status_says_why() {
+    let sim = sim();
+    let mut world = World::with_bare_job(sim.clone(), "invalid", 4, test_planner());
+    sim.faults().fail_next(&[Verb::Delete], "pods", 1, 422);
+    world.crash_brokers(&ids("2"));
+    world.request_retire(&ids("2"));
+    let refused = |w: &World| {
+        w.status()["plan"]["refused"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    };
+    assert!(
+        world.run_until(CONVERGE, refused),
+        "the refusal never showed: {:#}",
+        world.status()
+    );
+    // Many retry intervals (1 s here) later, from the same views: not issued again.
+    world.run_for(Duration::from_secs(3));
+    assert_eq!(answered(&sim, Verb::Delete, "pods", 422), 1);
+    assert_eq!(
+        answered(&sim, Verb::Delete, "pods", 200),
+        0,
+        "nothing deleted"
+    );
+    assert_eq!(
+        world.commands(|a| matches!(a, KubeAction::DeletePod { .. })),
+        1,
+        "the engine asked once: {:?}",
+        world.kube_log
+    );
+    let status = world.status();
+    let refusal = &status["plan"]["refused"][0];
+    assert_eq!(refusal["refusal"], "invalid", "{status:#}");
+    let why = refusal["why"].as_str().unwrap_or_default();
+    assert!(why.starts_with("invalid: HTTP 422"), "{why}");
+    assert!(
+        refusal["action"]["Kube"]["DeletePod"]["index"] == 2,
+        "{refusal:#}"
+    );
+    let pending = status["plan"]["pending"].to_string();
+    assert!(
+        !pending.contains("DeletePod"),
+        "refused, so not pending: {pending}"
+    );
 }

@@ -14,7 +14,8 @@ use fluxk8s::engine::{Effect, Engine};
 use fluxk8s::k8s::Report;
 use fluxk8s::model::flux::JournalResponse;
 use fluxk8s::model::{
-    FluxView, IdSet, JobView, KubeAction, KubeView, OverlayStatus, PodPhase, PodView,
+    FluxView, IdSet, JobView, KubeAction, KubeView, Outcome, OverlayStatus, PodPhase, PodView,
+    Refusal, Retry,
 };
 use fluxk8s::planner::PlannerConfig;
 use proptest::prelude::*;
@@ -120,9 +121,13 @@ proptest! {
                     engine.kube_report(Report::View(view), now);
                     engine.kube_report(Report::Synced, now);
                 }
-                Input::Finished { back, ok } => {
+                Input::Finished { back, ending } => {
                     let id = last_id.saturating_sub(back);
-                    let outcome = if ok { Ok(()) } else { Err("failed".to_owned()) };
+                    let outcome = match ending {
+                        0 => Outcome::Done,
+                        1 => Retry::Unreachable("failed".to_owned()).into(),
+                        _ => Refusal::Invalid("refused".to_owned()).into(),
+                    };
                     engine.finished(id, outcome, now);
                 }
             }
@@ -169,7 +174,8 @@ enum Input {
     /// The answer to the effect `back` ids before the latest (or an unknown id).
     Finished {
         back: u64,
-        ok: bool,
+        /// Done, retryable or refused.
+        ending: u8,
     },
 }
 
@@ -181,7 +187,7 @@ fn input() -> impl Strategy<Value = Input> {
         2 => idset_text(RANKS).prop_map(Input::Retire),
         1 => idset_text(RANKS).prop_map(Input::Busy),
         3 => kube_view().prop_map(|view| Input::Kube(Box::new(view))),
-        2 => (0u64..4, any::<bool>()).prop_map(|(back, ok)| Input::Finished { back, ok }),
+        2 => (0u64..4, 0u8..3).prop_map(|(back, ending)| Input::Finished { back, ending }),
     ]
 }
 

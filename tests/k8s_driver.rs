@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use fluxk8s::k8s::target::LookupError;
 use fluxk8s::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Problem, Report, Tuning};
+use fluxk8s::model::Refusal;
 use fluxk8s::model::{KubeAction, KubeView, PodPhase};
 use fluxk8s::sim::{IndexedJobSpec, MiniClusterSpec, SimCluster, SimOptions, Verb};
 
@@ -428,9 +429,9 @@ fn a_uid_the_watch_has_replaced_is_answered_without_a_request() {
     });
     assert_eq!(
         module.outcome(id),
-        Outcome::Replaced {
+        Outcome::Refused(Refusal::Replaced {
             current_uid: Some(live.uid.clone())
-        }
+        })
     );
     let log = sim.requests();
     assert_eq!(log.count(Verb::Delete, "pods"), 0);
@@ -485,7 +486,9 @@ fn pods_of_an_earlier_job_of_the_same_name_are_refused() {
     module.wait_view("the new Job", |v| v.job.uid != first.job.uid);
     let id = module.apply(delete_action(&first, 1, "old pod"));
     match module.outcome(id) {
-        Outcome::Refused(why) => assert!(why.contains("not controlled by Job"), "{why}"),
+        Outcome::Refused(Refusal::Invalid(why)) => {
+            assert!(why.contains("not controlled by Job"), "{why}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(sim.requests().count(Verb::Delete, "pods"), 0);
@@ -513,7 +516,7 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
     let refused = |module: &mut Module, action: KubeAction| {
         let id = module.apply(action);
         match module.outcome(id) {
-            Outcome::Refused(why) => why,
+            Outcome::Refused(Refusal::Invalid(why)) => why,
             other => panic!("expected a refusal, got {other:?}"),
         }
     };
@@ -526,7 +529,10 @@ fn index_zero_foreign_pods_and_impossible_sizes_are_refused() {
         uid: foreign.uid.clone(),
         reason: "not ours".to_owned(),
     });
-    assert_eq!(module.outcome(id), Outcome::Replaced { current_uid: None });
+    assert_eq!(
+        module.outcome(id),
+        Outcome::Refused(Refusal::Replaced { current_uid: None })
+    );
     assert_eq!(sim.requests().count(Verb::Delete, "pods"), 0);
     let why = refused(
         &mut module,

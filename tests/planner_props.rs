@@ -2,7 +2,7 @@
 
 mod planner_world;
 
-use fluxk8s::model::{Action, FluxAction, IdSet, KubeAction};
+use fluxk8s::model::{Action, FluxAction, IdSet, KubeAction, Outcome, Refusal};
 use fluxk8s::planner::{PlannerConfig, RankPhase, Reconciler, SizeLimit};
 use planner_world::{JobKind, World};
 use proptest::prelude::*;
@@ -109,10 +109,14 @@ fn step(world: &mut World, reconciler: &mut Reconciler) -> Result<(), TestCaseEr
     prop_assert!(again.is_empty(), "second plan on the same views: {again:?}");
     for action in &actions {
         let outcome = world.apply(action);
-        if let Err(e) = &outcome {
-            // Only a pod replaced in between may refuse (the uid precondition).
-            prop_assert!(e.contains("precondition"), "{action:?} failed: {e}");
-        }
+        // Only a pod replaced in between may refuse (the uid precondition).
+        prop_assert!(
+            matches!(
+                outcome,
+                Outcome::Done | Outcome::Refused(Refusal::Replaced { .. })
+            ),
+            "{action:?} failed: {outcome}"
+        );
         reconciler.action_finished(action, outcome, world.now);
     }
     let status = reconciler.status(&world.flux, Some(&world.kube), world.now);

@@ -13,12 +13,11 @@ use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams, Preco
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::Outcome;
 use super::failure::{Failure, Request};
 use super::state::{ClusterState, PodRecord};
 use super::target::{MINICLUSTER_GROUP, MINICLUSTER_KIND, MINICLUSTER_VERSION, Target};
 use super::worker::Ctx;
-use crate::model::{DESIRED_SIZE_ANNOTATION, KubeAction, MiniClusterView};
+use crate::model::{DESIRED_SIZE_ANNOTATION, KubeAction, MiniClusterView, Outcome, Refusal, Retry};
 
 /// Name under which fluxk8s records Events and patches objects.
 pub const COMPONENT: &str = crate::model::FIELD_MANAGER;
@@ -110,7 +109,7 @@ impl Actions {
         Some((id, outcome))
     }
 
-    /// Answers every command still in hand with [`Outcome::Abandoned`] (at shutdown).
+    /// Answers every command still in hand as abandoned (at shutdown).
     pub fn abandon_all(&mut self, reporter: &super::worker::Reporter) {
         let ids = self
             .waiting
@@ -120,7 +119,7 @@ impl Actions {
         for id in ids {
             reporter.send(super::Report::Finished {
                 id,
-                outcome: Outcome::Abandoned,
+                outcome: Retry::Abandoned("the driver shut down first".to_owned()).into(),
             });
         }
         self.running = FuturesUnordered::new();
@@ -249,20 +248,18 @@ async fn delete_pod(
     reason: &str,
 ) -> Outcome {
     if index == 0 {
-        return Outcome::Refused("index 0 runs rank 0; it is never removed".to_owned());
+        return invalid("index 0 runs rank 0; it is never removed".to_owned());
     }
     // Judged on the watch (no GET per delete): the pod the planner chose must be the one
     // the watch shows by that name, controlled by our Job, at that index.
     let watched = match &scene.pod {
         Some(pod) if pod.view.uid == uid => pod,
         other => {
-            return Outcome::Replaced {
-                current_uid: other.as_ref().map(|pod| pod.view.uid.clone()),
-            };
+            return replaced(other.as_ref().map(|pod| pod.view.uid.clone()));
         }
     };
     if let Some(why) = refusal(watched, index, scene) {
-        return Outcome::Refused(why);
+        return invalid(why);
     }
     let pods = ctx.pods();
     // The uid precondition makes the API server refuse (409) if the name now belongs to
@@ -306,9 +303,9 @@ async fn delete_pod(
     match deleted {
         Ok(_) => {}
         // An earlier attempt got no answer, so it may have landed: "gone" is our delete.
-        Err(Failure::NotFound) if sent.get() > answered.get() => {}
-        Err(Failure::NotFound) => return Outcome::Replaced { current_uid: None },
-        Err(Failure::Conflict(why)) => {
+        Err(failure) if failure.is_not_found() && sent.get() > answered.get() => {}
+        Err(failure) if failure.is_not_found() => return replaced(None),
+        Err(Failure::Retryable(Retry::Conflict(why))) => {
             debug!("{area}: delete of {name} refused ({why}); re-reading");
             let current_uid = match ctx.retrying(area, GET_POD, || pods.get_opt(name)).await {
                 Ok(pod) => pod.and_then(|p| p.uid()),
@@ -318,12 +315,12 @@ async fn delete_pod(
                 }
             };
             if current_uid.as_deref() == Some(uid) {
-                // Same pod, so the conflict was about something else; the module re-plans.
-                return Outcome::Failed(why);
+                // Same pod, so the conflict was about something else: worth another try.
+                return Retry::Conflict(why).into();
             }
-            return Outcome::Replaced { current_uid };
+            return replaced(current_uid);
         }
-        Err(failure) => return Outcome::Failed(failure.describe()),
+        Err(failure) => return failure.into(),
     }
     let removed = if ctx.evict { "evicted" } else { "deleted" };
     info!("{area}: {removed} pod {name} (rank {index}): {reason}");
@@ -347,11 +344,11 @@ async fn set_size(
     desired: Option<u32>,
 ) -> Outcome {
     if size == 0 {
-        return Outcome::Refused("size 0 would remove index 0 (rank 0)".to_owned());
+        return invalid("size 0 would remove index 0 (rank 0)".to_owned());
     }
     let (spec, old) = match &scene.minicluster {
         Some(mc) if size > mc.max_size => {
-            return Outcome::Refused(format!(
+            return invalid(format!(
                 "size {size} is above the MiniCluster's maxSize {}",
                 mc.max_size
             ));
@@ -381,8 +378,7 @@ async fn set_size(
             .await;
             Outcome::Done
         }
-        Err(Failure::NotFound) => Outcome::Failed(format!("{object} not found")),
-        Err(failure) => Outcome::Failed(failure.describe()),
+        Err(failure) => patch_failed(failure, object),
     }
 }
 
@@ -403,10 +399,25 @@ async fn record_desired_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32) ->
             info!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
             Outcome::Done
         }
-        Ok((Err(Failure::NotFound), object)) => Outcome::Failed(format!("{object} not found")),
-        Ok((Err(failure), _)) => Outcome::Failed(failure.describe()),
+        Ok((Err(failure), object)) => patch_failed(failure, object),
         Err(outcome) => outcome,
     }
+}
+
+/// A failed patch of `object`; a 404 names the object.
+fn patch_failed(failure: Failure, object: String) -> Outcome {
+    if failure.is_not_found() {
+        return Refusal::NotFound(object).into();
+    }
+    failure.into()
+}
+
+fn invalid(why: String) -> Outcome {
+    Refusal::Invalid(why).into()
+}
+
+fn replaced(current_uid: Option<String>) -> Outcome {
+    Refusal::Replaced { current_uid }.into()
 }
 
 /// Merge-patches the object that holds the size (the MiniCluster, else the Job) as
@@ -425,10 +436,7 @@ async fn patch_sized_object(
     let patch = Patch::Merge(patch);
     if scene.has_minicluster {
         let Some(mc) = &scene.minicluster else {
-            return Err(Outcome::Failed(format!(
-                "MiniCluster of Job {:?} does not exist",
-                scene.job
-            )));
+            return Err(Refusal::NotFound(format!("MiniCluster of Job {:?}", scene.job)).into());
         };
         let api = ctx.miniclusters();
         let result = ctx
@@ -440,10 +448,7 @@ async fn patch_sized_object(
         Ok((result, format!("MiniCluster {}", mc.name)))
     } else {
         if scene.job_uid.is_none() {
-            return Err(Outcome::Failed(format!(
-                "Job {:?} does not exist",
-                scene.job
-            )));
+            return Err(Refusal::NotFound(format!("Job {:?}", scene.job)).into());
         }
         let api = ctx.jobs();
         let result = ctx

@@ -1,7 +1,9 @@
-//! What a failed Kubernetes request means for the driver: retry soon, retry slowly (RBAC),
-//! or give up with an answer.
+//! What a failed Kubernetes request means: retry soon, retry slowly (RBAC), or give up
+//! with a typed answer ([`Retry`] or [`Refusal`]) for the planner.
 
 use kube::runtime::watcher;
+
+use crate::model::{Outcome, Refusal, Retry};
 
 /// The request that failed, named the way RBAC names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,20 +12,21 @@ pub struct Request {
     pub resource: &'static str,
 }
 
-/// A failed request, sorted by what to do about it.
+/// A failed request: one the driver retries (transient or forbidden), returns to the
+/// planner to try again (a conflict), or answers as refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// The API server is unreachable, slow, overloaded or broke the connection: retry
-    /// with backoff.
-    Transient(String),
-    /// 403: the Role lacks `verb` on `resource`. Retried slowly, since RBAC may be fixed.
-    Forbidden { verb: String, resource: String },
-    /// 404.
-    NotFound,
-    /// 409 (a precondition or resourceVersion did not match).
-    Conflict(String),
-    /// Any other refusal (400, 422, a request that cannot be built): retrying would not help.
-    Rejected(String),
+    Retryable(Retry),
+    Refused(Refusal),
+}
+
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Retryable(retry) => Outcome::Retryable(retry),
+            Failure::Refused(refusal) => Outcome::Refused(refusal),
+        }
+    }
 }
 
 impl Failure {
@@ -34,8 +37,10 @@ impl Failure {
             kube::Error::Api(status) => {
                 Self::from_status(status.code, &status.message, &status.reason, request)
             }
-            kube::Error::BuildRequest(e) => Self::Rejected(format!("bad request: {e}")),
-            other => Self::Transient(other.to_string()),
+            kube::Error::BuildRequest(e) => {
+                Self::Refused(Refusal::Invalid(format!("bad request: {e}")))
+            }
+            other => Self::Retryable(Retry::Unreachable(other.to_string())),
         }
     }
 
@@ -57,9 +62,9 @@ impl Failure {
             watcher::Error::WatchError(status) => {
                 Self::from_status(status.code, &status.message, &status.reason, watch)
             }
-            watcher::Error::NoResourceVersion => {
-                Self::Transient("watch result without resourceVersion".to_owned())
-            }
+            watcher::Error::NoResourceVersion => Self::Retryable(Retry::ServerError(
+                "watch result without resourceVersion".to_owned(),
+            )),
         }
     }
 
@@ -75,25 +80,52 @@ impl Failure {
             403 => {
                 let (verb, resource) = forbidden_verb_resource(message)
                     .unwrap_or_else(|| (request.verb.to_owned(), request.resource.to_owned()));
-                Self::Forbidden { verb, resource }
+                Self::Retryable(Retry::Forbidden { verb, resource })
             }
-            404 => Self::NotFound,
-            409 => Self::Conflict(detail()),
+            404 => Self::Refused(Refusal::NotFound(detail())),
+            409 => Self::Retryable(Retry::Conflict(detail())),
+            408 => Self::Retryable(Retry::Timeout(detail())),
             // 401: a rotated token is re-read by the client within a minute (see mod.rs);
-            // 410: a watch relists on its own; 408/429/5xx: the server asks us to come back.
-            401 | 408 | 410 | 429 => Self::Transient(detail()),
-            code if code >= 500 => Self::Transient(detail()),
-            _ => Self::Rejected(detail()),
+            // 410: a watch relists on its own; 429/5xx: the server asks us to come back.
+            401 | 410 | 429 => Self::Retryable(Retry::ServerError(detail())),
+            code if code >= 500 => Self::Retryable(Retry::ServerError(detail())),
+            _ => Self::Refused(Refusal::Invalid(detail())),
         }
     }
 
-    /// One line for logs and the module's status.
+    /// Not a refusal: trying the same request again after a pause may work.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Retryable(Retry::Unreachable(_) | Retry::ServerError(_) | Retry::Timeout(_))
+        )
+    }
+
+    /// 403: retried slowly, until an administrator fixes the Role.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Retryable(Retry::Forbidden { .. }))
+    }
+
+    /// 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Refused(Refusal::NotFound(_)))
+    }
+
+    /// One line for logs and the module's status: what the server said (for a 403, what
+    /// the Role lacks).
     pub fn describe(&self) -> String {
         match self {
-            Self::Transient(why) => why.clone(),
-            Self::Forbidden { verb, resource } => forbidden_summary(verb, resource),
-            Self::NotFound => "not found".to_owned(),
-            Self::Conflict(why) | Self::Rejected(why) => why.clone(),
+            Self::Retryable(
+                Retry::Unreachable(why)
+                | Retry::ServerError(why)
+                | Retry::Timeout(why)
+                | Retry::Conflict(why)
+                | Retry::Abandoned(why),
+            )
+            | Self::Refused(Refusal::Invalid(why)) => why.clone(),
+            Self::Retryable(forbidden @ Retry::Forbidden { .. }) => forbidden.to_string(),
+            Self::Refused(Refusal::NotFound(_)) => "not found".to_owned(),
+            Self::Refused(replaced @ Refusal::Replaced { .. }) => replaced.to_string(),
         }
     }
 }
@@ -110,11 +142,6 @@ pub fn forbidden_verb_resource(message: &str) -> Option<(String, String)> {
         return None;
     }
     Some((verb.to_owned(), resource.to_owned()))
-}
-
-/// The status line for a 403, naming what the Role must grant.
-pub fn forbidden_summary(verb: &str, resource: &str) -> String {
-    format!("forbidden: the Role lacks '{verb}' on '{resource}'")
 }
 
 #[cfg(test)]
@@ -153,10 +180,10 @@ mod tests {
         assert_eq!(forbidden_verb_resource("access denied"), None);
         assert_eq!(
             Failure::from_status(403, "access denied", "Forbidden", DELETE_PODS),
-            Failure::Forbidden {
+            Failure::Retryable(Retry::Forbidden {
                 verb: "delete".to_owned(),
                 resource: "pods".to_owned()
-            }
+            })
         );
     }
 
@@ -176,22 +203,46 @@ mod tests {
     }
 
     #[test]
-    fn status_codes_sort_into_retry_classes() {
+    fn status_codes_sort_into_retryable_and_refused() {
         let class = |code| Failure::from_status(code, "m", "r", DELETE_PODS);
-        assert!(matches!(class(500), Failure::Transient(_)));
-        assert!(matches!(class(503), Failure::Transient(_)));
-        assert!(matches!(class(429), Failure::Transient(_)));
-        assert!(matches!(class(401), Failure::Transient(_)));
-        assert_eq!(class(404), Failure::NotFound);
-        assert!(matches!(class(409), Failure::Conflict(_)));
-        assert!(matches!(class(422), Failure::Rejected(_)));
-        assert!(matches!(class(400), Failure::Rejected(_)));
+        let retry = |code| match class(code) {
+            Failure::Retryable(retry) => retry,
+            refused => panic!("HTTP {code} refused: {refused:?}"),
+        };
+        let refusal = |code| match class(code) {
+            Failure::Refused(refusal) => refusal,
+            retryable => panic!("HTTP {code} retryable: {retryable:?}"),
+        };
+        assert_eq!(retry(500), Retry::ServerError("HTTP 500: m".into()));
+        assert_eq!(retry(503), Retry::ServerError("HTTP 503: m".into()));
+        assert_eq!(retry(429), Retry::ServerError("HTTP 429: m".into()));
+        assert_eq!(retry(401), Retry::ServerError("HTTP 401: m".into()));
+        assert_eq!(retry(408), Retry::Timeout("HTTP 408: m".into()));
+        assert_eq!(retry(409), Retry::Conflict("HTTP 409: m".into()));
+        assert!(matches!(retry(403), Retry::Forbidden { .. }));
+        assert_eq!(refusal(404), Refusal::NotFound("HTTP 404: m".into()));
+        assert_eq!(refusal(422), Refusal::Invalid("HTTP 422: m".into()));
+        assert_eq!(refusal(400), Refusal::Invalid("HTTP 400: m".into()));
+        assert!(class(503).is_transient() && !class(409).is_transient());
+        assert!(class(403).is_forbidden() && !class(403).is_transient());
+        assert!(class(404).is_not_found());
+    }
+
+    #[test]
+    fn an_unreachable_server_is_retryable() {
+        let err = kube::Error::Service("connection refused".into());
+        let failure = Failure::classify(&err, DELETE_PODS);
+        assert!(
+            matches!(&failure, Failure::Retryable(Retry::Unreachable(why)) if why.contains("connection refused")),
+            "{failure:?}"
+        );
+        assert!(failure.is_transient());
     }
 
     #[test]
     fn api_error_is_classified_through_its_status() {
         let status = kube::core::Status::failure("pods \"p\" not found", "NotFound").with_code(404);
         let err = kube::Error::Api(Box::new(status));
-        assert_eq!(Failure::classify(&err, DELETE_PODS), Failure::NotFound);
+        assert!(Failure::classify(&err, DELETE_PODS).is_not_found());
     }
 }

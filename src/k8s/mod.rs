@@ -5,8 +5,10 @@
 //! sends [`Command`]s (never blocking), and drains [`Report`]s with [`Driver::try_recv`]
 //! after the `wake` callback fires (the module makes it write an eventfd its reactor
 //! watches). The worker finds the Job (and MiniCluster) of this broker, watches them and the
-//! Job's pods, sends a full [`KubeView`] whenever what it sees changes, and carries out
-//! [`KubeAction`]s with retries, reporting exactly one [`Outcome`] per command.
+//! Job's pods, sends a full [`KubeView`](crate::model::KubeView) whenever what it sees
+//! changes, and carries out [`KubeAction`]s with retries, reporting exactly one [`Outcome`]
+//! per command. [`Report`], [`Outcome`] and [`Problem`] are the model's, so the engine
+//! reads them without depending on the driver.
 
 mod actions;
 pub mod backoff;
@@ -25,7 +27,8 @@ use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigEr
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::model::{KubeAction, KubeView};
+use crate::model::KubeAction;
+pub use crate::model::{Outcome, Problem, Report};
 use target::{Lookup, LookupError};
 
 /// Name of the worker thread (shows in `ps -T` and in panics).
@@ -93,57 +96,6 @@ pub enum Command {
     /// module's `test-panic` request sends it, and that exists only under
     /// `FLUXK8S_TEST_PANIC`.
     Panic,
-}
-
-/// How a command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done as asked.
-    Done,
-    /// The pod with the given uid is no longer there (the uid precondition failed or the
-    /// pod is gone); `current_uid` is the pod now holding that name, if any. Nothing was
-    /// deleted; re-plan from the next view.
-    Replaced { current_uid: Option<String> },
-    /// Not attempted: it would touch index 0, a pod the Job does not own, or an
-    /// impossible size.
-    Refused(String),
-    /// Kubernetes rejected it in a way retrying cannot fix (e.g. 422, or the object is gone).
-    Failed(String),
-    /// The driver shut down before it finished.
-    Abandoned,
-}
-
-/// A current trouble, for the module's status and `flux dmesg`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// What is affected, e.g. `watch pods` or `command 7`; a later [`Report::Cleared`]
-    /// with the same area ends it.
-    pub area: String,
-    /// What went wrong; for a 403, which verb on which resource the Role lacks.
-    pub what: String,
-    /// A 403: an administrator has to fix RBAC.
-    pub forbidden: bool,
-    /// When the next attempt is made, if one is scheduled.
-    pub retrying_in: Option<Duration>,
-}
-
-/// What the worker tells the module.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Report {
-    /// A full snapshot after a change; one the module has not taken yet is replaced by
-    /// the next.
-    View(Box<KubeView>),
-    /// Every watch has listed once; sent once, right after the first [`Report::View`].
-    Synced,
-    /// The one answer to [`Command::Apply`] `id`.
-    Finished { id: u64, outcome: Outcome },
-    /// Something is wrong (and being retried, if `retrying_in` says so).
-    Problem(Problem),
-    /// The worker panicked and started afresh (`restarts` so far): commands it was
-    /// carrying out are lost, and a fresh view and [`Report::Synced`] follow.
-    Restarted { restarts: u32 },
-    /// The problem in `area` is over.
-    Cleared { area: String },
 }
 
 /// Why the driver could not start or take a command.

@@ -24,7 +24,7 @@ use super::failure::{Failure, Request};
 use super::state::ClusterState;
 use super::target::{self, Lookup, Target};
 use super::{Command, DriverConfig, Outcome, Problem, Report, Tuning};
-use crate::model::KubeView;
+use crate::model::{KubeView, Retry};
 
 /// Sends reports to the module and rings its doorbell.
 #[derive(Clone)]
@@ -83,7 +83,7 @@ impl Reporter {
         self.send(Report::Problem(Problem {
             area: area.to_owned(),
             what: failure.describe(),
-            forbidden: matches!(failure, Failure::Forbidden { .. }),
+            forbidden: failure.is_forbidden(),
             retrying_in,
         }));
     }
@@ -153,9 +153,10 @@ impl Ctx {
         Backoff::new(self.tuning.forbidden_first, self.tuning.forbidden_retry)
     }
 
-    /// Runs `op` until it succeeds or fails in a way retrying cannot fix. Timeouts and
-    /// transient failures are retried with backoff, 403s slowly; each failed attempt is
-    /// reported as a problem in `area`, cleared when the operation ends.
+    /// Runs `op` until it succeeds or fails in a way retrying here cannot fix (a refusal,
+    /// a conflict). Timeouts and transient failures are retried with backoff, 403s
+    /// slowly; each failed attempt is reported as a problem in `area`, cleared when the
+    /// operation ends.
     pub async fn retrying<T, F, Fut>(
         &self,
         area: &str,
@@ -178,20 +179,20 @@ impl Ctx {
                     return Ok(value);
                 }
                 Ok(Err(err)) => Failure::classify(&err, request),
-                Err(_) => Failure::Transient(format!(
+                Err(_) => Failure::Retryable(Retry::Timeout(format!(
                     "no answer within {:?}",
                     self.tuning.request_timeout
-                )),
+                ))),
             };
-            let delay = match &failure {
-                Failure::Transient(_) => backoff.next_delay(),
-                Failure::Forbidden { .. } => forbidden.next_delay(),
-                Failure::NotFound | Failure::Conflict(_) | Failure::Rejected(_) => {
-                    if reported {
-                        self.reporter.cleared(area);
-                    }
-                    return Err(failure);
+            let delay = if failure.is_transient() {
+                backoff.next_delay()
+            } else if failure.is_forbidden() {
+                forbidden.next_delay()
+            } else {
+                if reported {
+                    self.reporter.cleared(area);
                 }
+                return Err(failure);
             };
             warn!(
                 "{area}: {} {}: {}; retrying in {delay:?}",
@@ -275,7 +276,7 @@ where
             err,
             watcher::Error::WatchFailed(_) | watcher::Error::WatchError(_)
         );
-        if broken_stream && !matches!(failure, Failure::Forbidden { .. }) {
+        if broken_stream && !failure.is_forbidden() {
             // A stream the server ended or broke (incl. 410 Gone) is routine: the watcher
             // resumes or relists at once, and a failing restart is reported then.
             info!(
@@ -285,9 +286,10 @@ where
             );
             return;
         }
-        let delay = match failure {
-            Failure::Forbidden { .. } => self.forbidden.next_delay(),
-            _ => self.backoff.next_delay(),
+        let delay = if failure.is_forbidden() {
+            self.forbidden.next_delay()
+        } else {
+            self.backoff.next_delay()
         };
         warn!(
             "{}: {}; retrying in {delay:?}",
@@ -369,11 +371,10 @@ async fn discover(ctx: &Ctx, lookup: &Lookup) -> Target {
             Err((failure, object)) => {
                 // Not there (yet), or unreadable for good: say so and look again later;
                 // the operator may still be creating it.
-                let what = match failure {
-                    Failure::NotFound => {
-                        format!("{object} not found in namespace {:?}", ctx.namespace)
-                    }
-                    other => format!("{object}: {}", other.describe()),
+                let what = if failure.is_not_found() {
+                    format!("{object} not found in namespace {:?}", ctx.namespace)
+                } else {
+                    format!("{object}: {}", failure.describe())
                 };
                 let delay = slow.next_delay();
                 warn!("{area}: {what}; looking again in {delay:?}");
@@ -568,7 +569,7 @@ where
 fn report_outcome(reporter: &Reporter, id: u64, outcome: Outcome) {
     match &outcome {
         Outcome::Done => debug!("command {id}: done"),
-        other => warn!("command {id}: {other:?}"),
+        other => warn!("command {id}: {other}"),
     }
     reporter.send(Report::Finished { id, outcome });
 }

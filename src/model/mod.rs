@@ -1,5 +1,5 @@
-//! The pure model: rank state as Flux reports it, the Kubernetes view, and the actions
-//! that join them. No I/O.
+//! The pure model: rank state as Flux reports it, the Kubernetes view, the actions that
+//! join them and how they end. No I/O.
 
 pub mod action;
 pub mod flux;
@@ -7,6 +7,7 @@ pub mod hostlist;
 pub mod idset;
 pub mod kube;
 pub mod queue;
+pub mod report;
 
 pub use action::{Action, DRAIN_REASON_PREFIX, FIELD_MANAGER, FluxAction, KubeAction};
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
@@ -14,3 +15,4 @@ pub use idset::IdSet;
 pub use kube::{
     Annotation, DESIRED_SIZE_ANNOTATION, JobView, KubeView, MiniClusterView, PodPhase, PodView,
 };
+pub use report::{Outcome, Problem, Refusal, RefusalKind, Report, Retry};

@@ -8,6 +8,7 @@ use super::Module;
 use crate::engine::{Effect, FluxFailure};
 use crate::flux::{Handle, Rpc, RpcError};
 use crate::k8s::Command;
+use crate::model::Retry;
 
 pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Effect>) {
     for effect in effects {
@@ -17,8 +18,11 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
             Effect::FluxRpc { id, request } if !request.expects_reply => {
                 let sent =
                     Rpc::send_one_way(handle, request.topic, &request.payload, request.nodeid);
-                let outcome = sent.map_err(|e| format!("{}: {e}", request.topic));
-                module.engine.finished(id, outcome, now);
+                let outcome = sent.map_err(|e| FluxFailure {
+                    errno: e.errno(),
+                    text: format!("{}: {e}", request.topic),
+                });
+                module.engine.flux_finished(id, outcome, now);
             }
             Effect::FluxRpc { id, request } => {
                 let weak = Rc::downgrade(shared);
@@ -39,10 +43,11 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
                         module.flux_rpcs.insert(id, rpc);
                     }
                     Err(err) => {
-                        let text = format!("{}: {err}", request.topic);
-                        module
-                            .engine
-                            .flux_finished(id, Err(FluxFailure::Failed(text)), now);
+                        let failure = FluxFailure {
+                            errno: err.errno(),
+                            text: format!("{}: {err}", request.topic),
+                        };
+                        module.engine.flux_finished(id, Err(failure), now);
                     }
                 }
             }
@@ -54,7 +59,9 @@ pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Ef
                     None => Err("no Kubernetes connection".to_owned()),
                 };
                 if let Err(err) = sent {
-                    module.engine.finished(id, Err(err), now);
+                    module
+                        .engine
+                        .finished(id, Retry::Unreachable(err).into(), now);
                 }
             }
         }
@@ -72,9 +79,10 @@ fn rpc_answered(
     module.flux_rpcs.remove(&id);
     module.now = handle.now();
     let now = module.now;
-    let outcome = reply
-        .map(drop)
-        .map_err(|e| FluxFailure::from_errno(e.errno, e.to_string()));
+    let outcome = reply.map(drop).map_err(|e| FluxFailure {
+        errno: e.errno,
+        text: e.to_string(),
+    });
     module.engine.flux_finished(id, outcome, now);
     drop(module);
     super::state_changed(shared, handle);

@@ -22,7 +22,7 @@ use crate::model::IdSet;
 
 pub use autoscale::{AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, Supply};
 pub use reconciler::Reconciler;
-pub use status::{PendingStatus, PlanStatus, RankPhase, RankStatus, SizeWriter};
+pub use status::{PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter};
 
 /// Tunables of the policies.
 #[derive(Debug, Clone, PartialEq)]

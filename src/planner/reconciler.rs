@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use super::autoscale::Supply;
 use super::reasons::{self, DrainKind};
-use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus, SizeWriter};
+use super::status::{PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
 use crate::model::{
     Action, DESIRED_SIZE_ANNOTATION, FIELD_MANAGER, FluxAction, FluxView, IdSet, KubeAction,
-    KubeView, PodPhase, PodView,
+    KubeView, Outcome, PodPhase, PodView, Refusal,
 };
 
 /// The rate limit counts actions over this window (seconds).
@@ -39,7 +39,9 @@ struct Pending {
     /// When it may be issued again if still not seen: retry interval after the issue or
     /// after a reported failure.
     retry_after: f64,
-    outcome: Option<Result<(), String>>,
+    /// `None` until the executor answers: done, or retryable (a refusal is no longer
+    /// pending).
+    outcome: Option<Outcome>,
     /// For a drain or undrain: the ranks whose drain state it still decides. A later
     /// request for a rank takes it over, so the older one cannot undo it when it lands.
     speaks_for: IdSet,
@@ -66,6 +68,9 @@ pub struct Reconciler {
     /// use. Once drained, the drain itself carries the intent across restarts.
     retiring: BTreeMap<u32, String>,
     pending: Vec<Pending>,
+    /// Actions their executor refused, not issued again as they were while the plan still
+    /// asks for them.
+    refused: Vec<Refused>,
     /// Ranks seen up while their index was active; one that goes down after that was
     /// lost behind our back. Rebuilt from the views after a restart.
     seen_up: IdSet,
@@ -246,6 +251,8 @@ struct Assessment {
     limits: Vec<SizeLimit>,
     /// Moves were left for the next pass: plan again right away.
     more_now: bool,
+    /// Refused actions this pass asked for again, and held.
+    refused_again: Vec<Action>,
 }
 
 /// An action with the bookkeeping its issue implies.
@@ -292,6 +299,7 @@ impl Reconciler {
             announcements: Vec::new(),
             retiring: BTreeMap::new(),
             pending: Vec::new(),
+            refused: Vec::new(),
             seen_up: IdSet::new(),
             waiting_since: BTreeMap::new(),
             busy_since: BTreeMap::new(),
@@ -482,6 +490,12 @@ impl Reconciler {
         let assessment = self.assess(&scene, now, false);
         self.planned_at = now;
         self.more_now = assessment.more_now;
+        // A refusal stands while the plan asks for that very action; a plan that asks
+        // for something else has seen the views change.
+        self.refused.retain(|r| {
+            matches!(r.action, Action::Kube(KubeAction::RecordDesiredSize { .. }))
+                || assessment.refused_again.contains(&r.action)
+        });
         let mut actions = Vec::with_capacity(assessment.actions.len());
         for planned in assessment.actions {
             self.record(&planned, now);
@@ -617,17 +631,30 @@ impl Reconciler {
             .collect();
         // Alone only once nothing is in flight: a size change on the way carries it in
         // its own patch instead (one patch per resize).
-        if let Some(size) = kube.and_then(|kube| self.unrecorded_desired(kube))
+        let wanted = kube
+            .and_then(|kube| self.unrecorded_desired(kube))
+            .map(|size| Action::Kube(KubeAction::RecordDesiredSize { size }));
+        self.refused.retain(|r| {
+            !matches!(r.action, Action::Kube(KubeAction::RecordDesiredSize { .. }))
+                || Some(&r.action) == wanted.as_ref()
+        });
+        if let Some(action) = wanted
             && self.pending.is_empty()
+            && !self.is_refused(&action)
         {
             let planned = Planned {
-                action: Action::Kube(KubeAction::RecordDesiredSize { size }),
+                action,
                 effect: Effect::None,
             };
             self.record(&planned, now);
             records.push(planned.action);
         }
         records
+    }
+
+    /// The executor refused this very action: it is not issued again as it was.
+    fn is_refused(&self, action: &Action) -> bool {
+        self.refused.iter().any(|r| &r.action == action)
     }
 
     /// The desired size, when the object's annotation does not say it yet (and no other
@@ -637,14 +664,30 @@ impl Reconciler {
         (!kube.records_desired_size(size)).then_some(size)
     }
 
-    /// The executor's report on an action `plan` returned. Success still waits for the
-    /// views to show the effect (a dry run reports success and changes nothing).
-    pub fn action_finished(&mut self, action: &Action, outcome: Result<(), String>, now: f64) {
-        let retry = self.config.retry_interval;
-        if let Some(pending) = self.pending.iter_mut().rev().find(|p| &p.action == action) {
-            // Done or failed, it may be issued again if the views do not show it soon.
-            pending.retry_after = now + retry;
-            pending.outcome = Some(outcome);
+    /// The executor's report on an action `plan` returned. Done still waits for the views
+    /// to show the effect (a dry run is done and changes nothing); done or retryable, it
+    /// may be issued again after the retry interval if they do not. A refused action is
+    /// pending no more: the next plan decides afresh from the views, and does not issue it
+    /// again as it was.
+    pub fn action_finished(&mut self, action: &Action, outcome: Outcome, now: f64) {
+        let Some(at) = self.pending.iter().rposition(|p| &p.action == action) else {
+            return;
+        };
+        match outcome {
+            Outcome::Refused(refusal) => {
+                let pending = self.pending.remove(at);
+                self.refused.retain(|r| r.action != pending.action);
+                self.refused.push(Refused {
+                    action: pending.action,
+                    refusal,
+                    at: now,
+                });
+            }
+            outcome => {
+                let pending = &mut self.pending[at];
+                pending.retry_after = now + self.config.retry_interval;
+                pending.outcome = Some(outcome);
+            }
         }
     }
 
@@ -656,10 +699,17 @@ impl Reconciler {
             .map(|p| PendingStatus {
                 action: p.action.clone(),
                 issued_at: p.issued_at,
-                outcome: p.outcome.as_ref().map(|o| match o {
-                    Ok(()) => "ok".to_owned(),
-                    Err(e) => e.clone(),
-                }),
+                outcome: p.outcome.as_ref().map(Outcome::to_string),
+            })
+            .collect();
+        let refused = self
+            .refused
+            .iter()
+            .map(|r| RefusedStatus {
+                action: r.action.clone(),
+                refused_at: r.at,
+                refusal: r.refusal.kind(),
+                why: r.refusal.to_string(),
             })
             .collect();
         let Some(kube) = both_synced(flux, kube) else {
@@ -676,6 +726,7 @@ impl Reconciler {
                 waiting: vec!["waiting for both views to sync".into()],
                 ranks: Vec::new(),
                 pending,
+                refused,
                 startup_failures: self.startup_failures,
             };
         };
@@ -694,6 +745,7 @@ impl Reconciler {
             waiting: assessment.waiting,
             ranks: assessment.ranks,
             pending,
+            refused,
             startup_failures: self.startup_failures,
         }
     }
@@ -1225,6 +1277,14 @@ impl Reconciler {
             held = held.union(&busy);
             ids.difference(&busy)
         };
+        let mut refused_again = Vec::new();
+        let mut unless_refused = |planned: Planned, actions: &mut Vec<Planned>| {
+            if self.is_refused(&planned.action) {
+                refused_again.push(planned.action);
+            } else {
+                actions.push(planned);
+            }
+        };
         for (reason, ids) in drains {
             let ids = hold_unanswered(ids);
             if ids.is_empty() {
@@ -1235,17 +1295,14 @@ impl Reconciler {
             } else {
                 Effect::None
             };
-            actions.push(Planned {
-                action: Action::Flux(FluxAction::Drain { ranks: ids, reason }),
-                effect,
-            });
+            let action = Action::Flux(FluxAction::Drain { ranks: ids, reason });
+            unless_refused(Planned { action, effect }, &mut actions);
         }
         let undrain = hold_unanswered(undrain.union(&growth.undrain));
         if !undrain.is_empty() {
-            actions.push(Planned {
-                action: Action::Flux(FluxAction::Undrain { ranks: undrain }),
-                effect: Effect::None,
-            });
+            let action = Action::Flux(FluxAction::Undrain { ranks: undrain });
+            let effect = Effect::None;
+            unless_refused(Planned { action, effect }, &mut actions);
         }
         if !held.is_empty() {
             waiting.push(format!(
@@ -1299,7 +1356,9 @@ impl Reconciler {
             if scene.in_flight.has_move(&planned.action) {
                 continue;
             }
-            if used >= budget {
+            if self.is_refused(&planned.action) {
+                refused_again.push(planned.action);
+            } else if used >= budget {
                 held_by_rate += 1;
             } else if passed >= MOVES_PER_PASS {
                 next_pass += 1;
@@ -1337,6 +1396,7 @@ impl Reconciler {
             waiting,
             limits,
             more_now: next_pass > 0,
+            refused_again,
         }
     }
 
@@ -1476,6 +1536,14 @@ impl Reconciler {
             !p.speaks_for.is_empty()
         });
     }
+}
+
+/// An action its executor refused, and why.
+#[derive(Debug, Clone)]
+struct Refused {
+    action: Action,
+    refusal: Refusal,
+    at: f64,
 }
 
 /// Something to record as a Kubernetes Event.

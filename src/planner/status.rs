@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer};
 
 use super::SizeLimit;
 use crate::model::idset::group_by_key;
-use crate::model::{Action, IdSet};
+use crate::model::{Action, IdSet, RefusalKind};
 
 /// Where a rank stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -39,8 +39,19 @@ pub struct RankStatus {
 pub struct PendingStatus {
     pub action: Action,
     pub issued_at: f64,
-    /// `None` until the executor reports; `Some("ok")` or the error text.
+    /// `None` until the executor reports; then `ok`, or `retryable: ` and why.
     pub outcome: Option<String>,
+}
+
+/// An action its executor refused: not issued again as it was while the plan still asks
+/// for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusedStatus {
+    pub action: Action,
+    pub refused_at: f64,
+    pub refusal: RefusalKind,
+    /// The refusal and its reason, in words.
+    pub why: String,
 }
 
 /// The reconciler's report.
@@ -71,6 +82,9 @@ pub struct PlanStatus {
     #[serde(serialize_with = "rank_groups")]
     pub ranks: Vec<RankStatus>,
     pub pending: Vec<PendingStatus>,
+    /// Left out while there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedStatus>,
     pub startup_failures: u32,
 }
 

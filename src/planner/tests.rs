@@ -5,7 +5,8 @@ use std::sync::Arc;
 use super::*;
 use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
 use crate::model::{
-    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, PodView,
+    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, Outcome, PodView,
+    Refusal, Retry,
 };
 
 fn ids(text: &str) -> IdSet {
@@ -639,21 +640,124 @@ fn a_storm_leaves_in_passes_of_bounded_size_one_right_after_the_other() {
 }
 
 #[test]
-fn a_failed_action_is_retried_after_the_interval_only() {
+fn a_retryable_action_is_issued_again_after_the_interval_only() {
+    let mut flux = flux_view(4, "0-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::CompleteWorkers, 4, 4, "0-3");
+    let retries = [
+        Retry::Unreachable("EHOSTUNREACH".into()),
+        Retry::ServerError("HTTP 503: down".into()),
+        Retry::Timeout("no answer within 15s".into()),
+        Retry::Forbidden {
+            verb: "delete".into(),
+            resource: "pods".into(),
+        },
+    ];
+    for retry in retries {
+        let mut reconciler = Reconciler::new(PlannerConfig::default());
+        let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+        assert_eq!(
+            actions,
+            vec![Action::Flux(FluxAction::Shutdown { rank: 1 })]
+        );
+        let said = format!("retryable: {retry}");
+        reconciler.action_finished(&actions[0], retry.into(), 10.0);
+        let status = reconciler.status(&flux, Some(&kube), 10.0);
+        assert_eq!(status.pending[0].outcome.as_deref(), Some(said.as_str()));
+        assert!(status.refused.is_empty());
+        assert!(reconciler.plan(&flux, Some(&kube), 39.0).is_empty());
+        assert_eq!(reconciler.plan(&flux, Some(&kube), 40.0), actions);
+    }
+}
+
+#[test]
+fn a_done_action_waits_for_the_views_to_show_it() {
     let mut flux = flux_view(4, "0-3");
     drain(&mut flux, "1", "bad disk");
     let kube = kube_view(Kind::CompleteWorkers, 4, 4, "0-3");
     let mut reconciler = Reconciler::new(PlannerConfig::default());
     let actions = reconciler.plan(&flux, Some(&kube), 0.0);
-    assert_eq!(
-        actions,
-        vec![Action::Flux(FluxAction::Shutdown { rank: 1 })]
+    reconciler.action_finished(&actions[0], Outcome::Done, 1.0);
+    let status = reconciler.status(&flux, Some(&kube), 1.0);
+    assert_eq!(status.pending[0].outcome.as_deref(), Some("ok"));
+    assert!(reconciler.plan(&flux, Some(&kube), 30.0).is_empty());
+    // The broker went offline: the shutdown took effect and nothing is pending.
+    event(&mut flux, JournalEvent::Offline(ids("1")));
+    assert!(reconciler.plan(&flux, Some(&kube), 31.0).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), 31.0);
+    assert!(status.pending.is_empty(), "{:?}", status.pending);
+}
+
+#[test]
+fn a_refused_action_is_never_issued_again_as_it_was_and_the_status_says_why() {
+    let mut flux = flux_view(4, "0,2-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let refusals = [
+        Refusal::Invalid("HTTP 422: bad".into()),
+        Refusal::NotFound("pods \"mc-1\"".into()),
+        Refusal::Replaced { current_uid: None },
+    ];
+    for refusal in refusals {
+        let mut reconciler = Reconciler::new(PlannerConfig::default());
+        let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+        let [delete @ Action::Kube(KubeAction::DeletePod { .. })] = &actions[..] else {
+            panic!("{actions:?}")
+        };
+        let why = format!("{refusal}");
+        let kind = refusal.kind();
+        reconciler.action_finished(delete, refusal.into(), 1.0);
+        // Planned again at once from the same views, long past the retry interval: held.
+        for now in [1.0, 31.0, 1000.0] {
+            assert!(
+                reconciler.plan(&flux, Some(&kube), now).is_empty(),
+                "t={now}"
+            );
+        }
+        let status = reconciler.status(&flux, Some(&kube), 1000.0);
+        assert!(status.pending.is_empty(), "{:?}", status.pending);
+        let [refused] = &status.refused[..] else {
+            panic!("{:?}", status.refused)
+        };
+        assert_eq!(
+            (&refused.action, refused.refusal, refused.why.as_str()),
+            (delete, kind, why.as_str())
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["refused"][0]["why"], why.as_str(), "{json:#}");
+    }
+}
+
+#[test]
+fn after_a_refusal_the_plan_follows_the_views_it_now_has() {
+    let mut flux = flux_view(4, "0,2-3");
+    drain(&mut flux, "1", "bad disk");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    let actions = reconciler.plan(&flux, Some(&kube), 0.0);
+    let replaced = Refusal::Replaced {
+        current_uid: Some("uid-1b".into()),
+    };
+    reconciler.action_finished(&actions[0], replaced.into(), 1.0);
+    // The view now shows the pod that replaced it: that one is deleted, at once.
+    let mut now_kube = kube.clone();
+    let new_pod = PodView::running("mc-1".into(), "uid-1b".into(), 1);
+    now_kube.pods[1] = Arc::new(new_pod);
+    let again = reconciler.plan(&flux, Some(&now_kube), 2.0);
+    assert!(
+        matches!(
+            &again[..],
+            [Action::Kube(KubeAction::DeletePod { uid, .. })] if uid == "uid-1b"
+        ),
+        "{again:?}"
     );
-    reconciler.action_finished(&actions[0], Err("EHOSTUNREACH".into()), 10.0);
-    let status = reconciler.status(&flux, Some(&kube), 10.0);
-    assert_eq!(status.pending[0].outcome.as_deref(), Some("EHOSTUNREACH"));
-    assert!(reconciler.plan(&flux, Some(&kube), 39.0).is_empty());
-    assert_eq!(reconciler.plan(&flux, Some(&kube), 40.0), actions);
+    let status = reconciler.status(&flux, Some(&now_kube), 2.0);
+    assert!(status.refused.is_empty(), "forgotten once not asked for");
+    let json = serde_json::to_value(&status).unwrap();
+    assert!(
+        json.get("refused").is_none(),
+        "no refusal, no field: {json:#}"
+    );
 }
 
 #[test]

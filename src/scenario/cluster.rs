@@ -16,7 +16,7 @@ use super::NAMESPACE;
 use super::picture::{self, Picture, or_dash};
 use crate::engine::{Effect, Engine, FluxRequest};
 use crate::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Report, Tuning};
-use crate::model::{Action, IdSet, PodPhase};
+use crate::model::{Action, IdSet, PodPhase, Retry};
 use crate::planner::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer};
 use crate::sim::flux::{RpcFailure, SimFlux};
 use crate::sim::{
@@ -658,7 +658,8 @@ fn carry_out(
         Effect::Kube { id, action } => {
             notes.push(format!("fluxk8s -> {}", Action::Kube(action.clone())));
             if let Err(err) = k.driver.send(Command::Apply { id, action }) {
-                k.engine.finished(id, Err(err.to_string()), now);
+                k.engine
+                    .finished(id, Retry::Unreachable(err.to_string()).into(), now);
             }
         }
     }

@@ -59,10 +59,19 @@ pub struct RpcFailure {
 
 impl From<RpcFailure> for crate::engine::FluxFailure {
     fn from(failure: RpcFailure) -> Self {
-        let text = failure.to_string();
-        match failure.errno {
-            "EEXIST" | "ENOENT" => Self::ViewLagged(text),
-            _ => Self::Failed(text),
+        let errno = match failure.errno {
+            "EEXIST" => libc::EEXIST,
+            "ENOENT" => libc::ENOENT,
+            "EINVAL" => libc::EINVAL,
+            "EPROTO" => libc::EPROTO,
+            "EPERM" => libc::EPERM,
+            "ENOSYS" => libc::ENOSYS,
+            "EHOSTUNREACH" => libc::EHOSTUNREACH,
+            _ => libc::EIO,
+        };
+        Self {
+            errno,
+            text: failure.to_string(),
         }
     }
 }

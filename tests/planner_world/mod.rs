@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fluxk8s::model::flux::{JournalResponse, OverlayStatus};
 use fluxk8s::model::{
     Action, Annotation, FIELD_MANAGER, FluxAction, FluxView, IdSet, JobView, KubeAction, KubeView,
-    MiniClusterView, PodPhase, PodView,
+    MiniClusterView, Outcome, PodPhase, PodView, Refusal, Retry,
 };
 use fluxk8s::planner::Reconciler;
 
@@ -198,14 +198,14 @@ impl World {
     }
 
     /// Carries out one action as Kubernetes and Flux would; errors are the ones they give.
-    pub fn apply(&mut self, action: &Action) -> Result<(), String> {
+    pub fn apply(&mut self, action: &Action) -> Outcome {
         if self.dry_run {
-            return Ok(());
+            return Outcome::Done;
         }
         match action {
             Action::Flux(FluxAction::Drain { ranks, reason }) => {
                 if let Some(k) = ranks.iter().find(|&k| self.drained(k)) {
-                    return Err(format!("rank {k} already drained"));
+                    return Retry::Conflict(format!("rank {k} already drained")).into();
                 }
                 self.journal(
                     "drain",
@@ -214,14 +214,14 @@ impl World {
             }
             Action::Flux(FluxAction::Undrain { ranks }) => {
                 if let Some(k) = ranks.iter().find(|&k| !self.drained(k)) {
-                    return Err(format!("rank {k} not drained"));
+                    return Retry::Conflict(format!("rank {k} not drained")).into();
                 }
                 self.journal("undrain", &format!(r#"{{"idset":"{ranks}"}}"#));
             }
             Action::Flux(FluxAction::Shutdown { rank }) => {
                 if !self.flux.rank(*rank).is_some_and(|r| r.online) {
                     // A one-way request to a broker that is not there goes nowhere.
-                    return Ok(());
+                    return Outcome::Done;
                 }
                 // The broker exits 0; the container (the operator's worker loop, or the
                 // broker itself in a bare Job) ends with it and the pod succeeds.
@@ -232,13 +232,14 @@ impl World {
             }
             Action::Kube(KubeAction::DeletePod { index, uid, .. }) => {
                 if !self.kube.pods.iter().any(|p| &p.uid == uid) {
-                    return Err(format!("precondition failed: no pod with uid {uid}"));
+                    // The uid precondition fails: nothing is deleted.
+                    return Refusal::Replaced { current_uid: None }.into();
                 }
                 self.pod_failed(*index);
             }
             Action::Kube(KubeAction::SetSize { size, desired, .. }) => {
                 if *size > self.max_size() {
-                    return Err(format!("size {size} denied above maximum"));
+                    return Refusal::Invalid(format!("size {size} denied above maximum")).into();
                 }
                 match &mut self.kube.minicluster {
                     Some(mc) => mc.size = *size,
@@ -254,7 +255,7 @@ impl World {
             Action::Kube(KubeAction::RecordEvent { .. }) => {}
             Action::Kube(KubeAction::RecordDesiredSize { size }) => self.record_desired_size(*size),
         }
-        Ok(())
+        Outcome::Done
     }
 
     /// fluxk8s's write of the desired-size annotation.
