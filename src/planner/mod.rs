@@ -6,12 +6,24 @@
 //! (the requested size, actions in flight, timers), so a restarted module rebuilds it from
 //! the views alone: fluxk8s drains carry a fixed reason wording.
 //!
+//! A plan builds a scene of both views (`scene`), decides typed verdicts and actions
+//! (`decide`, `verdict`) and records what it issued (`pending`, `rate`); a status decides
+//! the same way and only then puts the verdicts into words (`words`). What other writers
+//! put on the object is followed in `follow`.
+//!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 
 pub mod autoscale;
+mod decide;
+mod follow;
+mod pending;
+mod rate;
 mod reasons;
 mod reconciler;
+mod scene;
 mod status;
+mod verdict;
+mod words;
 
 #[cfg(test)]
 mod tests;

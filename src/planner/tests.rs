@@ -202,7 +202,7 @@ fn a_broker_that_keeps_coming_back_after_shutdowns_is_kept_drained() {
     let mut reconciler = Reconciler::new(PlannerConfig::default());
     let shutdown = vec![Action::Flux(FluxAction::Shutdown { rank: 1 })];
     let mut now = 0.0;
-    for _ in 0..super::reconciler::MAX_SHUTDOWNS {
+    for _ in 0..super::decide::MAX_SHUTDOWNS {
         assert_eq!(reconciler.plan(&flux, Some(&kube), now), shutdown);
         // The broker goes down; its pod stays and restarts it.
         event(&mut flux, JournalEvent::Offline(ids("1")));

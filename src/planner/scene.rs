@@ -1,0 +1,220 @@
+//! Both views reduced to what the policies need, one [`Rank`] per rank with the actions
+//! in flight folded in; and what the reconciler notes from each scene.
+
+use std::sync::Arc;
+
+use super::pending::InFlight;
+use super::reasons::DrainKind;
+use super::reconciler::Reconciler;
+use crate::model::flux::RankState;
+use crate::model::queue::Occupancy;
+use crate::model::{FluxView, KubeView, PodPhase, PodView};
+
+/// What is known of one rank, with actions in flight folded in.
+#[derive(Debug, Clone)]
+pub(super) struct Rank<'a> {
+    pub k: u32,
+    /// Below the size and not completed/failed: Kubernetes runs (or recreates) a pod.
+    pub active: bool,
+    /// Why the index does not run, when it is below the size.
+    pub finished: Option<Finished>,
+    pub online: bool,
+    pub ever_online: bool,
+    /// The overlay saw its connection drop.
+    pub lost: bool,
+    pub seen_up: bool,
+    pub busy: bool,
+    /// The drain as it will be once pending drains/undrains land.
+    pub drain: Option<DrainKind>,
+    /// Flux has the drain now (the scheduler stopped using the rank).
+    pub flux_drained: bool,
+    pub protected: bool,
+    /// Should be removed: drained (not for a lost pod) or chosen, and removable.
+    pub retire: bool,
+    /// Expected to run: active and not on its way out.
+    pub counted: bool,
+    pub live_pod: Option<&'a PodView>,
+}
+
+/// Why an index below the size does not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finished {
+    Completed,
+    Failed,
+}
+
+/// Why removals are suspended: more ranks lost at once than `max-lost-fraction` allows,
+/// which looks like an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Frozen {
+    pub lost: usize,
+    pub active: usize,
+}
+
+/// Both views, reduced to what the policies need.
+pub(super) struct Scene<'a> {
+    pub kube: &'a KubeView,
+    /// The size asked of Kubernetes.
+    pub size: u32,
+    /// The most ranks there can be: broker size and MiniCluster `maxSize`.
+    pub max: u32,
+    pub ranks: Vec<Rank<'a>>,
+    pub frozen: Option<Frozen>,
+    pub in_flight: InFlight,
+    /// Which ranks run jobs, and until when.
+    pub occupancy: &'a Occupancy,
+}
+
+impl Rank<'_> {
+    /// Was seen up while active and is gone (lost, or offline).
+    pub fn down(&self) -> bool {
+        self.seen_up && (self.lost || !self.online)
+    }
+}
+
+impl Scene<'_> {
+    pub fn counted(&self) -> u32 {
+        self.ranks.iter().filter(|r| r.counted).count() as u32
+    }
+
+    /// Kubernetes has applied the size it was asked, and truncated its index lists.
+    pub fn settled_at(&self, size: u32) -> bool {
+        settled_at(self.kube, size)
+    }
+}
+
+/// Kubernetes has applied `size`, and truncated its index lists.
+pub(super) fn settled_at(kube: &KubeView, size: u32) -> bool {
+    let job = &kube.job;
+    kube.requested_size() == size
+        && job.completions == size
+        && job.parallelism == size
+        && kube.finished_indexes().last().is_none_or(|k| k < size)
+}
+
+impl Reconciler {
+    pub(super) fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
+        let max = kube
+            .minicluster
+            .as_ref()
+            .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
+        let size = kube.requested_size();
+        // One pass over the pods, not one per rank: plans stay linear in the size.
+        let mut live_pods: Vec<Option<&PodView>> = vec![None; max as usize];
+        for pod in kube.pods.iter().map(Arc::as_ref).filter(|p| p.is_live()) {
+            if let Some(slot @ None) = live_pods.get_mut(pod.index as usize) {
+                *slot = Some(pod);
+            }
+        }
+        let unknown = RankState::default();
+        let in_flight = self.issued.in_flight();
+        let ranks: Vec<Rank> = (0..max)
+            .map(|k| {
+                let state = flux.rank(k).unwrap_or(&unknown);
+                let seen_up = self.seen_up.contains(k);
+                let finished = if k >= size {
+                    None
+                } else if kube.job.completed_indexes.contains(k) {
+                    Some(Finished::Completed)
+                } else if kube.job.failed_indexes.contains(k) {
+                    Some(Finished::Failed)
+                } else {
+                    None
+                };
+                let active = k < size && finished.is_none();
+                let drain = in_flight.intended_drain(k, state);
+                let protected = self.config.protect.contains(k);
+                let retire = active
+                    && k != 0
+                    && !protected
+                    && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
+                        || self.retiring.contains_key(&k));
+                Rank {
+                    k,
+                    active,
+                    finished,
+                    online: state.online,
+                    ever_online: state.ever_online,
+                    lost: state.lost,
+                    seen_up,
+                    busy: flux.occupancy().may_be_busy(k),
+                    flux_drained: state.drain.is_some(),
+                    counted: active
+                        && !retire
+                        && matches!(
+                            drain,
+                            None | Some(DrainKind::OursLost | DrainKind::OursObserved)
+                        ),
+                    drain,
+                    protected,
+                    retire,
+                    live_pod: live_pods[k as usize],
+                }
+            })
+            .collect();
+        let frozen = self.frozen(&ranks);
+        Scene {
+            kube,
+            size,
+            max,
+            ranks,
+            frozen,
+            in_flight,
+            occupancy: flux.occupancy(),
+        }
+    }
+
+    /// Whether removals are suspended: too many ranks lost at once looks like an outage.
+    fn frozen(&self, ranks: &[Rank<'_>]) -> Option<Frozen> {
+        let active = ranks.iter().filter(|r| r.active).count();
+        let lost = ranks
+            .iter()
+            .filter(|r| r.active && r.k != 0 && r.down() && !r.retire)
+            .count();
+        (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64)
+            .then_some(Frozen { lost, active })
+    }
+
+    /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
+    /// that are busy; the scene then reflects the ranks seen up.
+    pub(super) fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
+        for rank in &mut scene.ranks {
+            let k = rank.k;
+            // The broker must be its running pod's: after a size lowered and raised again,
+            // the old pod's broker may still be online beside a new pod that is pending, and
+            // its end is not a lost pod.
+            let runs_in_live_pod = rank
+                .live_pod
+                .is_some_and(|pod| pod.phase == PodPhase::Running);
+            if rank.active && rank.online && !rank.down() && runs_in_live_pod {
+                self.seen_up.insert(k);
+            } else if !rank.active {
+                self.seen_up.remove(k);
+            }
+            rank.seen_up = self.seen_up.contains(k);
+            let starting = rank.active
+                && k != 0
+                && !rank.online
+                && !rank.seen_up
+                && matches!(rank.drain, None | Some(DrainKind::OursObserved));
+            if starting {
+                self.waiting_since.entry(k).or_insert(now);
+            } else if self.waiting_since.remove(&k).is_some() && rank.online {
+                self.startup_failures = 0;
+            }
+            if rank.online || !rank.active {
+                self.startup_failed.remove(k);
+            }
+            if rank.retire && rank.busy {
+                self.busy_since.entry(k).or_insert(now);
+            } else {
+                self.busy_since.remove(&k);
+            }
+            if !rank.active {
+                self.retiring.remove(&k);
+                self.shutdowns.remove(&k);
+            }
+        }
+        scene.frozen = self.frozen(&scene.ranks);
+    }
+}
