@@ -3,8 +3,10 @@
 //!
 //! The crate is laid out one concern per module:
 //! - [`flux`]: the safe layer over the broker's C API (all `unsafe` lives there);
-//! - [`model`]: Flux rank state and the Kubernetes view, parsed from real payloads;
-//! - [`planner`]: the pure decision logic (views in, actions out);
+//! - [`model`]: Flux rank state and the Kubernetes view, parsed from real payloads, and
+//!   how an action ends (done, retryable, refused) and what the driver reports;
+//! - [`planner`]: the pure decision logic (views in, actions and typed verdicts out; words
+//!   only for a status);
 //! - [`engine`]: the sans-I/O core around it (payloads and reports in, effects out),
 //!   shared by the module, the demo and the end-to-end tests;
 //! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
