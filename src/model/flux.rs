@@ -84,7 +84,7 @@ impl JournalEvent {
     }
 
     /// The ranks the event is about, if it is about ranks.
-    fn ranks(&self) -> Option<&IdSet> {
+    pub fn ranks(&self) -> Option<&IdSet> {
         match self {
             Self::Online(ids) | Self::Offline(ids) | Self::Torpid(ids) | Self::Lively(ids) => {
                 Some(ids)

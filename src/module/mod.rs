@@ -2,6 +2,7 @@
 
 pub mod config;
 mod effects;
+mod history;
 mod queue;
 pub mod rpc;
 mod streams;
@@ -41,6 +42,7 @@ pub(crate) struct Module {
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
     pub(crate) watches: watch::Watches,
+    pub(crate) history_followers: history::Followers,
     logs: ForwardedLogs,
     pub(crate) log_filter: LogFilter,
     /// The reactor clock at the current callback.
@@ -95,7 +97,9 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     };
     wake_timer::arm(shared, handle);
     effects::run(shared, handle, effects);
-    watch::publish(&mut shared.borrow_mut(), handle);
+    let mut module = shared.borrow_mut();
+    watch::publish(&mut module, handle);
+    history::publish(&mut module, handle);
 }
 
 /// Applies the `log-filter` directives (already checked by [`Config::load`]).
@@ -248,6 +252,7 @@ fn run(
         flux_rpcs: BTreeMap::new(),
         wake_timer: wake_timer::WakeTimer::default(),
         watches: watch::Watches::default(),
+        history_followers: history::Followers::default(),
         logs: forwarded_logs,
         log_filter,
         now,
@@ -281,6 +286,7 @@ fn run(
     drop(handlers);
     drop(wake_watcher);
     watch::end_all(&mut module.borrow_mut(), handle);
+    history::end_all(&mut module.borrow_mut(), handle);
     let driver = module.borrow_mut().driver.take();
     if let Some(driver) = driver {
         driver.shutdown();

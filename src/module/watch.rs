@@ -105,7 +105,8 @@ pub(crate) fn end_all(module: &mut Module, handle: &Handle) {
     }
 }
 
-fn end(handle: &Handle, name: &str, stream: &HeldMessage, errno: i32, text: &str) {
+/// Ends `stream` with `errno` and `text`.
+pub(crate) fn end(handle: &Handle, name: &str, stream: &HeldMessage, errno: i32, text: &str) {
     if let Err(err) = handle.respond_error(&stream.message(), errno, text) {
         tracing::warn!("{name}: cannot end a watch stream: {err}");
     }

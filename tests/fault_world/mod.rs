@@ -376,9 +376,10 @@ impl World {
 
     /// `flux k8s retire IDSET`, as the module's RPC handler does it.
     pub fn request_retire(&mut self, ranks: &IdSet) -> Value {
+        let now = self.now();
         let answer = self
             .engine
-            .request_retire(ranks)
+            .request_retire(ranks, now)
             .unwrap_or_else(|e| panic!("retire {ranks} refused: {e}"));
         self.step();
         serde_json::to_value(answer).expect("answer serializes")
