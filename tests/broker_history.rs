@@ -11,7 +11,8 @@ use fluxk8s::model::IdSet;
 use serde_json::Value;
 
 /// Follows the history of rank 1 as a stream: the records so far, then its undrain
-/// after the stream opened, then the stream's end on `history-cancel`.
+/// after the stream opened, then the stream's end on `history-cancel`; a picture asked
+/// for as a stream is refused.
 const FOLLOW_RANK_1: &str = r#"
 import errno, json, flux, flux.constants
 h = flux.Flux()
@@ -33,6 +34,13 @@ try:
         f.reset()
 except OSError as e:
     assert e.errno == errno.ENODATA, e
+picture = h.rpc("fluxk8s.history", {"svg": True}, nodeid=0,
+                flags=flux.constants.FLUX_RPC_STREAMING)
+try:
+    picture.get_str()
+    raise SystemExit("a streamed picture was not refused")
+except OSError as e:
+    assert e.errno == errno.EPROTO, e
 print(json.dumps(seen))
 "#;
 

@@ -249,11 +249,15 @@ def render_retire(answer):
 
 
 def updates(handle, name, deadline=None):
-    """Each progress `<name>.watch` sends: one now, then one per change. Ends when the
-    module ends the stream with ENODATA; raises TimedOut past `deadline` (monotonic)."""
-    topic = f"{name}.watch"
+    """Each progress `<name>.watch` sends: one now, then one per change."""
+    return responses(handle, f"{name}.watch", None, deadline)
+
+
+def responses(handle, topic, payload, deadline=None):
+    """Each response to a streaming request to rank 0. Ends when the module ends the
+    stream with ENODATA; raises TimedOut past `deadline` (monotonic)."""
     future = handle.rpc(
-        topic, None, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
+        topic, payload, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
     )
     while True:
         if deadline is not None:
@@ -436,7 +440,8 @@ def history(handle, args):
     if not args.follow:
         answers = [call(handle, topic, payload)]
     else:
-        answers = history_stream(handle, topic, payload)
+        # The records so far, then each batch of new ones as the module sends them.
+        answers = responses(handle, topic, payload)
     for answer in answers:
         if args.json:
             print(json.dumps(answer), flush=True)
@@ -445,22 +450,6 @@ def history(handle, args):
             print(f"({answer['dropped']} older records no longer kept)")
         for entry in answer["entries"]:
             print(history_line(entry), flush=True)
-
-
-def history_stream(handle, topic, payload):
-    """The history so far, then each batch of new records as the module sends them."""
-    future = handle.rpc(
-        topic, payload, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
-    )
-    while True:
-        try:
-            text = future.get_str()
-        except OSError as err:
-            if err.errno == errno.ENODATA:
-                return
-            raise ModuleError(topic, err) from None
-        future.reset()
-        yield json.loads(text)
 
 
 def main():

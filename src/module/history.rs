@@ -29,7 +29,7 @@ impl Followers {
     }
 
     /// Removes the streams `matches` picks and returns their requests.
-    fn take(&mut self, matches: impl Fn(&Message<'_>) -> bool) -> Vec<HeldMessage> {
+    pub(crate) fn take(&mut self, matches: impl Fn(&Message<'_>) -> bool) -> Vec<HeldMessage> {
         let (taken, kept) = std::mem::take(&mut self.0)
             .into_iter()
             .partition(|f| matches(&f.request.message()));
@@ -117,26 +117,12 @@ pub(crate) fn publish(module: &mut Module, handle: &Handle) {
 
 /// `<name>.history-cancel`: ends the sender's stream of that matchtag with ENODATA.
 pub(crate) fn cancel(module: &mut Module, handle: &Handle, request: &Message<'_>) {
-    for stream in module.history_followers.take(|s| request.cancels(s)) {
-        super::watch::end(
-            handle,
-            &module.name,
-            &stream,
-            libc::ENODATA,
-            "history cancelled",
-        );
-    }
-}
-
-/// `<name>.disconnect`: the sender is gone; its streams are dropped without a word.
-pub(crate) fn disconnect(module: &mut Module, request: &Message<'_>) {
-    module.history_followers.take(|s| request.disconnects(s));
-}
-
-/// At unload: every stream ends with ENOSYS, so a waiting client learns why.
-pub(crate) fn end_all(module: &mut Module, handle: &Handle) {
-    let text = format!("{} is unloading", module.name);
-    for stream in module.history_followers.take(|_| true) {
-        super::watch::end(handle, &module.name, &stream, libc::ENOSYS, &text);
-    }
+    let streams = module.history_followers.take(|s| request.cancels(s));
+    super::watch::end(
+        handle,
+        &module.name,
+        streams,
+        libc::ENODATA,
+        "history cancelled",
+    );
 }

@@ -286,7 +286,6 @@ fn run(
     drop(handlers);
     drop(wake_watcher);
     watch::end_all(&mut module.borrow_mut(), handle);
-    history::end_all(&mut module.borrow_mut(), handle);
     let driver = module.borrow_mut().driver.take();
     if let Some(driver) = driver {
         driver.shutdown();

@@ -86,7 +86,6 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
     })?;
     add("disconnect", Access::AnyUser, |_, msg, module| {
         super::watch::disconnect(module, msg);
-        super::history::disconnect(module, msg);
         // The broker sends it when a client goes away; nobody waits for an answer.
         Ok(Value::Null)
     })?;
