@@ -172,7 +172,9 @@ impl Layout {
         let row_of = |k: u32| places.get(k as usize).copied().flatten();
         let entries = history.entries(0, panel.ranks);
         let start_label = match entries.first() {
-            Some(first) if panel.clock => format!("since {}", clock(first.time)),
+            Some(first) if panel.clock => {
+                format!("since {} {}", date(first.time), clock(first.time))
+            }
             _ => "start".to_owned(),
         };
         let mut segments = vec![Segment::new(start_label)];
@@ -437,6 +439,27 @@ fn clock(time: f64) -> String {
         seconds / 60 % 60,
         seconds % 60
     )
+}
+
+/// `YYYY-MM-DD` (UTC) of a time in seconds since the epoch: the days since 1970-01-01
+/// counted into years of the proleptic Gregorian calendar, 400-year eras first.
+pub(super) fn date(time: f64) -> String {
+    let days = (time / 86_400.0).floor() as i64 + 719_468; // since 0000-03-01
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March, so that February's length matters last.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// The legend: what each colour of each stripe means.

@@ -262,6 +262,7 @@ fn the_picture_groups_ranks_with_one_history_into_one_row() {
     assert!(!picture.contains("00:00:01"), "no clock unless asked");
     let with_clock = svg("title", &[panel(true)]);
     assert!(with_clock.contains(">00:00:01 resize 500</text>"));
+    assert!(with_clock.contains(">since 1970-01-01 00:00:00</text>"));
     // Filtered to ranks 498-501: one row each side of the split.
     let some = ids("498-501");
     let filtered = svg(
@@ -277,6 +278,19 @@ fn the_picture_groups_ranks_with_one_history_into_one_row() {
         .collect();
     assert_eq!(rows.len(), 2);
     assert!(rows[0].contains(">498-499</text>") && rows[1].contains(">500-501</text>"));
+}
+
+#[test]
+fn dates_are_utc_calendar_days() {
+    for (time, day) in [
+        (0.0, "1970-01-01"),
+        (951_782_400.0, "2000-02-29"),
+        (1_796_327_407.6, "2026-12-03"),
+        (4_107_542_399.0, "2100-02-28"),
+        (4_107_542_400.0, "2100-03-01"),
+    ] {
+        assert_eq!(svg::date(time), day, "{time}");
+    }
 }
 
 #[test]
