@@ -942,6 +942,80 @@ mod tests {
     }
 
     #[test]
+    fn the_history_has_the_drain_the_shutdown_and_the_pods_in_order() {
+        use crate::model::history::{Change, FluxState, PodState};
+        let mut engine = synced(false);
+        drain_rank_2(&mut engine);
+        let Effect::FluxRpc { id, .. } = engine.step(1.0).remove(0) else {
+            panic!("a Flux effect")
+        };
+        engine.finished(id, Err("EHOSTUNREACH".into()), 1.5);
+        let mut view = kube(4);
+        view.pods[2] = Arc::new(PodView {
+            phase: PodPhase::Succeeded,
+            ..PodView::running("mc-2".into(), "uid-2".into(), 2)
+        });
+        engine.kube_report(Report::View(Box::new(view)), 2.0);
+        engine.request_retire(&"3".parse().unwrap(), 3.0).unwrap();
+        let since_sync: Vec<(f64, Change)> = engine
+            .history()
+            .entries(0, None)
+            .into_iter()
+            .skip_while(|e| e.time < 1.0)
+            .map(|e| (e.time, e.change))
+            .collect();
+        let two = || Some("2".parse::<IdSet>().unwrap());
+        let shutdown = "shut down broker 2: it exits 0 and its index completes";
+        assert_eq!(
+            since_sync,
+            [
+                (
+                    1.0,
+                    Change::Request {
+                        text: "drain 2 (bad disk)".into(),
+                        ranks: two()
+                    }
+                ),
+                (
+                    1.0,
+                    Change::Flux {
+                        ranks: "2".parse().unwrap(),
+                        state: FluxState::Drained
+                    }
+                ),
+                (
+                    1.0,
+                    Change::Action {
+                        text: shutdown.into(),
+                        ranks: two()
+                    }
+                ),
+                (
+                    1.5,
+                    Change::Action {
+                        text: format!("failed: {shutdown}: EHOSTUNREACH"),
+                        ranks: two()
+                    }
+                ),
+                (
+                    2.0,
+                    Change::Pod {
+                        ranks: "2".parse().unwrap(),
+                        state: PodState::Succeeded
+                    }
+                ),
+                (
+                    3.0,
+                    Change::Request {
+                        text: "retire 3".into(),
+                        ranks: Some("3".parse().unwrap())
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn dry_run_plans_and_logs_but_emits_nothing() {
         let mut engine = synced(true);
         drain_rank_2(&mut engine);

@@ -319,3 +319,32 @@ fn a_stripe_lays_its_changes_out_in_order_ending_together() {
     // The pod completes in the last slot, with the broker's exit.
     assert_eq!(resize.change_x(0, 1), resize.change_x(1, 2));
 }
+
+#[test]
+fn a_view_of_ten_thousand_pods_with_one_change_records_one_entry() {
+    let mut history = History::new();
+    let mut pods: Vec<PodView> = (0..10_000)
+        .map(|k| pod(k, PodPhase::Running, false))
+        .collect();
+    history.pods(0.0, &pods);
+    pods[4_321].terminating = true;
+    let started = std::time::Instant::now();
+    history.pods(1.0, &pods);
+    let took = started.elapsed();
+    history.flux(1.0, [(4_321, FluxState::Lost)]);
+    let one_rank = started.elapsed() - took;
+    println!("recording a view of 10,000 pods: {took:?}; one rank's change: {one_rank:?}");
+    assert_eq!(
+        changes(&history)[1..],
+        [
+            Change::Pod {
+                ranks: ids("4321"),
+                state: PodState::Terminating
+            },
+            Change::Flux {
+                ranks: ids("4321"),
+                state: FluxState::Lost
+            },
+        ]
+    );
+}
