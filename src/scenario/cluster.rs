@@ -269,15 +269,17 @@ impl Cluster {
         let driver = Driver::spawn_with_config(self.sim.kube_config(NAMESPACE), config, wake)?;
         let mut engine = Engine::new(planner, false);
         engine.journal_restarted();
+        engine.job_journal_restarted();
         self.flux.subscribe_journal()?;
         self.flux.subscribe_overlay()?;
+        self.flux.subscribe_jobs()?;
         self.fluxk8s = Some(Fluxk8s {
             engine,
             driver,
             woken,
             status: Value::Null,
         });
-        self.note("fluxk8s loaded on rank 0: following resource.journal and overlay.monitor");
+        self.note("fluxk8s loaded on rank 0: following resource.journal, overlay.monitor and job-manager.events-journal");
         self.run_until(
             "fluxk8s to sync the Flux and Kubernetes views",
             STEP_TIMEOUT,
@@ -372,6 +374,10 @@ impl Cluster {
             }
             for payload in self.flux.take_overlay() {
                 k.engine.overlay(&payload, now);
+                busy = true;
+            }
+            for payload in self.flux.take_job_journal() {
+                k.engine.job_journal(&payload, now);
                 busy = true;
             }
             while let Some(report) = k.driver.try_recv() {
