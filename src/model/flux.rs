@@ -1,7 +1,8 @@
 //! Flux rank state, built from the `resource.journal` and `overlay.monitor` streams.
 //!
 //! The journal (rank 0) gives online/offline/torpid and drains; only the overlay monitor
-//! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here.
+//! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here
+//! (docs/flux-core.md §2).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
