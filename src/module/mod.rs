@@ -285,7 +285,7 @@ fn run(
     if let Some(driver) = driver {
         driver.shutdown();
     }
-    module.borrow().logs.flush(handle);
+    module.borrow().logs.flush_all(handle);
     match result {
         Ok(()) => tracing::info!("{name} unloading"),
         // Never -1 now: the broker would take it as a runtime failure and exit.
