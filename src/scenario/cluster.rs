@@ -16,16 +16,19 @@ use super::NAMESPACE;
 use super::picture::{self, Picture, or_dash};
 use crate::engine::{Effect, Engine, FluxRequest};
 use crate::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Report, Tuning};
+use crate::model::history::{FluxState, History};
 use crate::model::{Action, IdSet, PodPhase};
 use crate::planner::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer};
-use crate::sim::flux::{RpcFailure, SimFlux};
+use crate::sim::flux::{BrokerState, RpcFailure, SimFlux};
 use crate::sim::{
     ApiError, IndexedJobSpec, MiniClusterSpec, RequestRecord, SimCluster, SimOptions, Verb,
 };
 
-/// Kubelet pacing: short, but long enough for the timeline to show pods starting.
-const POD_START_DELAY: Duration = Duration::from_millis(40);
-const TERMINATION_DELAY: Duration = Duration::from_millis(10);
+/// Kubelet pacing: short, but long enough that the driver's views and the runner's
+/// looks catch every pod Pending and Terminating even on a loaded machine: the timeline
+/// pictures show them, and must come out the same each run.
+const POD_START_DELAY: Duration = Duration::from_millis(100);
+const TERMINATION_DELAY: Duration = Duration::from_millis(50);
 /// Converged: nothing changed for this long and nothing is in flight.
 const QUIET: Duration = Duration::from_millis(300);
 /// Longest pause between two passes of the loop when nothing is happening.
@@ -187,6 +190,9 @@ pub struct Cluster {
     echo: bool,
     picture: Picture,
     last_change: Instant,
+    /// By hand, what the runner sees of the brokers and pods and the requests it makes:
+    /// the history fluxk8s would have kept. With fluxk8s, its engine keeps its own.
+    by_hand_history: History,
 }
 
 impl Cluster {
@@ -221,6 +227,7 @@ impl Cluster {
             echo,
             picture: Picture::default(),
             last_change: Instant::now(),
+            by_hand_history: History::new(),
             spec,
         };
         cluster.note(format!("create {}", cluster.spec.describe()));
@@ -269,15 +276,17 @@ impl Cluster {
         let driver = Driver::spawn_with_config(self.sim.kube_config(NAMESPACE), config, wake)?;
         let mut engine = Engine::new(planner, false);
         engine.journal_restarted();
+        engine.job_journal_restarted();
         self.flux.subscribe_journal()?;
         self.flux.subscribe_overlay()?;
+        self.flux.subscribe_jobs()?;
         self.fluxk8s = Some(Fluxk8s {
             engine,
             driver,
             woken,
             status: Value::Null,
         });
-        self.note("fluxk8s loaded on rank 0: following resource.journal and overlay.monitor");
+        self.note("fluxk8s loaded on rank 0: following resource.journal, overlay.monitor and job-manager.events-journal");
         self.run_until(
             "fluxk8s to sync the Flux and Kubernetes views",
             STEP_TIMEOUT,
@@ -344,6 +353,45 @@ impl Cluster {
         self.fluxk8s.as_ref().map(|k| &k.engine)
     }
 
+    /// What fluxk8s saw and did; by hand, what the runner saw of the same and the
+    /// requests it made.
+    pub fn history(&self) -> &History {
+        self.engine()
+            .map_or(&self.by_hand_history, |engine| engine.history())
+    }
+
+    /// By hand: records a request in the history (fluxk8s records its own).
+    fn by_hand_request(&mut self, text: &str, ranks: Option<&IdSet>) {
+        if self.fluxk8s.is_none() {
+            let now = self.now();
+            self.by_hand_history.request(now, text, ranks);
+        }
+    }
+
+    /// By hand: records the brokers' and pods' states that changed, and the size.
+    fn observe_by_hand(&mut self) {
+        if self.fluxk8s.is_some() {
+            return;
+        }
+        let now = self.now();
+        let flux = &self.flux;
+        let states = (0..flux.size()).filter_map(|k| {
+            let state = match flux.state(k)? {
+                BrokerState::Up if flux.drain(k).is_some() => FluxState::Drained,
+                BrokerState::Up => FluxState::Up,
+                BrokerState::Lost => FluxState::Lost,
+                BrokerState::Offline | BrokerState::NeverStarted => FluxState::Offline,
+            };
+            Some((k, state))
+        });
+        self.by_hand_history.flux(now, states);
+        let pods = self.sim.pod_views(NAMESPACE, &self.spec.name);
+        self.by_hand_history.pods(now, &pods);
+        if let Some(size) = self.kube_size() {
+            self.by_hand_history.size(now, size);
+        }
+    }
+
     /// The engine status after the last pass (`None` by hand).
     pub fn status(&self) -> Option<&Value> {
         self.fluxk8s.as_ref().map(|k| &k.status)
@@ -374,6 +422,10 @@ impl Cluster {
                 k.engine.overlay(&payload, now);
                 busy = true;
             }
+            for payload in self.flux.take_job_journal() {
+                k.engine.job_journal(&payload, now);
+                busy = true;
+            }
             while let Some(report) = k.driver.try_recv() {
                 if let Report::Finished { id, outcome } = &report
                     && *outcome != Outcome::Done
@@ -400,6 +452,7 @@ impl Cluster {
     }
 
     fn refresh_picture(&mut self, busy: bool) {
+        self.observe_by_hand();
         let picture = Picture {
             flux: picture::flux_line(&self.flux),
             pods: picture::pods_line(&self.sim, &self.spec.name),
@@ -494,6 +547,7 @@ impl Cluster {
     pub fn drain(&mut self, ranks: &IdSet, reason: &str) -> Result<(), RunError> {
         let payload = json!({"targets": ranks.to_string(), "reason": reason}).to_string();
         self.flux.rpc(&self.sim, "resource.drain", &payload, 0)?;
+        self.by_hand_request(&format!("drain {ranks} ({reason})"), Some(ranks));
         self.note(format!("admin: flux resource drain {ranks} {reason:?}"));
         Ok(())
     }
@@ -502,6 +556,7 @@ impl Cluster {
     pub fn undrain(&mut self, ranks: &IdSet) -> Result<(), RunError> {
         let payload = json!({"targets": ranks.to_string()}).to_string();
         self.flux.rpc(&self.sim, "resource.undrain", &payload, 0)?;
+        self.by_hand_request(&format!("undrain {ranks}"), Some(ranks));
         self.note(format!("admin: flux resource undrain {ranks}"));
         Ok(())
     }
@@ -531,7 +586,8 @@ impl Cluster {
 
     /// Asks fluxk8s to retire `ranks` for good, as its `retire` RPC does.
     pub fn request_retire(&mut self, ranks: &IdSet) -> Result<RetireAnswer, RunError> {
-        let answer = self.fluxk8s_mut()?.engine.request_retire(ranks)?;
+        let now = self.now();
+        let answer = self.fluxk8s_mut()?.engine.request_retire(ranks, now)?;
         self.note(format!(
             "fluxk8s retire {ranks} -> accepted {}, already going {}, target {}",
             or_dash(&answer.accepted),
@@ -556,6 +612,7 @@ impl Cluster {
             i64::from(size),
             "kubectl-scale",
         )?;
+        self.by_hand_request(&format!("kubectl: size {size}"), None);
         self.note(format!(
             "by hand: kubectl patch minicluster {} size={size}",
             self.spec.name
@@ -578,6 +635,7 @@ impl Cluster {
             .find(|p| p.index == rank && p.is_live())
             .ok_or_else(|| RunError::Invalid(format!("rank {rank} has no live pod")))?;
         self.sim.delete_pod(NAMESPACE, &pod.name)?;
+        self.by_hand_request(&format!("kubectl delete pod {}", pod.name), None);
         self.note(format!("someone else: kubectl delete pod {}", pod.name));
         Ok(())
     }

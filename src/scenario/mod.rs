@@ -15,6 +15,7 @@ mod play;
 mod script;
 
 pub use cluster::{Cluster, ClusterSpec, JobKind, Mode, RunError, quick_planner};
+pub use picture::timeline_svg;
 pub use play::{Check, Checkpoint, Outcome, play};
 pub use script::{Command, Expectation, ParseError, Script, Step};
 

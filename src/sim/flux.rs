@@ -3,7 +3,7 @@
 //! module (drains, `resource.journal`), overlay (`overlay.monitor`) and each follower's
 //! state machine (`state-machine.post` shutdown).
 //!
-//! Payloads have the exact shapes flux-core 0.88 sends (flux-facts.md §5, §6, §8a): the
+//! Payloads have the exact shapes flux-core 0.88 sends (docs/flux-core.md §2–§4): the
 //! journal backlog is `restart`, `resource-define` with `R`, the history since the leader
 //! started, then the empty `{"events":[]}` sentinel; live events follow one per response.
 //!
@@ -12,9 +12,12 @@
 //! container exits non-zero, loses its broker (overlay `lost`, journal `offline`); a
 //! container exiting 0 is a clean shutdown (overlay `offline`, journal `offline`).
 //!
+//! The leader's job-manager is [`SimJobs`]: tests start and end jobs on ranks, and
+//! `job-manager.events-journal` tells who holds which.
+//!
 //! Simplification: after [`SimFlux::restart_leader`] the followers are taken to rejoin the
-//! new leader at once. Real followers get a disconnect and exit 0 (flux-facts.md §8), which
-//! under the Flux Operator's worker loop completes their pods; that is not modelled.
+//! new leader at once. Real followers get a disconnect and exit 0 (docs/flux-core.md 4.3),
+//! which under the Flux Operator's worker loop completes their pods; that is not modelled.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
@@ -22,10 +25,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::jobs::SimJobs;
 use super::{PodEvent, PodEventKind, SimCluster};
+use crate::model::queue::JobId;
 use crate::model::{IdSet, hostlist};
 
-/// Most events in one backlog response, as `reslog.c` batches them.
+/// Most events in one backlog response, as `reslog.c` batches them (docs/flux-core.md 2.1).
 const BACKLOG_BATCH: usize = 100;
 
 /// Where a broker is, as the leader sees it.
@@ -102,6 +107,7 @@ pub struct SimFlux {
     overlay: Option<VecDeque<String>>,
     /// Ranks whose broker a `state-machine.post` shutdown reached, in order.
     shut_down: Vec<u32>,
+    jobs: SimJobs,
 }
 
 /// Seconds since the epoch, as Flux timestamps its events.
@@ -131,6 +137,7 @@ impl SimFlux {
             journal: None,
             overlay: None,
             shut_down: Vec::new(),
+            jobs: SimJobs::default(),
         }
     }
 
@@ -265,6 +272,31 @@ impl SimFlux {
         broker.torpid = false;
         self.report_overlay(rank);
         self.post("offline", json!({"idset": rank.to_string()}));
+        self.jobs.rank_lost(rank, timestamp());
+    }
+
+    /// Starts a job on `ranks`, every one of them up, with a time limit of `limit`
+    /// seconds (its R's expiration) if given.
+    pub fn run_job(&mut self, ranks: &IdSet, limit: Option<f64>) -> Result<JobId, RpcFailure> {
+        let down = ranks.difference(&self.online());
+        if ranks.is_empty() || !down.is_empty() {
+            return Err(RpcFailure::new(
+                "EINVAL",
+                format!("cannot run a job on {ranks}: {down} not up"),
+            ));
+        }
+        let now = timestamp();
+        Ok(self.jobs.run(ranks, now, limit.map(|l| now + l)))
+    }
+
+    /// Job `id` completes with exit 0; false if it is not running.
+    pub fn end_job(&mut self, id: JobId) -> bool {
+        self.jobs.end(id, timestamp(), 0)
+    }
+
+    /// The running jobs and the ranks each holds.
+    pub fn jobs(&self) -> &SimJobs {
+        &self.jobs
     }
 
     /// A follower stops answering (`true`, as after SIGSTOP) or answers again.
@@ -318,8 +350,8 @@ impl SimFlux {
         })
     }
 
-    /// The leader restarts without a persistent statedir: drains are lost (flux-facts.md
-    /// §8), lost ranks are forgotten, the streams end, and a new history starts with the
+    /// The leader restarts without a persistent statedir: drains are lost (docs/flux-core.md
+    /// 3.4), lost ranks are forgotten, the streams end, and a new history starts with the
     /// followers that are up. Subscribers must subscribe again.
     pub fn restart_leader(&mut self) {
         for broker in &mut self.brokers {
@@ -331,6 +363,7 @@ impl SimFlux {
         }
         self.journal = None;
         self.overlay = None;
+        self.jobs.leader_restarted();
         let online = self.online();
         self.start_leader(&online);
     }
@@ -403,6 +436,21 @@ impl SimFlux {
             .collect();
         self.overlay = Some(batch);
         Ok(())
+    }
+
+    /// Opens `job-manager.events-journal`: its backlog is queued at once. ENOSYS while
+    /// the leader is down.
+    pub fn subscribe_jobs(&mut self) -> Result<(), RpcFailure> {
+        if !self.leader_up() {
+            return Err(RpcFailure::new("ENOSYS", "the leader is not up"));
+        }
+        self.jobs.subscribe();
+        Ok(())
+    }
+
+    /// The `job-manager.events-journal` responses since the last call.
+    pub fn take_job_journal(&mut self) -> Vec<String> {
+        self.jobs.take_journal()
     }
 
     /// The `resource.journal` responses since the last call.
@@ -484,9 +532,9 @@ impl SimFlux {
         hostlist::encode(&hosts)
     }
 
-    /// `drain.c` `drain_cb`: without a mode, any target already drained with a reason
-    /// fails the request (EEXIST); `update` leaves those as they are; `overwrite` replaces
-    /// the reason, `force-overwrite` the timestamp too.
+    /// `drain.c` `drain_cb` (docs/flux-core.md 3.2): without a mode, any target already
+    /// drained with a reason fails the request (EEXIST); `update` leaves those as they are;
+    /// `overwrite` replaces the reason, `force-overwrite` the timestamp too.
     fn drain_request(&mut self, request: &Map<String, Value>) -> Result<(), RpcFailure> {
         let ranks = self.targets(request)?;
         let reason = string_field(request, "reason")?;
@@ -535,8 +583,8 @@ impl SimFlux {
         Ok(())
     }
 
-    /// `drain.c` `undrain_cb`: any target not drained fails the request (EEXIST) unless a
-    /// mode is given.
+    /// `drain.c` `undrain_cb` (docs/flux-core.md 3.2): any target not drained fails the
+    /// request (EEXIST) unless a mode is given.
     fn undrain_request(&mut self, request: &Map<String, Value>) -> Result<(), RpcFailure> {
         let ranks = self.targets(request)?;
         let reason = string_field(request, "reason")?;
@@ -576,10 +624,10 @@ impl SimFlux {
         Ok(())
     }
 
-    /// `state_machine.c` `state_machine_post_cb` on broker `rank`: the `shutdown` event
-    /// takes a follower through cleanup and rc3 to exit 0. The request is one-way, so a
-    /// broker that is not up simply never gets it. The leader is never shut down here:
-    /// that would end the instance, and fluxk8s must never ask it.
+    /// `state_machine.c` `state_machine_post_cb` (docs/flux-core.md 4.1) on broker `rank`:
+    /// the `shutdown` event takes a follower through cleanup and rc3 to exit 0. The request
+    /// is one-way, so a broker that is not up simply never gets it. The leader is never shut
+    /// down here: that would end the instance, and fluxk8s must never ask it.
     fn post_state_event(
         &mut self,
         sim: &SimCluster,

@@ -255,15 +255,19 @@ impl World {
     }
 
     /// What loading the module on rank 0 does: subscribe to `resource.journal` (its
-    /// backlog replays Flux's state) and `overlay.monitor`, then wait until both views are
-    /// synced.
+    /// backlog replays Flux's state), `overlay.monitor` and `job-manager.events-journal`
+    /// (who holds which ranks), then wait until both views are synced.
     fn load_module(&mut self) {
         self.engine.journal_restarted();
+        self.engine.job_journal_restarted();
         if let Err(err) = self.flux.subscribe_journal() {
             panic!("resource.journal refused: {err}");
         }
         if let Err(err) = self.flux.subscribe_overlay() {
             panic!("overlay.monitor refused: {err}");
+        }
+        if let Err(err) = self.flux.subscribe_jobs() {
+            panic!("job-manager.events-journal refused: {err}");
         }
         self.feed_flux_streams();
         let synced = self.run_until(Duration::from_secs(30), |w| w.synced());
@@ -327,6 +331,7 @@ impl World {
     fn feed_flux_streams(&mut self) -> usize {
         let journal = self.flux.take_journal();
         let overlay = self.flux.take_overlay();
+        let jobs = self.flux.take_job_journal();
         for payload in &journal {
             let now = self.now();
             self.timings
@@ -337,7 +342,12 @@ impl World {
             self.timings
                 .time("overlay", || self.engine.overlay(payload, now));
         }
-        journal.len() + overlay.len()
+        for payload in &jobs {
+            let now = self.now();
+            self.timings
+                .time("jobs", || self.engine.job_journal(payload, now));
+        }
+        journal.len() + overlay.len() + jobs.len()
     }
 
     /// An administrator drains `ranks` (`flux resource drain`): the journal event reaches
@@ -376,9 +386,10 @@ impl World {
 
     /// `flux k8s retire IDSET`, as the module's RPC handler does it.
     pub fn request_retire(&mut self, ranks: &IdSet) -> Value {
+        let now = self.now();
         let answer = self
             .engine
-            .request_retire(ranks)
+            .request_retire(ranks, now)
             .unwrap_or_else(|e| panic!("retire {ranks} refused: {e}"));
         self.step();
         serde_json::to_value(answer).expect("answer serializes")
