@@ -234,3 +234,54 @@ fn log_lines_pass_through_a_percent_s_format() {
     fakehost::log_through_c("100%d done");
     assert_eq!(fakehost::logs(), vec![(6, "100%d done".to_owned())]);
 }
+
+#[test]
+fn lines_of_other_threads_are_written_a_bounded_batch_per_pass_and_a_flood_is_counted() {
+    use fluxk8s::flux::{Handle, Wakeup, dispatcher};
+    let _serial = fakehost::exclusive();
+    fakehost::boot(0, 1, "fluxk8s", json!({}));
+    // SAFETY: the fake broker answers for this handle for the whole test.
+    let handle = unsafe { Handle::from_raw(fakehost::HANDLE.cast()) }.expect("a handle");
+    let wakeup = Wakeup::new().expect("an eventfd");
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    let (dispatch, logs, _filter) = dispatcher(&handle, wakeup.waker(), filter);
+    std::thread::spawn(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..1_100 {
+                tracing::info!("line {i}");
+            }
+        })
+    })
+    .join()
+    .expect("the logging thread");
+    assert!(wakeup.clear() > 0, "queued lines wake the reactor");
+    logs.flush(&handle);
+    let first = fakehost::logs();
+    assert_eq!(
+        first.len(),
+        33,
+        "32 lines and the count of dropped ones: {first:?}"
+    );
+    assert_eq!(first[0].1, "line 0");
+    assert!(
+        first[32]
+            .1
+            .starts_with("76 log lines of other threads dropped"),
+        "{:?}",
+        first[32]
+    );
+    assert!(
+        wakeup.clear() > 0,
+        "a full batch wakes the reactor for the next"
+    );
+    while wakeup.clear() > 0 || fakehost::logs().len() == 33 {
+        logs.flush(&handle);
+    }
+    let written: Vec<String> = fakehost::logs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(
+        written.len(),
+        1_025,
+        "the 1,024 lines queued, and the count"
+    );
+    assert_eq!(written.last().map(String::as_str), Some("line 1023"));
+}

@@ -227,6 +227,18 @@ def render_status(status):
     return "\n".join(out)
 
 
+def detailed(handle, topic, ranks):
+    """The status with these ranks one by one. The module answers a bounded page of
+    ranks per request and names the ones left in `detail_rest`: ask until none are."""
+    answer = call(handle, topic, {"ranks": ranks})
+    rest = answer.pop("detail_rest", None)
+    while rest:
+        page = call(handle, topic, {"ranks": rest})
+        answer["detail"].extend(page.get("detail", []))
+        rest = page.get("detail_rest")
+    return answer
+
+
 def render_resize(answer):
     line = "size {requested} requested: target {target}, reachable {reachable}".format(
         **answer
@@ -523,8 +535,8 @@ def main():
         if ranks == "all":
             size = call(handle, topic).get("max_size") or 0
             ranks = f"0-{size - 1}" if size else ""
-        payload = {"ranks": ranks} if ranks is not None else None
-        answer, render = call(handle, topic, payload), render_status
+        answer = call(handle, topic) if ranks is None else detailed(handle, topic, ranks)
+        render = render_status
     elif args.command == "resize":
         answer = call(handle, f"{args.name}.resize", {"size": args.size})
         render = render_resize

@@ -1,39 +1,49 @@
-//! What the loaded module costs a real broker of 1,000 configured ranks (rank 0 up, as a
-//! MiniCluster's leader is before its workers start): resident memory before and after
-//! `flux module load`, what it does while nothing happens (wake-ups, stream replies, API
-//! requests over an idle minute), and the CPU time of its reactor callbacks, as the
-//! module measures them, through a grow to 1,000 ranks whose brokers never start, their
-//! drain at the startup timeout, status requests, a shrink back to 1 and a status with
-//! every rank's detail.
+//! What the loaded module costs a real broker: a flux-core broker configured with 10,
+//! 100, 1,000 and 10,000 ranks (rank 0 up, as a MiniCluster's leader is before its
+//! workers start), the module loaded against the simulated API server with that many
+//! pods at most. `broker.py`, run inside the broker, takes the module through a grow to
+//! every rank (brokers that never start), plain status requests, a drain storm of the
+//! middle half, the start-up-timeout drain of the rest, a shrink back to 1 and every
+//! rank's detail; then, in a broker of 16, resize cycles 12 ↔ 4 for memory growth. The
+//! module measures its own reactor callbacks (`callbacks` in its status); the simulator
+//! logs every API request with the time it took to answer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fluxk8s::sim::MiniClusterSpec;
+use fluxk8s::sim::{MiniClusterSpec, RequestLog};
 use serde_json::Value;
 
 use crate::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
-use crate::measure::ms;
-use crate::report::{counts_text, requests_between};
+use crate::measure::{ms, percentile};
+use crate::report::{counts_text, progress, requests_between};
 use crate::world::{NS, sim};
 
-/// Configured ranks: the broker's size and the MiniCluster's `maxSize`.
-const RANKS: u32 = 1_000;
+/// Configured ranks of each run: the broker's size and the MiniCluster's `maxSize`.
+const SIZES: [u32; 4] = [10, 100, 1_000, 10_000];
 
-pub struct BrokerCost {
-    rss_before_kib: u64,
-    rss_loaded_kib: u64,
-    rss_after_idle_kib: u64,
-    idle: Duration,
-    wakeups: i64,
-    journal_replies: i64,
-    overlay_replies: i64,
-    requests: String,
-    /// The module's own figures after the work: callback kind → (calls, longest, total).
-    callbacks: BTreeMap<String, (u64, Duration, Duration)>,
-    work: Duration,
-    work_requests: String,
+/// The phases `broker.py` marks, in order.
+const PHASES: [&str; 8] = [
+    "idle", "grow", "status", "storm", "timeout", "shrink", "detail", "cycles",
+];
+
+/// The memory run: `maxSize`, and cycles of resize HIGH ↔ LOW (`BENCH_CYCLES`, default
+/// 100).
+const CYCLE_RANKS: u32 = 16;
+const CYCLE_HIGH: u32 = 12;
+const CYCLE_LOW: u32 = 4;
+
+/// One broker run.
+pub struct Run {
+    ranks: u32,
+    results: Value,
+    /// Each phase's API requests, by verb, resource and status.
+    requests: BTreeMap<&'static str, String>,
+    /// Wall time of each phase as the bench saw its marks.
+    walls: BTreeMap<&'static str, Duration>,
+    /// The simulated server's own time per answered request (watches excluded).
+    sim_cost: Vec<Duration>,
 }
 
 fn read_json(path: &Path) -> Value {
@@ -41,191 +51,345 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn read_kib(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{}: no VmRSS figure", path.display()))
-}
-
-/// Runs the instance, loads the module against the sim, idles, works, and reports;
-/// `None` without flux-core.
-pub fn run() -> Option<BrokerCost> {
-    let flux = flux_or_skip("broker cost")?;
-    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS")
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(default)
+}
+
+/// The runs at every size, then the memory run; empty without flux-core.
+pub fn run() -> Vec<Run> {
+    if flux_or_skip("broker cost").is_none() {
+        return Vec::new();
+    }
+    let idle_secs = env_number("BENCH_IDLE_SECS", 60);
+    let cycles = env_number("BENCH_CYCLES", 100);
+    let mut runs: Vec<Run> = SIZES
+        .into_iter()
+        // The idle window once, in the largest broker.
+        .map(|ranks| {
+            let idle = if ranks == SIZES[3] { idle_secs } else { 0 };
+            one(ranks, idle, "")
+        })
+        .collect();
+    if cycles > 0 {
+        let plan = format!("{CYCLE_HIGH}:{CYCLE_LOW}:{cycles}");
+        runs.push(one(CYCLE_RANKS, 0, &plan));
+    }
+    runs
+}
+
+/// One broker of `ranks`, idle for `idle_secs`, then either the work phases or, with
+/// `cycles` ("HIGH:LOW:COUNT"), resize cycles.
+fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
+    progress(&format!("broker of {ranks} ranks {cycles}"));
+    let flux = flux_or_skip("broker cost").expect("flux-core");
     let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, RANKS))
+    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, ranks))
         .expect("MiniCluster created");
-    let scratch = Scratch::new("bench-broker");
+    let scratch = Scratch::new(&format!("bench-broker-{ranks}"));
     let kubeconfig = scratch.path("kubeconfig");
     sim.write_kubeconfig(&kubeconfig, NS)
         .expect("kubeconfig written");
-    let top = RANKS - 1;
-    let script = format!(
-        r#"
-        cd {dir}
-        pid=$(flux getattr broker.pid)
-        rss() {{ awk '/VmRSS/{{print $2}}' /proc/$pid/status > $1; }}
-        rpc() {{ flux python -c 'import flux,sys,json; print(flux.Flux().rpc(sys.argv[1], json.loads(sys.argv[2])).get_str())' "$@"; }}
-        # Waits until the status satisfies a Python expression over it (`s`).
-        until_status() {{
-            for i in $(seq 600); do
-                rpc libfluxk8s.status '{{}}' > status.json
-                if flux python -c "import json,sys; s=json.load(open('status.json')); sys.exit(0 if ($1) else 1)"; then return 0; fi
-                sleep 0.1
-            done
-            echo "status never showed: $1" >&2; cat status.json >&2; return 1
-        }}
-        sleep 1; rss rss-before
-        flux module load $SO kubeconfig={kubeconfig} minicluster=bench namespace={NS} \
-            startup-timeout=2 cooldown=0 max-grow-per-minute={RANKS} max-actions-per-minute=100000
-        until_status 's["kubernetes"]["synced"] and s["flux"]["synced"]'
-        sleep 1
-        rss rss-loaded
-        flux module stats libfluxk8s > start.json
-        touch idle-start
-        sleep {idle_secs}
-        flux module stats libfluxk8s > end.json
-        touch idle-end
-        rss rss-idle
-        rpc libfluxk8s.resize '{{"size": {RANKS}}}'
-        until_status 'sum(g["count"] for g in s["kubernetes"]["view"]["pods"] if g["phase"] == "Running") == {RANKS}'
-        until_status 's["flux"]["drained"] == "1-{top}"'
-        for i in $(seq 10); do rpc libfluxk8s.status '{{}}' > /dev/null; done
-        rpc libfluxk8s.resize '{{"size": 1}}'
-        until_status 'sum(g["count"] for g in s["kubernetes"]["view"]["pods"]) == 1 and not s["plan"]["pending"]'
-        rpc libfluxk8s.status '{{"ranks": "0-{top}"}}' > /dev/null
-        flux module stats libfluxk8s > work.json
-        touch work-end
-        flux module remove libfluxk8s
-        "#,
-        dir = scratch.0.display(),
-        kubeconfig = kubeconfig.display(),
+    let script = scratch.path("broker.py");
+    std::fs::write(&script, include_str!("broker.py")).expect("broker.py written");
+    let load = format!(
+        "kubeconfig={} minicluster=bench namespace={NS} startup-timeout=30 cooldown=0 \
+         max-grow-per-minute={ranks} max-actions-per-minute=100000",
+        kubeconfig.display()
     );
-    let marks = ["idle-start", "idle-end", "work-end"].map(|name| scratch.path(name));
-    let mut broker = leader_only_start(&flux, &scratch, RANKS, idle_secs + 240, &script);
-    let broker = std::thread::spawn(move || broker.output().expect("run flux start"));
+    let mut command = leader_only_start(
+        &flux,
+        &scratch,
+        ranks,
+        idle_secs + 1_800,
+        &format!("flux python {}", script.display()),
+    );
+    command
+        .env("BENCH_DIR", &scratch.0)
+        .env("BENCH_RANKS", ranks.to_string())
+        .env("BENCH_IDLE_SECS", idle_secs.to_string())
+        .env("BENCH_CYCLES", cycles)
+        .env("BENCH_LOAD", load);
+    let broker = std::thread::spawn(move || command.output().expect("run flux start"));
+    let marks: Vec<(&'static str, [std::path::PathBuf; 2])> = PHASES
+        .iter()
+        .map(|&phase| {
+            let at = |end| scratch.path(&format!("{phase}-{end}"));
+            (phase, [at("start"), at("end")])
+        })
+        .collect();
     // When each mark appeared, as the sim's request log counts time.
-    let mut seen: [Option<Instant>; 3] = [None; 3];
+    let mut seen: BTreeMap<(&'static str, usize), Instant> = BTreeMap::new();
     while !broker.is_finished() {
-        for (mark, at) in marks.iter().zip(seen.iter_mut()) {
-            if at.is_none() && mark.exists() {
-                *at = Some(Instant::now());
+        for (phase, paths) in &marks {
+            for (end, path) in paths.iter().enumerate() {
+                if !seen.contains_key(&(*phase, end)) && path.exists() {
+                    seen.insert((*phase, end), Instant::now());
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let output = broker.join().expect("the broker thread");
     assert!(output.status.success(), "{}", transcript(&output));
-    let [Some(from), Some(to), Some(worked)] = seen else {
-        panic!(
-            "the idle and work marks were not all seen: {}",
-            transcript(&output)
-        );
-    };
-    let (start, end, work) = (
-        read_json(&scratch.path("start.json")),
-        read_json(&scratch.path("end.json")),
-        read_json(&scratch.path("work.json")),
-    );
-    let delta = |pointer: &str| {
-        let at = |v: &Value| v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
-        at(&end) - at(&start)
-    };
-    let millis = |v: &Value| Duration::from_secs_f64(v.as_f64().unwrap_or(0.0) / 1e3);
-    let callbacks = work["callbacks"]
-        .as_object()
-        .expect("the module reports its callbacks")
+    let log = sim.requests();
+    let mut requests = BTreeMap::new();
+    let mut walls = BTreeMap::new();
+    for (phase, _) in &marks {
+        if let (Some(from), Some(to)) = (seen.get(&(*phase, 0)), seen.get(&(*phase, 1))) {
+            requests.insert(*phase, counts_text(&requests_between(&log, *from, *to)));
+            walls.insert(*phase, *to - *from);
+        }
+    }
+    Run {
+        ranks,
+        results: read_json(&scratch.path("results.json")),
+        requests,
+        walls,
+        sim_cost: answer_times(&log),
+    }
+}
+
+/// How long the simulated server took to answer each request other than a watch.
+fn answer_times(log: &RequestLog) -> Vec<Duration> {
+    log.records
         .iter()
-        .map(|(kind, cost)| {
-            let calls = cost["calls"].as_u64().unwrap_or(0);
-            let figures = (
-                calls,
-                millis(&cost["cpu_ms_longest"]),
-                millis(&cost["cpu_ms_total"]),
-            );
-            (kind.clone(), figures)
-        })
+        .filter(|r| !r.query.contains("watch=true"))
+        .map(|r| r.answered - r.received)
+        .collect()
+}
+
+/// Milliseconds as the module writes them, as a duration.
+fn millis(value: &Value) -> Duration {
+    Duration::from_secs_f64(value.as_f64().unwrap_or(0.0) / 1e3)
+}
+
+fn seconds(value: &Value) -> String {
+    ms(Duration::from_secs_f64(value.as_f64().unwrap_or(0.0)))
+}
+
+/// Mean CPU per call of `kind` within `phase`: (calls, mean).
+fn phase_mean(run: &Run, phase: &str, kind: &str) -> Option<(u64, Duration)> {
+    let figures = &run.results["phases"][phase];
+    let at = |side: &str, field: &str| figures[side][kind][field].clone();
+    let calls = at("callbacks_after", "calls").as_u64().unwrap_or(0)
+        - at("callbacks_before", "calls").as_u64().unwrap_or(0);
+    let total = millis(&at("callbacks_after", "cpu_ms_total"))
+        .saturating_sub(millis(&at("callbacks_before", "cpu_ms_total")));
+    (calls > 0).then(|| (calls, total.div_f64(calls as f64)))
+}
+
+fn kib(run: &Run, which: &str) -> i64 {
+    run.results["rss_kib"][which].as_i64().unwrap_or(0)
+}
+
+pub fn print(runs: &[Run]) {
+    if runs.is_empty() {
+        println!("\nReal broker: skipped (no flux-core; set FLUX_CORE_PREFIX).");
+        return;
+    }
+    let (sized, memory): (Vec<&Run>, Vec<&Run>) = runs
+        .iter()
+        .partition(|r| r.results["cycles"].as_array().is_none_or(Vec::is_empty));
+    println!(
+        "\nReal broker (flux-core, N configured ranks with rank 0 up; module against the \
+         sim; startup-timeout 30 s):\n"
+    );
+    let header: Vec<String> = sized.iter().map(|r| format!("{} ranks", r.ranks)).collect();
+    println!("| figure | {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(sized.len()));
+    let row = |name: &str, cell: &dyn Fn(&Run) -> String| {
+        let cells: Vec<String> = sized.iter().map(|r| cell(r)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    let phase_field = |phase: &'static str, field: &'static str| {
+        move |r: &Run| r.results["phases"][phase][field].to_string()
+    };
+    row("start-up: load → both views synced", &|r| {
+        seconds(&r.results["startup_s"])
+    });
+    row("RSS added by the module (loaded, synced)", &|r| {
+        format!("{} KiB", kib(r, "loaded") - kib(r, "before"))
+    });
+    row("RSS at the end, over before load", &|r| {
+        format!("{} KiB", kib(r, "end") - kib(r, "before"))
+    });
+    row("grow 1 → N: wall", &|r| {
+        seconds(&r.results["phases"]["grow"]["wall_s"])
+    });
+    row("grow: API requests", &|r| phase_requests(r, "grow"));
+    row("driver report: mean CPU in the grow", &|r| {
+        mean_text(phase_mean(r, "grow", "driver reports"))
+    });
+    row("plain status: bytes", &phase_field("status", "bytes"));
+    row("plain status: mean CPU in the module", &|r| {
+        mean_text(phase_mean(r, "status", "request handler"))
+    });
+    row("plain status: round trip p50 (client)", &|r| {
+        seconds(&r.results["phases"]["status"]["round_trip_p50_s"])
+    });
+    row("storm: ranks drained", &|r| {
+        r.results["phases"]["storm"]["ranks"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    });
+    row("storm: actions issued", &phase_field("storm", "actions"));
+    row("storm: drain → plan settled", &|r| {
+        seconds(&r.results["phases"]["storm"]["settled_s"])
+    });
+    row("storm: API requests", &|r| phase_requests(r, "storm"));
+    row("start-up timeout drain: API requests", &|r| {
+        phase_requests(r, "timeout")
+    });
+    row("shrink N → 1: wall", &|r| {
+        seconds(&r.results["phases"]["shrink"]["wall_s"])
+    });
+    row("shrink: API requests", &|r| phase_requests(r, "shrink"));
+    row(
+        "every rank's detail: pages",
+        &phase_field("detail", "pages"),
+    );
+    row("detail: largest page", &|r| {
+        format!(
+            "{} bytes",
+            r.results["phases"]["detail"]["largest_page_bytes"]
+        )
+    });
+    row("detail: mean CPU per page", &|r| {
+        mean_text(phase_mean(r, "detail", "request handler"))
+    });
+    row(
+        "idle window: wall, wake-ups, stream replies, API requests",
+        &|r| match r.walls.get("idle") {
+            None => "-".to_owned(),
+            Some(wall) => {
+                let idle = &r.results["phases"]["idle"];
+                format!(
+                    "{:.0} s, {}, {}, {}",
+                    wall.as_secs_f64(),
+                    idle["wakeups"],
+                    idle["journal_replies"].as_i64().unwrap_or(0)
+                        + idle["overlay_replies"].as_i64().unwrap_or(0),
+                    phase_requests(r, "idle")
+                )
+            }
+        },
+    );
+    row("RSS after the idle window, over loaded", &|r| {
+        if r.results["rss_kib"].get("after_idle").is_some() {
+            format!("{} KiB", kib(r, "after_idle") - kib(r, "loaded"))
+        } else {
+            "-".to_owned()
+        }
+    });
+    row("sim: its own time per answer p50 / p99 / max", &|r| {
+        sim_cost_text(&r.sim_cost)
+    });
+    let kinds: std::collections::BTreeSet<String> = sized
+        .iter()
+        .filter_map(|r| r.results["callbacks"].as_object())
+        .flat_map(|c| c.keys().cloned())
         .collect();
-    Some(BrokerCost {
-        rss_before_kib: read_kib(&scratch.path("rss-before")),
-        rss_loaded_kib: read_kib(&scratch.path("rss-loaded")),
-        rss_after_idle_kib: read_kib(&scratch.path("rss-idle")),
-        idle: to - from,
-        wakeups: delta("/counters/wakeups"),
-        journal_replies: delta("/flux/journal/replies"),
-        overlay_replies: delta("/flux/overlay/replies"),
-        requests: counts_text(&requests_between(&sim.requests(), from, to)),
-        callbacks,
-        work: worked - to,
-        work_requests: counts_text(&requests_between(&sim.requests(), to, worked)),
+    for kind in &kinds {
+        row(&format!("longest callback: {kind} (CPU)"), &|r| {
+            let cost = &r.results["callbacks"][kind.as_str()];
+            if cost.is_null() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} ({} calls)",
+                    ms(millis(&cost["cpu_ms_longest"])),
+                    cost["calls"]
+                )
+            }
+        });
+    }
+    for r in &sized {
+        print_longest(r);
+    }
+    for r in memory {
+        print_memory(r);
+    }
+}
+
+fn phase_requests(run: &Run, phase: &str) -> String {
+    run.requests
+        .get(phase)
+        .cloned()
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn mean_text(mean: Option<(u64, Duration)>) -> String {
+    mean.map_or("-".to_owned(), |(calls, mean)| {
+        format!("{} ({calls})", ms(mean))
     })
 }
 
-pub fn print(cost: Option<&BrokerCost>) {
-    let Some(c) = cost else {
-        println!("\nReal broker: skipped (no flux-core; set FLUX_CORE_PREFIX).");
+fn sim_cost_text(costs: &[Duration]) -> String {
+    if costs.is_empty() {
+        return "-".to_owned();
+    }
+    let longest = costs.iter().max().copied().unwrap_or_default();
+    format!(
+        "{} / {} / {} ({} requests)",
+        ms(percentile(costs, 50.0)),
+        ms(percentile(costs, 99.0)),
+        ms(longest),
+        costs.len()
+    )
+}
+
+/// The verdict on the 1 ms bound for one run.
+fn print_longest(run: &Run) {
+    let Some(callbacks) = run.results["callbacks"].as_object() else {
         return;
     };
-    let added = c.rss_loaded_kib as i64 - c.rss_before_kib as i64;
-    println!(
-        "\nReal broker (flux-core, 1,000 configured ranks with rank 0 up, module connected to \
-         the sim):\n"
-    );
-    println!("| figure | value |");
-    println!("|---|---:|");
-    println!("| broker RSS before load | {} KiB |", c.rss_before_kib);
-    println!(
-        "| broker RSS loaded and synced | {} KiB |",
-        c.rss_loaded_kib
-    );
-    println!("| RSS added by the module | {added} KiB |");
-    println!(
-        "| broker RSS after the idle window | {} KiB |",
-        c.rss_after_idle_kib
-    );
-    let minutes = c.idle.as_secs_f64() / 60.0;
-    println!("| idle window | {:.1} s |", c.idle.as_secs_f64());
-    println!(
-        "| module wake-ups in it | {} ({:.1}/min) |",
-        c.wakeups,
-        c.wakeups as f64 / minutes
-    );
-    println!("| journal stream replies in it | {} |", c.journal_replies);
-    println!("| overlay stream replies in it | {} |", c.overlay_replies);
-    println!("| API requests in it | {} |", c.requests);
-    let polling = c.wakeups > 0 || c.journal_replies > 0 || c.requests != "none";
-    println!(
-        "\nNo periodic polling (no wake-up, reply or request while idle): {}",
-        if polling { "MISSED" } else { "met" }
-    );
-    println!(
-        "\nThe module's reactor callbacks at 1,000 ranks, in CPU time as the module measures \
-         them (`callbacks` in its status), from loading through a grow to 1,000 (brokers \
-         that never start, drained at the startup timeout), status requests, a shrink back \
-         to 1 and a status with every rank's detail ({} of work; API requests: {}):\n",
-        ms(c.work),
-        c.work_requests
-    );
-    println!("| callback | calls | longest CPU | mean CPU |");
-    println!("|---|---:|---:|---:|");
-    for (kind, (calls, longest, total)) in &c.callbacks {
-        let mean = total.div_f64((*calls).max(1) as f64);
-        println!("| {kind} | {calls} | {} | {} |", ms(*longest), ms(mean));
-    }
-    if let Some((kind, (_, longest, _))) = c.callbacks.iter().max_by_key(|(_, (_, l, _))| *l) {
-        let verdict = if *longest < Duration::from_millis(1) {
+    if let Some((kind, longest)) = callbacks
+        .iter()
+        .map(|(kind, cost)| (kind, millis(&cost["cpu_ms_longest"])))
+        .max_by_key(|(_, longest)| *longest)
+    {
+        let verdict = if longest < Duration::from_millis(1) {
             "met"
         } else {
             "MISSED"
         };
         println!(
-            "\nLongest reactor callback in the broker (CPU): {kind}, {} (target < 1 ms: \
+            "\nLongest reactor callback at {} ranks (CPU): {kind}, {} (target < 1 ms: \
              {verdict})",
-            ms(*longest)
+            run.ranks,
+            ms(longest)
         );
     }
+}
+
+fn print_memory(run: &Run) {
+    let rss: Vec<i64> = run.results["cycles"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let (Some(first), Some(last)) = (rss.first(), rss.last()) else {
+        return;
+    };
+    let at = |i: usize| rss.get(i).copied().unwrap_or(*last);
+    let per_cycle = |from: usize| (last - at(from)) as f64 / (rss.len() - 1 - from).max(1) as f64;
+    println!(
+        "\nMemory across {} resize cycles {CYCLE_HIGH} ↔ {CYCLE_LOW} (maxSize {CYCLE_RANKS}), \
+         broker RSS after each: before load {} KiB, loaded {} KiB, after cycle 1 {first} KiB, \
+         10 {} KiB, 50 {} KiB, last {last} KiB; {:.1} KiB per cycle over all, {:.1} KiB per \
+         cycle over the second half. Requests: {}. Wall {:.1} s.",
+        rss.len(),
+        kib(run, "before"),
+        kib(run, "loaded"),
+        at(9),
+        at(49),
+        per_cycle(0),
+        per_cycle(rss.len() / 2),
+        phase_requests(run, "cycles"),
+        run.walls.get("cycles").map_or(0.0, Duration::as_secs_f64)
+    );
+    print_longest(run);
 }

@@ -1,5 +1,6 @@
-//! fluxk8s benchmarks: reaction time, a drain storm, a 0→1,000 resize, planning at
-//! 10,000 ranks, and what the module costs a real broker. Prints Markdown tables.
+//! fluxk8s benchmarks: reaction time, a drain storm of 5,000, a 0→10,000 resize,
+//! planning at 10,000 ranks, and what the module costs a real broker of 10 to 10,000
+//! ranks. Prints Markdown tables.
 //!
 //! ```text
 //! FLUX_CORE_PREFIX=/opt/flux-core cargo run --release --example bench [-- SECTION...]
@@ -47,7 +48,7 @@ fn main() {
 
     if wanted("reaction") {
         report::section("1. Reaction: drain event in the engine → DELETE at the API server");
-        let reactions: Vec<_> = [10, 100, 1_000]
+        let reactions: Vec<_> = [10, 100, 1_000, 10_000]
             .into_iter()
             .map(|ranks| reaction::run(ranks, 200, &mut big_calls))
             .collect();
@@ -55,7 +56,7 @@ fn main() {
     }
 
     if wanted("storm") {
-        report::section("2. Drain storm: ranks 1-500 drained in one event");
+        report::section("2. Drain storm: ranks 1-5,000 drained in one event");
         storm::print(&[
             storm::middle(&mut big_calls),
             storm::tail(&mut big_calls),
@@ -65,7 +66,7 @@ fn main() {
     }
 
     if wanted("resize") {
-        report::section("3. Resize: grow 1 → 1,000 live ranks, then shrink back to 1");
+        report::section("3. Resize: grow 1 → 10,000 live ranks, then shrink back to 1");
         resize::print(&resize::run(&mut big_calls));
     }
 
@@ -79,6 +80,6 @@ fn main() {
         report::print_engine_calls(&big_calls);
     }
     if wanted("broker") {
-        broker::print(broker::run().as_ref());
+        broker::print(&broker::run());
     }
 }

@@ -88,14 +88,14 @@ pub fn machine() {
     );
 }
 
-/// The longest single engine call of each kind, from the 1,000-rank runs.
+/// The longest single engine call of each kind, from the runs of 1,000 ranks and more.
 pub fn print_engine_calls(timings: &CallTimings) {
     if timings.0.is_empty() {
-        println!("Engine calls at 1,000 ranks: none measured (sections 1 to 3 did not run).");
+        println!("Engine calls: none measured (sections 1 to 3 did not run).");
         return;
     }
     println!(
-        "Engine calls at 1,000 ranks (each is what one reactor callback costs the broker; \
+        "Engine calls of the 1,000- and 10,000-rank runs (each is what one reactor callback costs the broker; \
          `status` is the status request's work). CPU is the calling thread's own time; wall \
          also counts the time the bench's other threads (simulated server, driver) ran \
          instead:\n"

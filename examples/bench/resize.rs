@@ -1,4 +1,4 @@
-//! Resize: a MiniCluster grown from 1 to 1,000 live ranks and shrunk back, with SimFlux
+//! Resize: a MiniCluster grown from 1 to 10,000 live ranks and shrunk back, with SimFlux
 //! bringing ranks online as their pods start and carrying out the drains.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ pub struct Phase {
     commands: usize,
 }
 
-const MAX: u32 = 1_000;
+const MAX: u32 = 10_000;
 
 fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World) -> bool) -> Phase {
     crate::report::progress(name);
@@ -54,10 +54,10 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
 pub fn run(calls: &mut CallTimings) -> Vec<Phase> {
     let mut world = World::with_minicluster(sim(), "grow", 1, MAX, crate::storm::planner());
     world.timings = CallTimings::default();
-    let grow = phase(&mut world, "grow 1 → 1,000", MAX, |w| {
+    let grow = phase(&mut world, "grow 1 → 10,000", MAX, |w| {
         w.flux.online().len() == MAX as usize
     });
-    let shrink = phase(&mut world, "shrink 1,000 → 1", 1, |w| {
+    let shrink = phase(&mut world, "shrink 10,000 → 1", 1, |w| {
         w.flux.online().len() == 1 && w.live_indexes().len() == 1
     });
     calls.merge(&world.timings);

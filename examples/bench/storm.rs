@@ -1,4 +1,4 @@
-//! Drain storms: ranks 1-500 drained in one journal event, on a bare Indexed Job (in the
+//! Drain storms: ranks 1-5,000 drained in one journal event, on a bare Indexed Job (in the
 //! middle, brokers shut down; the tail, the size lowered) and on a MiniCluster whose
 //! workers complete (brokers shut down).
 
@@ -36,7 +36,7 @@ pub struct Storm {
     after: String,
 }
 
-const DRAINED: (u32, u32) = (1, 500);
+const DRAINED: (u32, u32) = (1, 5_000);
 
 fn storm(
     name: &'static str,
@@ -98,23 +98,23 @@ fn none_live(world: &World) -> bool {
     (DRAINED.0..=DRAINED.1).all(|k| !live.contains(k))
 }
 
-/// 1,001 ranks, 1-500 drained: in the middle, below live ranks, so each broker (up) is
+/// 10,001 ranks, 1-5,000 drained: in the middle, below live ranks, so each broker (up) is
 /// shut down and its exit 0 completes its index.
 pub fn middle(calls: &mut CallTimings) -> Storm {
-    let world = World::with_bare_job(sim(), "storm-mid", 1_001, planner());
+    let world = World::with_bare_job(sim(), "storm-mid", 10_001, planner());
     storm(
-        "bare Job, 1,001 ranks, drain 1-500 (middle)",
+        "bare Job, 10,001 ranks, drain 1-5,000 (middle)",
         world,
         none_live,
         calls,
     )
 }
 
-/// 501 ranks, 1-500 drained: the whole tail, so the size is lowered instead.
+/// 5,001 ranks, 1-5,000 drained: the whole tail, so the size is lowered instead.
 pub fn tail(calls: &mut CallTimings) -> Storm {
-    let world = World::with_bare_job(sim(), "storm-tail", 501, planner());
+    let world = World::with_bare_job(sim(), "storm-tail", 5_001, planner());
     storm(
-        "bare Job, 501 ranks, drain 1-500 (tail)",
+        "bare Job, 5,001 ranks, drain 1-5,000 (tail)",
         world,
         none_live,
         calls,
@@ -124,9 +124,9 @@ pub fn tail(calls: &mut CallTimings) -> Storm {
 /// A MiniCluster with completeWorkers: the brokers are shut down and their pods
 /// complete, without a Kubernetes request.
 pub fn completing_workers(calls: &mut CallTimings) -> Storm {
-    let world = World::with_minicluster(sim(), "storm-mc", 1_001, 1_001, planner());
+    let world = World::with_minicluster(sim(), "storm-mc", 10_001, 10_001, planner());
     storm(
-        "MiniCluster (completeWorkers), 1,001 ranks, drain 1-500",
+        "MiniCluster (completeWorkers), 10,001 ranks, drain 1-5,000",
         world,
         none_live,
         calls,
@@ -162,7 +162,7 @@ pub fn rate_limited() -> (usize, Duration) {
     let mut world = World::with_bare_job(
         sim(),
         "storm-limited",
-        1_001,
+        10_001,
         PlannerConfig {
             cooldown: 0.0,
             ..PlannerConfig::default()
@@ -184,9 +184,10 @@ pub fn print_rate_limited((removals, window): &(usize, Duration)) {
     println!(
         "With the module's default max-actions-per-minute = 20, the middle storm issues \
          {removals} removals in its first {} s, and as many per rolling minute after (the \
-         module wakes itself when the window ends): the 500 take about {} minutes. Raise \
-         the setting to retire hundreds of ranks at once.",
+         module wakes itself when the window ends): the {} take about {} minutes. Raise \
+         the setting to retire thousands of ranks at once.",
         window.as_secs(),
-        500_usize.div_ceil((*removals).max(1))
+        DRAINED.1 - DRAINED.0 + 1,
+        (DRAINED.1 - DRAINED.0 + 1).div_ceil((*removals).max(1) as u32)
     );
 }

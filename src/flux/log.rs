@@ -3,8 +3,8 @@
 //! module thread, since only it may use the handle.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, ThreadId};
 
 use tracing::field::{Field, Visit};
@@ -24,17 +24,55 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// Lines the module thread writes to the broker log per wake-up at most: each costs it
+/// a message to the broker, and a burst of hundreds (the HTTP stack at `debug`) held a
+/// reactor callback for milliseconds. The rest wait for the next pass.
+const LINES_PER_PASS: usize = 32;
+
+/// Lines from other threads waiting at most; beyond, lines are counted and dropped, so a
+/// flood cannot grow the module's memory without bound.
+const QUEUED_LINES: usize = 1024;
+
 /// The queue of [`LogLine`]s that the module thread writes out after each wake-up.
 pub struct ForwardedLogs {
     rx: mpsc::Receiver<LogLine>,
+    dropped: Arc<AtomicU64>,
+    waker: Waker,
 }
 
 impl ForwardedLogs {
-    /// Writes every queued line to the broker log.
+    /// Writes up to [`LINES_PER_PASS`] queued lines to the broker log, and wakes the
+    /// reactor again when that many were written (more may wait).
     pub fn flush(&self, handle: &Handle) {
-        while let Ok(line) = self.rx.try_recv() {
-            handle.log(line.level, &line.text);
+        if self.write(handle, LINES_PER_PASS) == LINES_PER_PASS {
+            self.waker.wake();
         }
+    }
+
+    /// Writes every queued line: at unload, once the other threads have stopped.
+    pub fn flush_all(&self, handle: &Handle) {
+        self.write(handle, usize::MAX);
+    }
+
+    /// Writes up to `most` lines, then says how many were dropped since; returns the
+    /// number written.
+    fn write(&self, handle: &Handle, most: usize) -> usize {
+        let mut written = 0;
+        while written < most {
+            let Ok(line) = self.rx.try_recv() else { break };
+            handle.log(line.level, &line.text);
+            written += 1;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            handle.log(
+                LogLevel::Warning,
+                &format!(
+                    "{dropped} log lines of other threads dropped: {QUEUED_LINES} were waiting"
+                ),
+            );
+        }
+        written
     }
 }
 
@@ -42,7 +80,8 @@ struct FluxLogLayer {
     /// The module's `flux_t`, only ever dereferenced on `owner`.
     handle: usize,
     owner: ThreadId,
-    forward: Mutex<mpsc::Sender<LogLine>>,
+    forward: Mutex<mpsc::SyncSender<LogLine>>,
+    dropped: Arc<AtomicU64>,
     waker: Waker,
 }
 
@@ -66,18 +105,20 @@ pub fn dispatcher(
     waker: Waker,
     filter: EnvFilter,
 ) -> (tracing::Dispatch, ForwardedLogs, LogFilter) {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(QUEUED_LINES);
+    let dropped = Arc::new(AtomicU64::new(0));
     let layer = FluxLogLayer {
         handle: handle.as_ptr() as usize,
         owner: thread::current().id(),
         forward: Mutex::new(tx),
-        waker,
+        dropped: Arc::clone(&dropped),
+        waker: waker.clone(),
     };
     let (filter, reload) = reload::Layer::new(filter);
     let subscriber = Registry::default().with(filter).with(layer);
     (
         tracing::Dispatch::new(subscriber),
-        ForwardedLogs { rx },
+        ForwardedLogs { rx, dropped, waker },
         LogFilter(reload),
     )
 }
@@ -104,14 +145,15 @@ impl<S: Subscriber> Layer<S> for FluxLogLayer {
             }
         } else if let Ok(tx) = self.forward.lock() {
             // The module thread may already be gone at shutdown; then there is no log.
-            if tx
-                .send(LogLine {
-                    level,
-                    text: text.0,
-                })
-                .is_ok()
-            {
-                self.waker.wake();
+            match tx.try_send(LogLine {
+                level,
+                text: text.0,
+            }) {
+                Ok(()) => self.waker.wake(),
+                Err(mpsc::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => {}
             }
         }
     }

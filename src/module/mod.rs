@@ -218,7 +218,7 @@ impl BrokerModule for Fluxk8s {
         if let Some(driver) = driver {
             driver.shutdown();
         }
-        module.borrow().logs.flush(handle);
+        module.borrow().logs.flush_all(handle);
         let name = module.borrow().name.clone();
         match end {
             ReactorEnd::Stopped => tracing::info!("{name} unloading"),

@@ -218,9 +218,19 @@ fn payload(msg: &Message<'_>) -> Result<Option<String>, Refusal> {
 }
 
 fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
-    let detail = status_request(payload(msg)?.as_deref())?;
+    let asked = status_request(payload(msg)?.as_deref())?;
+    let (detail, detail_rest) = match asked {
+        Some(ranks) => {
+            let (page, rest) = detail_page(&ranks, module.engine.flux().size());
+            (Some(page), rest)
+        }
+        None => (None, None),
+    };
     let stream = |s: &super::streams::Subscription| json!({"open": s.is_open(), "replies": s.replies, "resubscribes": s.resubscribes});
     let mut view = module.engine.status(module.now, detail.as_ref());
+    if let Some(rest) = detail_rest {
+        view.shell.insert("detail_rest".to_owned(), json!(rest));
+    }
     let namespace = module.driver.as_ref().map(|d| d.namespace());
     view.shell.extend(fields([
         ("name", json!(module.name)),
@@ -251,6 +261,29 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         tracing::error!("{}: cannot respond: {err}", module.name);
     }
     Ok(Value::Null)
+}
+
+/// Ranks a status answers in detail at most: each costs the module thread a few
+/// microseconds and a few hundred bytes, and one answer must stay well within a
+/// millisecond of the reactor (10,000 ranks at once took several).
+pub const DETAIL_PAGE: usize = 256;
+
+/// Splits the ranks asked for in detail into those of this answer (the first
+/// [`DETAIL_PAGE`] of them within an instance of `size` ranks) and the rest, if any,
+/// which the caller asks for next (`detail_rest` in the answer).
+pub fn detail_page(asked: &IdSet, size: u32) -> (IdSet, Option<IdSet>) {
+    let Some(last) = size.checked_sub(1) else {
+        return (IdSet::new(), None);
+    };
+    let in_instance = asked.intersection(&IdSet::range(0, last));
+    let next = in_instance.iter().nth(DETAIL_PAGE);
+    match next {
+        None => (in_instance, None),
+        Some(next) => (
+            in_instance.intersection(&IdSet::range(0, next - 1)),
+            Some(in_instance.intersection(&IdSet::range(next, last))),
+        ),
+    }
 }
 
 /// Named values for a status section the module adds to.
@@ -372,4 +405,41 @@ fn shutdown(handle: &Handle, _msg: &Message<'_>, module: &mut Module) -> Reply {
     handle.stop();
     // The broker's shutdown request expects no response.
     Ok(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> IdSet {
+        text.parse().expect("an idset")
+    }
+
+    #[test]
+    fn detail_pages_cover_the_asked_ranks_of_the_instance_once_in_order() {
+        let size = 10_000;
+        let asked = set("3,7-8,100-9999,20000-30000");
+        let (mut pages, mut next) = (Vec::new(), Some(asked.clone()));
+        while let Some(ranks) = next {
+            let (page, rest) = detail_page(&ranks, size);
+            assert!(page.len() <= DETAIL_PAGE, "{page}");
+            pages.push(page);
+            next = rest;
+        }
+        assert_eq!(pages.len(), 9903_usize.div_ceil(DETAIL_PAGE));
+        let joined: Vec<u32> = pages
+            .iter()
+            .flat_map(|p| p.iter().collect::<Vec<_>>())
+            .collect();
+        let expected: Vec<u32> = asked.iter().filter(|&k| k < size).collect();
+        assert_eq!(joined, expected);
+        assert_eq!(pages[0].to_string(), "3,7-8,100-352");
+    }
+
+    #[test]
+    fn a_detail_within_one_page_or_outside_the_instance_has_no_rest() {
+        assert_eq!(detail_page(&set("0-255"), 1_000), (set("0-255"), None));
+        assert_eq!(detail_page(&set("0-99999"), 10), (set("0-9"), None));
+        assert_eq!(detail_page(&set("5-9"), 0), (IdSet::new(), None));
+    }
 }

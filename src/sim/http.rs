@@ -271,6 +271,7 @@ pub(crate) async fn handle(
         content_type,
         status: response.status().as_u16(),
         received,
+        answered: Instant::now(),
     });
     Ok(response)
 }

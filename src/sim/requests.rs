@@ -19,6 +19,9 @@ pub struct RequestRecord {
     /// When the request reached the server, before any injected hold or latency (for
     /// latency measurements against the client's clock: both run in one process).
     pub received: Instant,
+    /// When the answer was ready (a watch's: when its stream began), so that
+    /// `answered - received` is the server's own time.
+    pub answered: Instant,
 }
 
 /// A snapshot of the request log.

@@ -158,7 +158,8 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     TEST.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const HANDLE: *mut c_void = 0x1000 as *mut c_void;
+/// The one handle the fake broker hands out.
+pub const HANDLE: *mut c_void = 0x1000 as *mut c_void;
 
 /// Resets the fake broker: rank, size, module name and the broker config (JSON of the
 /// whole config, e.g. `{"fluxk8s":{...}}`).
