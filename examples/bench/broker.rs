@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use fluxk8s::sim::MiniClusterSpec;
 use serde_json::Value;
 
-use crate::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
 use crate::measure::ms;
 use crate::report::{counts_text, requests_between};
-use crate::world::{NS, sim};
+use fluxk8s::scenario::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
+use fluxk8s::scenario::{NAMESPACE, default_sim};
 
 /// Configured ranks: the broker's size and the MiniCluster's `maxSize`.
 const RANKS: u32 = 1_000;
@@ -56,12 +56,12 @@ pub fn run() -> Option<BrokerCost> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, RANKS))
+    let sim = default_sim();
+    sim.create_minicluster(NAMESPACE, &MiniClusterSpec::new("bench", 1, RANKS))
         .expect("MiniCluster created");
     let scratch = Scratch::new("bench-broker");
     let kubeconfig = scratch.path("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig, NS)
+    sim.write_kubeconfig(&kubeconfig, NAMESPACE)
         .expect("kubeconfig written");
     let top = RANKS - 1;
     let script = format!(
@@ -80,7 +80,7 @@ pub fn run() -> Option<BrokerCost> {
             echo "status never showed: $1" >&2; cat status.json >&2; return 1
         }}
         sleep 1; rss rss-before
-        flux module load $SO kubeconfig={kubeconfig} minicluster=bench namespace={NS} \
+        flux module load $SO kubeconfig={kubeconfig} minicluster=bench namespace={NAMESPACE} \
             startup-timeout=2 cooldown=0 max-grow-per-minute={RANKS} max-actions-per-minute=100000
         until_status 's["kubernetes"]["synced"] and s["flux"]["synced"]'
         sleep 1
