@@ -111,7 +111,8 @@ pub const RESOURCES: [&str; 5] = [
     "events",
 ];
 
-/// A simulated cluster with the default options, started, to share with a world.
+/// A simulated cluster with the default options, started, to share with a world; panics
+/// when it cannot start (a test helper).
 pub fn default_sim() -> Arc<SimCluster> {
     Arc::new(SimCluster::start(SimOptions::default()).expect("the sim starts"))
 }
