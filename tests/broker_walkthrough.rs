@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -292,6 +293,71 @@ fn a_shrink_retires_an_idle_rank_while_a_job_runs_on_the_highest() {
         dmesg.contains("drain rank(s) 2 (fluxk8s: retired by resize to 3)"),
         "{dmesg}"
     );
+}
+
+/// Calls of each reactor callback kind, from the status's `callbacks`.
+fn callback_calls(status: &Value) -> BTreeMap<String, u64> {
+    let kinds = status["callbacks"]
+        .as_object()
+        .expect("callbacks in the status");
+    kinds
+        .iter()
+        .map(|(kind, cost)| (kind.clone(), cost["calls"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn a_busy_rank_waits_for_its_job_with_nothing_polled_and_goes_when_it_ends() {
+    // Rank 2 is a middle rank, so it is shut down rather than cut by the size.
+    let Some(walk) = Walkthrough::start("walk-job-end", 4, 4) else {
+        return;
+    };
+    let submitted = walk.cluster.flux_ok(&[
+        "submit",
+        "-N1",
+        "-t",
+        "10m",
+        "--requires=rank:2",
+        "sleep",
+        "600",
+    ]);
+    let job = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    walk.cluster
+        .flux_ok(&["job", "wait-event", "-t", "30", &job, "start"]);
+    walk.cluster.flux_ok(&["k8s", "retire", "2"]);
+    walk.wait_for_status("rank 2 drained", |s| flux_field(s, "drained") == "2");
+    let detail = walk.cluster.status_of(&IdSet::range(2, 2));
+    let why = detail["detail"][0]["why"].as_str().unwrap_or_default();
+    assert!(why.starts_with("draining: busy (until "), "{why}");
+
+    // While the job runs, nothing runs in the module but the handlers of the status
+    // requests that look (and their clients' disconnects): no timer, no request to the
+    // job-manager, no stream reply, no driver report. The window is longer than the 5 s
+    // poll this replaced.
+    let before = walk.cluster.status();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let after = walk.cluster.status();
+    let (was, is) = (callback_calls(&before), callback_calls(&after));
+    let moved: Vec<String> = is
+        .iter()
+        .filter(|&(kind, calls)| was.get(kind) != Some(calls) && kind != "request handler")
+        .map(|(kind, calls)| format!("{kind}: {} -> {calls}", was.get(kind).unwrap_or(&0)))
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "callbacks ran while waiting on the job: {moved:?}"
+    );
+    assert!(walk.cluster.is_running(2), "the busy rank still runs");
+
+    // The job ends: its `free` event retires the rank, with no poll to wait for.
+    walk.cluster.flux_ok(&["cancel", &job]);
+    walk.wait_for_status("rank 2 retired", |s| {
+        flux_field(s, "online") == "0-1,3" && s["real_size"] == 3
+    });
+    let code = walk
+        .cluster
+        .wait_for("broker 2 to exit by itself", || walk.bridge.exit_code(2));
+    assert_eq!(code, 0, "rank 2 was shut down cleanly");
 }
 
 #[test]

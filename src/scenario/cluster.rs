@@ -127,7 +127,7 @@ impl Cluster {
             return Ok(());
         };
         self.world.load_module(planner, quick_tuning())?;
-        self.note("fluxk8s loaded on rank 0: following resource.journal and overlay.monitor");
+        self.note("fluxk8s loaded on rank 0: following resource.journal, overlay.monitor and job-manager.events-journal");
         self.run_until(
             "fluxk8s to sync the Flux and Kubernetes views",
             STEP_TIMEOUT,

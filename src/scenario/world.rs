@@ -292,8 +292,9 @@ impl World {
     }
 
     /// What loading the module on rank 0 does: a driver, an engine, and subscriptions to
-    /// `resource.journal` (its backlog replays Flux's state) and `overlay.monitor`. A
-    /// module already loaded is unloaded first. Returns before the views are synced.
+    /// `resource.journal` (its backlog replays Flux's state), `overlay.monitor` and
+    /// `job-manager.events-journal` (who holds which ranks). A module already loaded is
+    /// unloaded first. Returns before the views are synced.
     pub fn load_module(&mut self, planner: PlannerConfig, tuning: Tuning) -> Result<(), RunError> {
         self.unload_module();
         let wake_tx = self.wake_tx.clone();
@@ -309,8 +310,10 @@ impl World {
         let driver = Driver::spawn_with_config(self.sim.kube_config(NAMESPACE), config, wake)?;
         let mut engine = Engine::new(planner.clone(), false);
         engine.journal_restarted();
+        engine.job_journal_restarted();
         self.flux.subscribe_journal()?;
         self.flux.subscribe_overlay()?;
+        self.flux.subscribe_jobs()?;
         self.generation += 1;
         self.fluxk8s = Some(Fluxk8s {
             engine,
@@ -377,6 +380,11 @@ impl World {
         &self.flux
     }
 
+    /// The Flux side, to run and end jobs on it.
+    pub fn flux_mut(&mut self) -> &mut SimFlux {
+        &mut self.flux
+    }
+
     /// The running fluxk8s engine (`None` before it is loaded, or by hand).
     pub fn engine(&self) -> Option<&Engine> {
         self.fluxk8s.as_ref().map(|k| &k.engine)
@@ -434,6 +442,7 @@ impl World {
     fn feed_flux_streams(&mut self) -> usize {
         let journal = self.flux.take_journal();
         let overlay = self.flux.take_overlay();
+        let jobs = self.flux.take_job_journal();
         if let Some(k) = &mut self.fluxk8s {
             for payload in &journal {
                 let now = self.started.elapsed().as_secs_f64();
@@ -445,8 +454,13 @@ impl World {
                 self.timings
                     .time("overlay", || k.engine.overlay(payload, now));
             }
+            for payload in &jobs {
+                let now = self.started.elapsed().as_secs_f64();
+                self.timings
+                    .time("jobs", || k.engine.job_journal(payload, now));
+            }
         }
-        journal.len() + overlay.len()
+        journal.len() + overlay.len() + jobs.len()
     }
 
     /// Feeds the driver's reports to the engine, as the driver's wake-up callback does.

@@ -12,6 +12,9 @@
 //! container exits non-zero, loses its broker (overlay `lost`, journal `offline`); a
 //! container exiting 0 is a clean shutdown (overlay `offline`, journal `offline`).
 //!
+//! The leader's job-manager is [`SimJobs`]: tests start and end jobs on ranks, and
+//! `job-manager.events-journal` tells who holds which.
+//!
 //! Simplification: after [`SimFlux::restart_leader`] the followers are taken to rejoin the
 //! new leader at once. Real followers get a disconnect and exit 0 (flux-facts.md §8), which
 //! under the Flux Operator's worker loop completes their pods; that is not modelled.
@@ -22,7 +25,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::jobs::SimJobs;
 use super::{PodEvent, PodEventKind, SimCluster};
+use crate::model::queue::JobId;
 use crate::model::{IdSet, hostlist};
 
 /// Most events in one backlog response, as `reslog.c` batches them.
@@ -102,6 +107,7 @@ pub struct SimFlux {
     overlay: Option<VecDeque<String>>,
     /// Ranks whose broker a `state-machine.post` shutdown reached, in order.
     shut_down: Vec<u32>,
+    jobs: SimJobs,
 }
 
 /// Seconds since the epoch, as Flux timestamps its events.
@@ -131,6 +137,7 @@ impl SimFlux {
             journal: None,
             overlay: None,
             shut_down: Vec::new(),
+            jobs: SimJobs::default(),
         }
     }
 
@@ -265,6 +272,31 @@ impl SimFlux {
         broker.torpid = false;
         self.report_overlay(rank);
         self.post("offline", json!({"idset": rank.to_string()}));
+        self.jobs.rank_lost(rank, timestamp());
+    }
+
+    /// Starts a job on `ranks`, every one of them up, with a time limit of `limit`
+    /// seconds (its R's expiration) if given.
+    pub fn run_job(&mut self, ranks: &IdSet, limit: Option<f64>) -> Result<JobId, RpcFailure> {
+        let down = ranks.difference(&self.online());
+        if ranks.is_empty() || !down.is_empty() {
+            return Err(RpcFailure::new(
+                "EINVAL",
+                format!("cannot run a job on {ranks}: {down} not up"),
+            ));
+        }
+        let now = timestamp();
+        Ok(self.jobs.run(ranks, now, limit.map(|l| now + l)))
+    }
+
+    /// Job `id` completes with exit 0; false if it is not running.
+    pub fn end_job(&mut self, id: JobId) -> bool {
+        self.jobs.end(id, timestamp(), 0)
+    }
+
+    /// The running jobs and the ranks each holds.
+    pub fn jobs(&self) -> &SimJobs {
+        &self.jobs
     }
 
     /// A follower stops answering (`true`, as after SIGSTOP) or answers again.
@@ -331,6 +363,7 @@ impl SimFlux {
         }
         self.journal = None;
         self.overlay = None;
+        self.jobs.leader_restarted();
         let online = self.online();
         self.start_leader(&online);
     }
@@ -403,6 +436,21 @@ impl SimFlux {
             .collect();
         self.overlay = Some(batch);
         Ok(())
+    }
+
+    /// Opens `job-manager.events-journal`: its backlog is queued at once. ENOSYS while
+    /// the leader is down.
+    pub fn subscribe_jobs(&mut self) -> Result<(), RpcFailure> {
+        if !self.leader_up() {
+            return Err(RpcFailure::new("ENOSYS", "the leader is not up"));
+        }
+        self.jobs.subscribe();
+        Ok(())
+    }
+
+    /// The `job-manager.events-journal` responses since the last call.
+    pub fn take_job_journal(&mut self) -> Vec<String> {
+        self.jobs.take_journal()
     }
 
     /// The `resource.journal` responses since the last call.

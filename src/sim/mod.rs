@@ -31,6 +31,7 @@ pub mod flux;
 mod http;
 mod job_controller;
 mod job_pods;
+pub mod jobs;
 mod kinds;
 mod kubelet;
 mod managed;
