@@ -5,6 +5,8 @@
 //! Time is real: `now` is monotonic seconds since the start, so the planner's timers
 //! count for real (use [`quick_planner`] for short ones).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use serde_json::Value;
 use super::NAMESPACE;
 use super::picture::{self, Picture, or_dash};
 use super::spec::{ClusterSpec, JobKind};
-use super::world::{RunError, World};
+use super::world::{RunError, Traffic, World};
 use crate::engine::Engine;
 use crate::k8s::Tuning;
 use crate::model::{IdSet, PodPhase};
@@ -64,6 +66,32 @@ pub enum Mode {
     ByHand,
 }
 
+/// The world at one moment, for the timeline: the traffic since the last moment, the
+/// engine status (`None` by hand) and each side's state.
+struct Moment {
+    traffic: Vec<Traffic>,
+    status: Option<Value>,
+    picture: Picture,
+}
+
+impl Moment {
+    fn of(world: &mut World, name: &str) -> Moment {
+        let traffic = world.take_traffic();
+        let status = world.engine().is_some().then(|| world.status());
+        let picture = Picture {
+            flux: picture::flux_line(world.flux()),
+            pods: picture::pods_line(world.sim(), name),
+            kube: picture::kube_line(world.sim(), name),
+            plan: status.as_ref().map(picture::plan_line).unwrap_or_default(),
+        };
+        Moment {
+            traffic,
+            status,
+            picture,
+        }
+    }
+}
+
 /// A running simulated cluster, with or without fluxk8s. See the module docs.
 pub struct Cluster {
     spec: ClusterSpec,
@@ -77,6 +105,9 @@ pub struct Cluster {
     echo: bool,
     picture: Picture,
     last_change: Instant,
+    /// Moments the world kept between rounds of effects (after the engine acted, before
+    /// it heard back), not shown yet.
+    rounds: Rc<RefCell<Vec<Moment>>>,
 }
 
 impl Cluster {
@@ -98,6 +129,10 @@ impl Cluster {
         .map_err(RunError::Sim)?;
         let mut world = World::new(Arc::new(sim), &spec)?;
         world.keep_traffic();
+        let rounds = Rc::new(RefCell::new(Vec::new()));
+        let kept = Rc::clone(&rounds);
+        let name = spec.name.clone();
+        world.watch_rounds(move |world| kept.borrow_mut().push(Moment::of(world, &name)));
         let mut cluster = Cluster {
             planner: match mode {
                 Mode::Fluxk8s(planner) => Some(planner),
@@ -109,6 +144,7 @@ impl Cluster {
             echo,
             picture: Picture::default(),
             last_change: Instant::now(),
+            rounds,
             spec,
         };
         cluster.note(format!("create {}", cluster.spec.describe()));
@@ -213,31 +249,37 @@ impl Cluster {
     /// anything happened.
     fn tick(&mut self, wait: Duration) -> bool {
         let busy = self.world.pump(wait);
-        for traffic in self.world.take_traffic() {
-            self.note(traffic.to_string());
-        }
-        if self.world.engine().is_some() {
-            self.status = Some(self.world.status());
-        }
-        self.refresh_picture(busy);
+        self.show_rounds();
+        let now = Moment::of(&mut self.world, &self.spec.name);
+        self.show(now, busy);
         busy
     }
 
-    fn refresh_picture(&mut self, busy: bool) {
-        let picture = Picture {
-            flux: picture::flux_line(self.flux()),
-            pods: picture::pods_line(self.sim(), &self.spec.name),
-            kube: picture::kube_line(self.sim(), &self.spec.name),
-            plan: self.status().map(picture::plan_line).unwrap_or_default(),
-        };
-        let changes = picture.changes(&self.picture);
+    /// Shows the moments the world kept between rounds of effects, in order.
+    fn show_rounds(&mut self) {
+        let rounds = std::mem::take(&mut *self.rounds.borrow_mut());
+        for moment in rounds {
+            self.show(moment, true);
+        }
+    }
+
+    /// Writes a moment's traffic and what changed since the last one shown on the
+    /// timeline.
+    fn show(&mut self, moment: Moment, busy: bool) {
+        for traffic in moment.traffic {
+            self.note(traffic.to_string());
+        }
+        if moment.status.is_some() {
+            self.status = moment.status;
+        }
+        let changes = moment.picture.changes(&self.picture);
         if busy || !changes.is_empty() {
             self.last_change = Instant::now();
         }
         for line in changes {
             self.note(line);
         }
-        self.picture = picture;
+        self.picture = moment.picture;
     }
 
     /// Runs until `done` holds, or fails after `timeout` naming `what`.

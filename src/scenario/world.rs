@@ -8,8 +8,9 @@
 //! [`World::pump`] does what the module's reactor callbacks do: feed stream payloads and
 //! driver reports to the engine, step it, and route the effects. Every engine call is
 //! timed into [`World::timings`] (the bench's figures); what passed between fluxk8s and
-//! either side can be kept as [`Traffic`] (the scenario runner's timeline). The scenario
-//! runner ([`Cluster`](super::Cluster)), the fault tests and the bench stand on it.
+//! either side can be kept as [`Traffic`], and a watcher sees each moment between acting
+//! and hearing back (the scenario runner's timeline). The scenario runner
+//! ([`Cluster`](super::Cluster)), the fault tests and the bench stand on it.
 //!
 //! Time is real: [`World::now`] is monotonic seconds since the world was made, so the
 //! planner's timers count for real.
@@ -141,6 +142,9 @@ pub fn fast_tuning() -> Tuning {
     }
 }
 
+/// What [`World::watch_rounds`] keeps.
+type RoundWatcher = Box<dyn FnMut(&mut World)>;
+
 /// fluxk8s as loaded in the leader: the engine, its driver, and the driver commands sent
 /// and not answered yet.
 struct Fluxk8s {
@@ -167,6 +171,8 @@ pub struct World {
     pub timings: CallTimings,
     /// Kept only once [`World::keep_traffic`] asked for it.
     traffic: Option<Vec<Traffic>>,
+    /// Called between rounds of effects (see [`World::watch_rounds`]).
+    between_rounds: Option<RoundWatcher>,
     /// Every command sent to the driver, by (engine generation, id), with its answer once
     /// it came. Each load starts a new generation (a new engine numbers from 1 again).
     pub kube_log: BTreeMap<(u32, u64), (KubeAction, Option<Outcome>)>,
@@ -207,6 +213,7 @@ impl World {
             started: Instant::now(),
             timings: CallTimings::default(),
             traffic: None,
+            between_rounds: None,
             kube_log: BTreeMap::new(),
             generation: 0,
             flux_rpcs: BTreeMap::new(),
@@ -283,6 +290,13 @@ impl World {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Calls `watch` after each round of effects that sent Flux RPCs, before what the
+    /// brokers said of them is fed back: the moment the engine has acted and not yet
+    /// heard, which the scenario runner shows on its timeline.
+    pub fn watch_rounds(&mut self, watch: impl FnMut(&mut World) + 'static) {
+        self.between_rounds = Some(Box::new(watch));
     }
 
     fn record(&mut self, traffic: impl FnOnce() -> Traffic) {
@@ -562,6 +576,10 @@ impl World {
             }
             if !flux_side {
                 return routed;
+            }
+            if let Some(mut watch) = self.between_rounds.take() {
+                watch(self);
+                self.between_rounds = Some(watch);
             }
             self.feed_flux_streams();
         }
