@@ -12,6 +12,7 @@ const HEADERS: &[&str] = &[
     "flux-headers/wrapper.h",
     "flux-headers/fluxk8s-flux.h",
     "flux-headers/fluxk8s-jansson.h",
+    "flux-headers/fluxk8s-pthread.h",
 ];
 
 /// The bindings, committed: a machine without libclang (bindgen needs it) builds with them
@@ -62,10 +63,12 @@ fn generate() -> Option<String> {
         .wrap_unsafe_ops(true)
         .allowlist_function("flux_.*")
         .allowlist_function("json_dumps")
+        .allowlist_function("pthread_setcancelstate")
         .allowlist_type("flux_.*")
         .allowlist_var("FLUX_.*")
         .allowlist_var("LOG_.*")
         .allowlist_var("JSON_.*")
+        .allowlist_var("PTHREAD_CANCEL_.*")
         .parse_callbacks(Box::new(MacroTypes))
         .layout_tests(true);
     // bindgen panics when it cannot load libclang; that only means "use the committed file".

@@ -5,24 +5,35 @@
 //! ```text
 //! cargo run --example demo                      # the Downsize walkthrough
 //! cargo run --example demo -- --scenario FILE   # your own scenario
+//! cargo run --example demo -- --svg FILE        # also draw the timeline picture
 //! ```
 //!
 //! It replays the scenario with fluxk8s (printing the timeline as it goes and checking
 //! the scenario's `expect` lines), then replays the same steps by hand, the way people
 //! resize today (drain in Flux, patch the MiniCluster size), and compares the two.
+//! With `--svg FILE` it writes both runs' timelines as one SVG picture, one above the
+//! other (the README's picture is `--svg docs/downsize.svg`).
 //! The exit status is 0 when every expectation held, 1 when one did not, 2 on bad usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fluxk8s::scenario::{Checkpoint, JobKind, Mode, Outcome, Script, play, quick_planner};
+use fluxk8s::scenario::{
+    Checkpoint, JobKind, Mode, Outcome, Script, play, quick_planner, timeline_svg,
+};
 
 const DEFAULT_SCENARIO: &str = include_str!("scenarios/downsize.txt");
-const USAGE: &str = "usage: demo [--scenario FILE]";
+const USAGE: &str = "usage: demo [--scenario FILE] [--svg FILE]";
+
+/// What the command line asks for.
+struct Args {
+    script: Script,
+    svg: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
-    let script = match load_script(std::env::args().skip(1).collect()) {
-        Ok(script) => script,
+    let Args { script, svg } = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
@@ -51,6 +62,15 @@ fn main() -> ExitCode {
 
     println!();
     println!("{}", verdict(&script, &with, by_hand.as_ref()));
+    if let Some(path) = svg {
+        let by_hand = by_hand.as_ref().map(|outcome| &outcome.history);
+        let picture = timeline_svg(&script.title, &with.history, by_hand);
+        if let Err(err) = std::fs::write(&path, picture) {
+            eprintln!("cannot write {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("timeline picture written to {}", path.display());
+    }
     if with.passed() {
         ExitCode::SUCCESS
     } else {
@@ -58,13 +78,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_script(args: Vec<String>) -> Result<Script, String> {
-    match args.as_slice() {
-        [] => Script::parse(DEFAULT_SCENARIO).map_err(|e| format!("built-in scenario: {e}")),
-        [flag, file] if flag == "--scenario" => Script::load(&PathBuf::from(file)),
-        [flag] if flag == "--help" || flag == "-h" => Err(USAGE.to_owned()),
-        _ => Err(format!("unexpected arguments {args:?}\n{USAGE}")),
+fn parse_args(args: Vec<String>) -> Result<Args, String> {
+    let mut scenario = None;
+    let mut svg = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let slot = match flag.as_str() {
+            "--scenario" => &mut scenario,
+            "--svg" => &mut svg,
+            "--help" | "-h" => return Err(USAGE.to_owned()),
+            _ => return Err(format!("unexpected argument {flag:?}\n{USAGE}")),
+        };
+        let value = rest
+            .next()
+            .ok_or_else(|| format!("{flag} needs a file\n{USAGE}"))?;
+        if slot.replace(PathBuf::from(value)).is_some() {
+            return Err(format!("{flag} given twice\n{USAGE}"));
+        }
     }
+    let script = match scenario {
+        Some(file) => Script::load(&file)?,
+        None => Script::parse(DEFAULT_SCENARIO).map_err(|e| format!("built-in scenario: {e}"))?,
+    };
+    Ok(Args { script, svg })
 }
 
 fn summarize(outcome: &Outcome) {

@@ -64,6 +64,8 @@ flux_reactor_t *flux_get_reactor (flux_t *h);
 const flux_conf_t *flux_get_conf (flux_t *h);
 int flux_set_conf_new (flux_t *h, const flux_conf_t *conf);
 void *flux_aux_get (flux_t *h, const char *name);
+flux_t *flux_incref (flux_t *h);
+void flux_decref (flux_t *h);
 
 /* reactor.h */
 int flux_reactor_run (flux_reactor_t *r, int flags);

@@ -11,11 +11,13 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::k8s::{Outcome, Problem, Report};
-use crate::model::flux::{FluxView, JournalResponse, OverlayStatus};
+use crate::model::flux::{FluxView, JournalEvent, JournalResponse, OverlayStatus};
+use crate::model::history::{FluxState, History};
 use crate::model::idset::group_by_key;
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
-    Action, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView, PodPhase, PodView,
+    Action, DRAIN_REASON_PREFIX, FluxAction, IdSet, JobView, KubeAction, KubeView, MiniClusterView,
+    PodPhase, PodView,
 };
 use crate::planner::{
     AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, PlanStatus, PlannerConfig, RankPhase,
@@ -92,6 +94,18 @@ pub fn flux_request(action: &FluxAction) -> FluxRequest {
     }
 }
 
+/// The ranks an action is about, if it is about ranks.
+fn action_ranks(action: &Action) -> Option<IdSet> {
+    match action {
+        Action::Flux(FluxAction::Drain { ranks, .. } | FluxAction::Undrain { ranks }) => {
+            Some(ranks.clone())
+        }
+        Action::Flux(FluxAction::Shutdown { rank: k })
+        | Action::Kube(KubeAction::DeletePod { index: k, .. }) => Some(IdSet::range(*k, *k)),
+        Action::Kube(_) => None,
+    }
+}
+
 /// The latest Kubernetes view from the driver.
 #[derive(Debug, Default)]
 struct KubeSide {
@@ -141,6 +155,8 @@ pub struct Engine {
     early_overlay: Vec<String>,
     problems: VecDeque<(f64, String)>,
     counters: EngineCounters,
+    /// What was seen and done, for `<name>.history` and the pictures.
+    history: History,
 }
 
 impl Engine {
@@ -158,6 +174,7 @@ impl Engine {
             early_overlay: Vec::new(),
             problems: VecDeque::new(),
             counters: EngineCounters::default(),
+            history: History::new(),
         }
     }
 
@@ -201,6 +218,11 @@ impl Engine {
         &self.counters
     }
 
+    /// What the engine saw and did, bounded.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Logs an error and keeps it for the status.
     pub fn note_problem(&mut self, now: f64, text: String) {
         tracing::error!("{text}");
@@ -222,6 +244,7 @@ impl Engine {
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 self.flux.apply_journal(&r).map_err(|e| e.to_string())?;
+                self.record_journal(&r, now);
                 // The instance's R tells the node size that slot-only jobs are sized by.
                 r.resources
                     .map_or(Ok(()), |resources| self.queue.set_resources(&resources))
@@ -234,6 +257,41 @@ impl Engine {
                 self.apply_overlay(&early, now);
             }
         }
+    }
+
+    /// Records the new state of the ranks a journal response named, and a drain someone
+    /// else made (once the backlog is over) as their request.
+    fn record_journal(&mut self, response: &JournalResponse, now: f64) {
+        let mut named = IdSet::new();
+        for entry in &response.entries {
+            match &entry.event {
+                JournalEvent::Restart { .. } => {
+                    named = IdSet::range(0, self.flux.size().saturating_sub(1));
+                }
+                JournalEvent::Drain { ranks, reason, .. } if self.flux.synced() => {
+                    let reason = reason.as_deref().unwrap_or_default();
+                    if !reason.starts_with(DRAIN_REASON_PREFIX) {
+                        let text = format!("drain {ranks} ({reason})");
+                        self.history.request(now, &text, Some(ranks));
+                    }
+                    named = named.union(ranks);
+                }
+                event => {
+                    if let Some(ranks) = event.ranks() {
+                        named = named.union(ranks);
+                    }
+                }
+            }
+        }
+        self.record_ranks(&named, now);
+    }
+
+    fn record_ranks(&mut self, ranks: &IdSet, now: f64) {
+        let flux = &self.flux;
+        let states = ranks
+            .iter()
+            .filter_map(|k| Some((k, FluxState::of(flux.rank(k)?))));
+        self.history.flux(now, states);
     }
 
     /// A new `job-manager.events-journal` subscription starts: its backlog resends every
@@ -284,9 +342,13 @@ impl Engine {
     fn apply_overlay(&mut self, payload: &str, now: f64) {
         let applied = OverlayStatus::parse(payload)
             .map_err(|e| e.to_string())
-            .and_then(|s| self.flux.apply_overlay(&s).map_err(|e| e.to_string()));
-        if let Err(err) = applied {
-            self.note_problem(now, format!("overlay.monitor: {err}: {payload}"));
+            .and_then(|s| {
+                self.flux.apply_overlay(&s).map_err(|e| e.to_string())?;
+                Ok(s.rank)
+            });
+        match applied {
+            Ok(rank) => self.record_ranks(&IdSet::range(rank, rank), now),
+            Err(err) => self.note_problem(now, format!("overlay.monitor: {err}: {payload}")),
         }
     }
 
@@ -304,6 +366,8 @@ impl Engine {
                 if !view.pods.is_sorted_by_key(|p| p.index) {
                     view.pods.sort_by_key(|p| p.index);
                 }
+                self.history.pods(now, view.pods.iter().map(Arc::as_ref));
+                self.history.size(now, view.requested_size());
                 self.kube.view = Some(*view);
             }
             Report::Synced => {
@@ -384,6 +448,9 @@ impl Engine {
         if let Err(err) = &outcome {
             self.counters.actions_failed += 1;
             self.note_problem(now, format!("{action}: {err}"));
+            let text = format!("failed: {action}: {err}");
+            self.history
+                .action(now, &text, action_ranks(&action).as_ref());
         }
         self.reconciler.action_finished(&action, outcome, now);
     }
@@ -395,14 +462,25 @@ impl Engine {
         if answer.changed {
             tracing::info!("resize to {n} requested (target {})", answer.target);
         }
+        let text = match answer.target == n {
+            true => format!("resize {n}"),
+            false => format!("resize {n} (target {})", answer.target),
+        };
+        self.history.request(now, &text, None);
         Ok(answer)
     }
 
-    pub fn request_retire(&mut self, ranks: &IdSet) -> Result<RetireAnswer, RequestError> {
+    pub fn request_retire(
+        &mut self,
+        ranks: &IdSet,
+        now: f64,
+    ) -> Result<RetireAnswer, RequestError> {
         let answer = self
             .reconciler
             .request_retire(ranks, &self.flux, self.kube.synced())?;
         tracing::info!("retire {ranks} requested (accepted {})", answer.accepted);
+        self.history
+            .request(now, &format!("retire {ranks}"), Some(ranks));
         Ok(answer)
     }
 
@@ -417,6 +495,7 @@ impl Engine {
         let mut effects = Vec::with_capacity(actions.len());
         for action in actions {
             self.counters.actions += 1;
+            self.record_action(&action, now);
             if self.dry_run {
                 tracing::info!("dry-run: would {action}");
                 self.reconciler.action_finished(&action, Ok(()), now);
@@ -440,6 +519,23 @@ impl Engine {
         effects
     }
 
+    /// An action that changes the cluster, for the history; Events and annotations only
+    /// record what the history has already.
+    fn record_action(&mut self, action: &Action, now: f64) {
+        if matches!(
+            action,
+            Action::Kube(KubeAction::RecordEvent { .. } | KubeAction::RecordDesiredSize { .. })
+        ) {
+            return;
+        }
+        let text = match self.dry_run {
+            true => format!("dry-run: would {action}"),
+            false => action.to_string(),
+        };
+        self.history
+            .action(now, &text, action_ranks(action).as_ref());
+    }
+
     /// Runs the autoscaling policy and passes its decision to the reconciler.
     fn autoscale(&mut self, now: f64) {
         let Some(autoscaler) = self.autoscaler.as_mut() else {
@@ -457,12 +553,16 @@ impl Engine {
             Decision::Hold => return,
             Decision::Grow { size, why } => {
                 tracing::info!("{why}");
+                self.history
+                    .request(now, &format!("autoscale: {why}"), None);
                 self.reconciler
                     .request_size_because(size, Some(why), &self.flux, kube, now)
                     .map(drop)
             }
             Decision::Retire { ranks, reason } => {
                 tracing::info!("autoscale: retire ranks {ranks} ({reason})");
+                let text = format!("autoscale: retire {ranks} ({reason})");
+                self.history.request(now, &text, Some(&ranks));
                 self.reconciler
                     .request_retire_because(&ranks, reason, &self.flux, kube)
                     .map(drop)
@@ -842,6 +942,80 @@ mod tests {
     }
 
     #[test]
+    fn the_history_has_the_drain_the_shutdown_and_the_pods_in_order() {
+        use crate::model::history::{Change, FluxState, PodState};
+        let mut engine = synced(false);
+        drain_rank_2(&mut engine);
+        let Effect::FluxRpc { id, .. } = engine.step(1.0).remove(0) else {
+            panic!("a Flux effect")
+        };
+        engine.finished(id, Err("EHOSTUNREACH".into()), 1.5);
+        let mut view = kube(4);
+        view.pods[2] = Arc::new(PodView {
+            phase: PodPhase::Succeeded,
+            ..PodView::running("mc-2".into(), "uid-2".into(), 2)
+        });
+        engine.kube_report(Report::View(Box::new(view)), 2.0);
+        engine.request_retire(&"3".parse().unwrap(), 3.0).unwrap();
+        let since_sync: Vec<(f64, Change)> = engine
+            .history()
+            .entries(0, None)
+            .into_iter()
+            .skip_while(|e| e.time < 1.0)
+            .map(|e| (e.time, e.change))
+            .collect();
+        let two = || Some("2".parse::<IdSet>().unwrap());
+        let shutdown = "shut down broker 2: it exits 0 and its index completes";
+        assert_eq!(
+            since_sync,
+            [
+                (
+                    1.0,
+                    Change::Request {
+                        text: "drain 2 (bad disk)".into(),
+                        ranks: two()
+                    }
+                ),
+                (
+                    1.0,
+                    Change::Flux {
+                        ranks: "2".parse().unwrap(),
+                        state: FluxState::Drained
+                    }
+                ),
+                (
+                    1.0,
+                    Change::Action {
+                        text: shutdown.into(),
+                        ranks: two()
+                    }
+                ),
+                (
+                    1.5,
+                    Change::Action {
+                        text: format!("failed: {shutdown}: EHOSTUNREACH"),
+                        ranks: two()
+                    }
+                ),
+                (
+                    2.0,
+                    Change::Pod {
+                        ranks: "2".parse().unwrap(),
+                        state: PodState::Succeeded
+                    }
+                ),
+                (
+                    3.0,
+                    Change::Request {
+                        text: "retire 3".into(),
+                        ranks: Some("3".parse().unwrap())
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn dry_run_plans_and_logs_but_emits_nothing() {
         let mut engine = synced(true);
         drain_rank_2(&mut engine);
@@ -878,7 +1052,7 @@ mod tests {
         let mut engine = synced(false);
         let answer = engine.request_size(3, 0.0).unwrap();
         assert_eq!(answer.target, 3);
-        assert!(engine.request_retire(&"0".parse().unwrap()).is_err());
+        assert!(engine.request_retire(&"0".parse().unwrap(), 0.0).is_err());
     }
 
     #[test]

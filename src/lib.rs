@@ -11,9 +11,14 @@
 //! - [`sim`]: a simulated API server (and Flux side) for tests and the demo;
 //! - [`scenario`]: the simulated world (the engine and driver against the simulations)
 //!   and the runs on it, shared by the demo, the end-to-end and fault tests and the bench;
-//! - `module`: `mod_main` and the RPC handlers, private; what they read from outside is
-//!   public for tests and fuzzers: [`config`] (the `[fluxk8s]` table and the module
-//!   arguments) and [`rpc`] (the request payloads, parsed and checked).
+//! - `module`: fluxk8s as a broker module (its `mod_main` is made by the entry point in
+//!   [`flux`]) and its RPC handlers, private; what they read from outside is public for
+//!   tests and fuzzers: [`config`] (the `[fluxk8s]` table and the module arguments) and
+//!   [`rpc`] (the request payloads, parsed and checked).
+//!
+//! What fluxk8s relies on in flux-core, Kubernetes and the Flux Operator, with the source
+//! of each fact and the test that checked it, is in `docs/flux-core.md` and
+//! `docs/kubernetes.md`.
 
 #[cfg(panic = "abort")]
 compile_error!("fluxk8s relies on unwinding: mod_main catches panics so none reaches the broker");

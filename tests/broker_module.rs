@@ -167,3 +167,86 @@ fn bare_flags_load_as_flux_modules_take_them_and_bad_filters_are_named() {
     let output = flux_start(&flux, 1, script, &[]);
     assert!(output.status.success(), "{}", transcript(&output));
 }
+
+/// The threads of the broker process by name, one a line, into `$1`.
+const BROKER_THREADS: &str =
+    r#"threads() { cat /proc/$(flux getattr broker.pid)/task/*/comm > "$1"; }"#;
+
+/// `flux module remove --cancel` cancels the module's thread where its reactor waits.
+/// The module is stopped as the thread exits (its Kubernetes thread is joined, so none
+/// is left running code of an unloaded library), the broker carries on, and the module
+/// loads and unloads again.
+#[test]
+fn a_cancelled_module_is_stopped_and_the_broker_carries_on() {
+    let Some(flux) = flux_or_skip("a_cancelled_module_is_stopped_and_the_broker_carries_on") else {
+        return;
+    };
+    let scratch = Scratch::new("cancel");
+    // A cluster no one serves: the driver thread starts, and keeps retrying.
+    std::fs::write(
+        scratch.path("kubeconfig"),
+        r#"
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: unused}}]
+contexts: [{name: none, context: {cluster: none, user: none, namespace: default}}]
+current-context: none
+"#,
+    )
+    .unwrap();
+    let script = format!(
+        r#"
+        cd {dir}
+        {BROKER_THREADS}
+        flux module load $SO job=flux-sample kubeconfig={dir}/kubeconfig
+        threads loaded.txt
+        flux module remove --cancel libfluxk8s
+        # The broker joins the thread after it has answered the remove.
+        for _ in $(seq 100); do
+            threads cancelled.txt
+            grep fluxk8s cancelled.txt > /dev/null || break
+            sleep 0.1
+        done
+        if flux module list | grep libfluxk8s; then exit 1; fi
+        flux module load $SO
+        flux module remove libfluxk8s
+        flux dmesg | grep 'libfluxk8s thread was canceled'
+        flux dmesg | grep 'libfluxk8s unloading'
+        "#,
+        dir = scratch.0.display()
+    );
+    let output = flux_start(&flux, 1, &script, &[]);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    let threads = |file: &str| std::fs::read_to_string(scratch.path(file)).unwrap();
+    let loaded = threads("loaded.txt");
+    assert!(
+        loaded.lines().any(|t| t == "libfluxk8s") && loaded.lines().any(|t| t == "fluxk8s-kube"),
+        "the module and its Kubernetes threads run: {loaded}"
+    );
+    let cancelled = threads("cancelled.txt");
+    assert!(
+        !cancelled.contains("fluxk8s"),
+        "no thread of the module is left: {cancelled}"
+    );
+}
+
+/// A broker that exits with the module still loaded cancels its thread: the broker
+/// exits 1, as with any module left loaded, and does not abort.
+#[test]
+fn a_broker_exiting_with_the_module_loaded_exits_1_without_aborting() {
+    let Some(flux) =
+        flux_or_skip("a_broker_exiting_with_the_module_loaded_exits_1_without_aborting")
+    else {
+        return;
+    };
+    let output = flux_start(&flux, 1, "flux module load $SO", &[]);
+    let text = transcript(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("broker module 'libfluxk8s' was not properly shut down"),
+        "{text}"
+    );
+    assert!(!text.contains("exception not rethrown"), "{text}");
+}

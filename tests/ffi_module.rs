@@ -62,7 +62,7 @@ fn loads_answers_status_and_unloads_cleanly() {
     assert_eq!(stop("fluxk8s", module), 0);
     assert_eq!(
         fakehost::live_objects(),
-        (0, 0, 0),
+        (0, 0, 0, 0),
         "everything registered is destroyed"
     );
     let logs = fakehost::logs();
@@ -109,7 +109,7 @@ fn unknown_key_fails_the_load_naming_the_key() {
         "{line:?}"
     );
     assert!(line.1.contains("accepted keys: namespace"), "{line:?}");
-    assert_eq!(fakehost::live_objects(), (0, 0, 0));
+    assert_eq!(fakehost::live_objects(), (0, 0, 0, 0));
 }
 
 #[test]

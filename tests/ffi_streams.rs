@@ -1,6 +1,6 @@
 //! The module's Flux streams and steering requests against the fake broker
 //! (tests/fakehost): journal and overlay replies scripted from payloads captured on
-//! flux-core 0.88 (flux-facts.md §5), and what `fluxk8s.status` makes of them.
+//! flux-core 0.88 (docs/flux-core.md §2), and what `fluxk8s.status` makes of them.
 
 // The library is reached only through its C entry point, so link it explicitly.
 extern crate fluxk8s;
@@ -81,7 +81,7 @@ fn start_with_backlog(backlog: Vec<Reply>) -> std::thread::JoinHandle<(i32, i32)
 fn stop(module: std::thread::JoinHandle<(i32, i32)>) {
     fakehost::send("fluxk8s.shutdown");
     assert_eq!(module.join().expect("mod_main never panics").0, 0);
-    assert_eq!(fakehost::live_objects(), (0, 0, 0));
+    assert_eq!(fakehost::live_objects(), (0, 0, 0, 0));
 }
 
 #[test]

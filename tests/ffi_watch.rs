@@ -52,7 +52,7 @@ fn start() -> std::thread::JoinHandle<(i32, i32)> {
 fn stop(module: std::thread::JoinHandle<(i32, i32)>) {
     fakehost::send("fluxk8s.shutdown");
     assert_eq!(module.join().expect("mod_main never panics").0, 0);
-    assert_eq!(fakehost::live_objects(), (0, 0, 0));
+    assert_eq!(fakehost::live_objects(), (0, 0, 0, 0));
     assert_eq!(fakehost::live_messages(), 0, "a request reference leaked");
 }
 

@@ -112,7 +112,7 @@ proptest! {
                 Input::Retire(text) => {
                     // The module's retire RPC parses first and refuses what does not parse.
                     if let Ok(ranks) = text.parse::<IdSet>() {
-                        let _ = engine.request_retire(&ranks);
+                        let _ = engine.request_retire(&ranks, now);
                     }
                 }
                 Input::Busy(text) => engine.set_busy(text.parse().unwrap_or_default()),

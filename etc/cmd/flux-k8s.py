@@ -249,11 +249,15 @@ def render_retire(answer):
 
 
 def updates(handle, name, deadline=None):
-    """Each progress `<name>.watch` sends: one now, then one per change. Ends when the
-    module ends the stream with ENODATA; raises TimedOut past `deadline` (monotonic)."""
-    topic = f"{name}.watch"
+    """Each progress `<name>.watch` sends: one now, then one per change."""
+    return responses(handle, f"{name}.watch", None, deadline)
+
+
+def responses(handle, topic, payload, deadline=None):
+    """Each response to a streaming request to rank 0. Ends when the module ends the
+    stream with ENODATA; raises TimedOut past `deadline` (monotonic)."""
     future = handle.rpc(
-        topic, None, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
+        topic, payload, nodeid=0, flags=flux.constants.FLUX_RPC_STREAMING
     )
     while True:
         if deadline is not None:
@@ -406,6 +410,48 @@ def watch(handle, args):
         printer.show(progress)
 
 
+def history_line(entry):
+    """One record of the module's history: when, and what changed or was done."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+    kind = entry["kind"]
+    if kind == "flux":
+        what = f"ranks {entry['ranks']}: {entry['state']}"
+    elif kind == "pod":
+        what = f"pods {entry['ranks']}: {entry['state']}"
+    elif kind == "size":
+        what = f"size {entry['size']}"
+    elif kind == "request":
+        what = f"request: {entry['text']}"
+    else:
+        what = f"fluxk8s: {entry['text']}"
+    return f"{stamp}  {what}"
+
+
+def history(handle, args):
+    """The module's history: as lines, as JSON, as a picture, or followed."""
+    topic = f"{args.name}.history"
+    payload = {"ranks": args.ranks} if args.ranks is not None else {}
+    if args.svg:
+        answer = call(handle, topic, dict(payload, svg=True))
+        with open(args.svg, "w", encoding="utf-8") as out:
+            out.write(answer["svg"])
+        print(f"history drawn in {args.svg}")
+        return
+    if not args.follow:
+        answers = [call(handle, topic, payload)]
+    else:
+        # The records so far, then each batch of new ones as the module sends them.
+        answers = responses(handle, topic, payload)
+    for answer in answers:
+        if args.json:
+            print(json.dumps(answer), flush=True)
+            continue
+        if answer.get("dropped"):
+            print(f"({answer['dropped']} older records no longer kept)")
+        for entry in answer["entries"]:
+            print(history_line(entry), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(
         prog="flux k8s", description="Show and steer the fluxk8s module."
@@ -443,7 +489,21 @@ def main():
             help="with --wait: give up after T seconds",
         )
     sub.add_parser("watch", help="one line per change, as it happens")
+    hist = sub.add_parser(
+        "history", help="what the module saw and did: ranks, pods, requests, actions"
+    )
+    hist.add_argument(
+        "ranks", nargs="?", metavar="IDSET", help="only what concerns these ranks"
+    )
+    hist.add_argument(
+        "--svg", metavar="FILE", help="draw it as a timeline picture in FILE"
+    )
+    hist.add_argument(
+        "-f", "--follow", action="store_true", help="then print new records as they come"
+    )
     args = parser.parse_args()
+    if args.command == "history" and args.svg and args.follow:
+        parser.error("--svg draws the history once: not with --follow")
     if args.command in ("resize", "retire") and args.timeout is not None:
         if not args.wait:
             parser.error("--timeout goes with --wait")
@@ -453,6 +513,9 @@ def main():
     handle = flux.Flux()
     if args.command == "watch":
         watch(handle, args)
+        return
+    if args.command == "history":
+        history(handle, args)
         return
     if args.command == "status":
         topic = f"{args.name}.status"

@@ -1,13 +1,17 @@
 //! The panic barrier: no Rust panic may unwind into the broker (it would abort the
 //! whole broker process), so every entry from C runs inside [`ffi_guard`]. Being the one
-//! door every callback comes through, it also measures what each costs the reactor.
+//! door every callback comes through, it also holds off thread cancellation
+//! ([`CancelOff`]) and measures what each callback costs the reactor.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::sys;
 
 static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
 
@@ -61,10 +65,41 @@ pub fn thread_cpu_time() -> Option<Duration> {
     (rc == 0).then(|| Duration::new(secs, nanos))
 }
 
+/// Holds off the cancellation of this thread while it lives.
+///
+/// The broker cancels a module's thread (`pthread_cancel`) on `flux module remove
+/// --cancel` and when it exits with the module still loaded. The unwinding that starts
+/// at the thread's next cancellation point is not a Rust panic: `catch_unwind` cannot
+/// let it through (glibc then aborts the broker: "FATAL: exception not rethrown"), and
+/// Rust defines it only across frames with nothing to drop. With one of these held by
+/// every entry from C, the thread is cancelled only while it waits in the reactor.
+pub(crate) struct CancelOff {
+    previous: c_int,
+}
+
+impl CancelOff {
+    pub(crate) fn hold() -> CancelOff {
+        let mut previous = sys::PTHREAD_CANCEL_ENABLE;
+        // SAFETY: sets this thread's cancel state; `previous` is a valid out-pointer.
+        unsafe { sys::pthread_setcancelstate(sys::PTHREAD_CANCEL_DISABLE, &raw mut previous) };
+        CancelOff { previous }
+    }
+}
+
+impl Drop for CancelOff {
+    fn drop(&mut self) {
+        let mut replaced = sys::PTHREAD_CANCEL_DISABLE;
+        // SAFETY: sets this thread's cancel state back; `replaced` is a valid out-pointer.
+        unsafe { sys::pthread_setcancelstate(self.previous, &raw mut replaced) };
+    }
+}
+
 /// Runs `body`; if it panics, logs the panic with `context`, counts it, and returns
-/// `fallback` instead. Must be the outermost frame of every `extern "C"` callback. The
-/// CPU time it took is counted under `context`.
+/// `fallback` instead. Must be the outermost frame of every `extern "C"` callback; the
+/// thread cannot be cancelled while it runs. The CPU time it took is counted under
+/// `context`.
 pub fn ffi_guard<R>(context: &'static str, fallback: R, body: impl FnOnce() -> R) -> R {
+    let _cancel_off = CancelOff::hold();
     let started = thread_cpu_time();
     let result = contain(context, fallback, body);
     if let (Some(started), Some(ended)) = (started, thread_cpu_time()) {

@@ -1,4 +1,5 @@
-//! The safe layer over the broker's C API. Every `unsafe` block of the crate is here.
+//! The safe layer over the broker's C API, and the module's C entry point (`entry.rs`).
+//! Every `unsafe` block of the crate is here.
 //!
 //! Everything in this module runs on the module thread (the handle is `!Send`), except
 //! [`Waker`], which other threads use to wake the reactor.
@@ -6,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod callback;
+mod entry;
 mod error;
 mod guard;
 mod handle;
@@ -15,6 +17,8 @@ mod rpc;
 mod wake;
 mod watcher;
 
+pub(crate) use entry::flux_module;
+pub use entry::{BrokerModule, LoadError, ReactorEnd, module_main};
 pub use error::{FluxError, Result};
 pub use guard::{
     CallbackCost, callback_costs, ffi_guard, panic_message, panics_caught, thread_cpu_time,

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::callback::{Slot, new_slot, slot_arg, with_slot};
 use super::error::{FluxError, Result, check, check_ptr};
-use super::guard::ffi_guard;
+use super::guard::{CancelOff, ffi_guard};
 use super::handle::{Handle, copy_c_string};
 use crate::sys;
 
@@ -182,6 +182,8 @@ extern "C" fn handler_trampoline(
     msg: *const sys::flux_msg_t,
     arg: *mut c_void,
 ) {
+    // Also over the error answer after a contained panic, which is outside ffi_guard.
+    let _cancel_off = CancelOff::hold();
     // SAFETY: the broker calls this on the module thread with its live handle.
     let Some(handle) = (unsafe { Handle::from_raw(h) }) else {
         return;

@@ -266,7 +266,8 @@ async fn delete_pod(
     }
     let pods = ctx.pods();
     // The uid precondition makes the API server refuse (409) if the name now belongs to
-    // another pod than the one the planner chose, one the watch has not shown yet.
+    // another pod than the one the planner chose, one the watch has not shown yet
+    // (docs/kubernetes.md 3.1).
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),

@@ -20,7 +20,7 @@ use crate::model::{
 /// Label and annotation holding a Job pod's completion index (= Flux rank).
 pub const COMPLETION_INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
 
-/// The Job controller's default `spec.backoffLimit`.
+/// The Job controller's default `spec.backoffLimit` (docs/kubernetes.md 2.2).
 const DEFAULT_BACKOFF_LIMIT: u32 = 6;
 
 /// A pod as the driver keeps it: its view plus who controls it.

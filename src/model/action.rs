@@ -20,16 +20,17 @@ pub enum FluxAction {
     /// `resource.undrain`; only ever for drains fluxk8s set.
     Undrain { ranks: IdSet },
     /// `state-machine.post {"event":"shutdown"}` to broker N: it shuts down cleanly and
-    /// exits 0. The Flux Operator's worker loop ends on exit 0 (with or without
-    /// `completeWorkers`), so the pod succeeds, the index completes, and the Job does not
-    /// recreate it.
+    /// exits 0 (docs/flux-core.md 4.1). The Flux Operator's worker loop ends on exit 0
+    /// (with or without `completeWorkers`), so the pod succeeds, the index completes, and
+    /// the Job does not recreate it (docs/kubernetes.md 4.5, 1.3).
     Shutdown { rank: u32 },
 }
 
 /// An action on the Kubernetes side, carried out by the driver.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum KubeAction {
-    /// DELETE the pod with a `preconditions.uid`, so a replacement is never hit.
+    /// DELETE the pod with a `preconditions.uid`, so a replacement is never hit
+    /// (docs/kubernetes.md 3.1).
     DeletePod {
         index: u32,
         pod: String,

@@ -1,7 +1,8 @@
 //! Flux rank state, built from the `resource.journal` and `overlay.monitor` streams.
 //!
 //! The journal (rank 0) gives online/offline/torpid and drains; only the overlay monitor
-//! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here.
+//! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here
+//! (docs/flux-core.md §2).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -84,7 +85,7 @@ impl JournalEvent {
     }
 
     /// The ranks the event is about, if it is about ranks.
-    fn ranks(&self) -> Option<&IdSet> {
+    pub fn ranks(&self) -> Option<&IdSet> {
         match self {
             Self::Online(ids) | Self::Offline(ids) | Self::Torpid(ids) | Self::Lively(ids) => {
                 Some(ids)
@@ -627,7 +628,7 @@ impl FluxView {
 mod tests {
     use super::*;
 
-    // Captured from flux-core 0.88 (10 configured hosts); see flux-facts.md §5.
+    // Captured from flux-core 0.88 (10 configured hosts); see docs/flux-core.md §2.
     const BACKLOG: [&str; 3] = [
         r#"{"events":[{"timestamp":1795393304.173115,"name":"restart","context":{"ranks":"0-9","online":"","nodelist":"flux-sample-[0-9]"}}]}"#,
         r#"{"events":[{"timestamp":1795393304.1731536,"name":"resource-define","context":{"method":"configuration"}}],"R":{"version":1,"execution":{"R_lite":[{"rank":"0-9","children":{"core":"0-1"}}],"starttime":0.0,"expiration":0.0,"nodelist":["flux-sample-[0-9]"]}}}"#,

@@ -118,6 +118,11 @@ impl IdSet {
         self.runs.is_empty()
     }
 
+    /// How many runs it is written with (`0-3,5` has two): what it holds in memory.
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
         self.runs.iter().flat_map(|&(lo, hi)| lo..=hi)
     }

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod flux;
+pub mod history;
 pub mod hostlist;
 pub mod idset;
 pub mod kube;

@@ -2,6 +2,7 @@
 
 pub mod config;
 mod effects;
+mod history;
 mod queue;
 pub mod rpc;
 mod streams;
@@ -10,18 +11,16 @@ mod watch;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, c_char, c_int};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::flux::{
-    self, Access, ForwardedLogs, Handle, LogFilter, MsgHandler, Rpc, Wakeup, Watcher, panic_message,
+    self, Access, BrokerModule, ForwardedLogs, Handle, LoadError, LogFilter, MsgHandler,
+    ReactorEnd, Rpc, Wakeup, Watcher,
 };
 use crate::k8s::{Driver, DriverConfig};
 use crate::planner::{AutoscaleConfig, PlannerConfig};
-use crate::sys;
 use config::Config;
 
 /// The module's state, shared by its callbacks on the module thread: the engine that
@@ -41,6 +40,7 @@ pub(crate) struct Module {
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
     pub(crate) watches: watch::Watches,
+    pub(crate) history_followers: history::Followers,
     logs: ForwardedLogs,
     pub(crate) log_filter: LogFilter,
     /// The reactor clock at the current callback.
@@ -95,7 +95,9 @@ pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     };
     wake_timer::arm(shared, handle);
     effects::run(shared, handle, effects);
-    watch::publish(&mut shared.borrow_mut(), handle);
+    let mut module = shared.borrow_mut();
+    watch::publish(&mut module, handle);
+    history::publish(&mut module, handle);
 }
 
 /// Applies the `log-filter` directives (already checked by [`Config::load`]).
@@ -104,195 +106,130 @@ pub(crate) fn set_log_filter(filter: &LogFilter, directives: &str) -> Result<(),
     filter.set(parsed).map_err(|e| format!("log-filter: {e}"))
 }
 
-/// Why the module refused to load; logged, then the load fails with the errno.
-struct LoadError {
-    errno: i32,
-    message: String,
+flux::flux_module!(Fluxk8s);
+
+/// fluxk8s as the broker runs it: the module state and what must stay alive with it
+/// while the reactor runs.
+struct Fluxk8s {
+    module: Rc<RefCell<Module>>,
+    handlers: Handlers,
+    wake_watcher: Watcher,
+    /// Routes this thread's log lines to the broker; dropped last.
+    _log_guard: tracing::dispatcher::DefaultGuard,
 }
 
-impl LoadError {
-    fn invalid(message: String) -> Self {
-        LoadError {
-            errno: libc::EINVAL,
-            message,
-        }
-    }
-}
+impl BrokerModule for Fluxk8s {
+    /// A bad configuration fails the load (EINVAL and a log line saying why).
+    fn start(handle: &Handle, args: Vec<String>) -> Result<Self, LoadError> {
+        let wakeup = Wakeup::new().map_err(|e| LoadError::invalid(format!("eventfd: {e}")))?;
+        let default_filter = config::log_filter(config::DEFAULT_LOG_FILTER)
+            .map_err(|e| LoadError::invalid(format!("default log filter: {e}")))?;
+        let (dispatch, forwarded_logs, log_filter) =
+            flux::dispatcher(handle, wakeup.waker(), default_filter);
+        let log_guard = tracing::dispatcher::set_default(&dispatch);
 
-impl From<flux::FluxError> for LoadError {
-    fn from(err: flux::FluxError) -> Self {
-        LoadError {
-            errno: err.errno(),
-            message: err.to_string(),
+        let name = handle.module_name().unwrap_or_else(|| "fluxk8s".to_owned());
+        let rank = handle.rank()?;
+        if rank != 0 {
+            return Err(LoadError::invalid(format!(
+                "{name} runs on rank 0 only (this is rank {rank}): load it with ranks = \"0\""
+            )));
         }
-    }
-}
+        let table = handle.conf_table("fluxk8s")?;
+        let config =
+            Config::load(table.as_deref(), &args).map_err(|e| LoadError::invalid(e.to_string()))?;
+        set_log_filter(&log_filter, &config.log_filter).map_err(LoadError::invalid)?;
 
-/// The entry point the broker calls on the module's own thread.
-///
-/// Before the reactor runs, a bad configuration fails the load (-1 with errno, and a
-/// log line saying why). Once it runs, the module only ever returns 0: the broker treats
-/// a -1 from a running module as fatal and exits. No panic crosses into C.
-///
-/// # Safety
-/// Called by the broker with its live module handle and an `argc`/`argv` pair of
-/// NUL-terminated strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn mod_main(
-    h: *mut sys::flux_t,
-    argc: c_int,
-    argv: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the broker passes its live handle; we use it only on this thread.
-    let Some(handle) = (unsafe { Handle::from_raw(h) }) else {
-        set_errno(libc::EINVAL);
-        return -1;
-    };
-    // SAFETY: argv holds argc NUL-terminated strings (broker contract).
-    let args = unsafe { collect_args(argc, argv) };
-    let running = std::cell::Cell::new(false);
-    let outcome = catch_unwind(AssertUnwindSafe(|| run(&handle, args, &running)));
-    match outcome {
-        Ok(Ok(())) => 0,
-        Ok(Err(err)) => {
-            handle.log(flux::LogLevel::Err, &err.message);
-            set_errno(err.errno);
-            -1
+        let waker = wakeup.waker();
+        let driver = Driver::spawn(
+            DriverConfig {
+                kubeconfig: config.kubeconfig.clone(),
+                namespace: config.namespace.clone(),
+                job: config.job.clone(),
+                minicluster: config.minicluster.clone(),
+                hostname: handle.attr("hostname"),
+                evict: config.evict,
+                tuning: Default::default(),
+            },
+            Arc::new(move || waker.wake()),
+        );
+        let now = handle.now();
+        let mut engine = Engine::new(planner_config(&config), config.dry_run);
+        engine.set_autoscale(autoscale_config(&config));
+        let mut module = Module {
+            name: name.clone(),
+            args,
+            engine,
+            config,
+            loaded_at: now,
+            counters: Counters::default(),
+            driver: None,
+            streams: streams::Streams::default(),
+            flux_rpcs: BTreeMap::new(),
+            wake_timer: wake_timer::WakeTimer::default(),
+            watches: watch::Watches::default(),
+            history_followers: history::Followers::default(),
+            logs: forwarded_logs,
+            log_filter,
+            now,
+        };
+        match driver {
+            Ok(driver) => module.driver = Some(driver),
+            // Flux-side work goes on; the status says why nothing happens on Kubernetes.
+            Err(err) => module.note_problem(format!("kubernetes unavailable: {err}")),
         }
-        Err(payload) => {
-            let text = panic_message(payload.as_ref());
-            handle.log(
-                flux::LogLevel::Err,
-                &format!("panic contained in mod_main: {text}"),
-            );
-            if running.get() {
-                0
-            } else {
-                set_errno(libc::EINVAL);
-                -1
-            }
-        }
-    }
-}
-
-/// # Safety
-/// `argv` must hold `argc` NUL-terminated strings (or be NULL with `argc` 0).
-unsafe fn collect_args(argc: c_int, argv: *mut *mut c_char) -> Vec<String> {
-    if argv.is_null() {
-        return Vec::new();
-    }
-    (0..usize::try_from(argc).unwrap_or(0))
-        .map(|i| {
-            // SAFETY: i < argc, and each entry is a NUL-terminated string (caller).
-            unsafe { CStr::from_ptr(*argv.add(i)) }
-                .to_string_lossy()
-                .into_owned()
+        let module = Rc::new(RefCell::new(module));
+        let handlers = rpc::register(handle, &module)?;
+        let wake_watcher = {
+            let module = Rc::clone(&module);
+            Watcher::readable(handle, "driver reports", wakeup.fd(), move |handle| {
+                if wakeup.clear() > 0 {
+                    module.borrow_mut().counters.wakeups += 1;
+                }
+                module.borrow().logs.flush(handle);
+                effects::drain_reports(&module, handle);
+            })?
+        };
+        streams::subscribe(&module, handle, streams::Stream::Journal);
+        streams::subscribe(&module, handle, streams::Stream::Overlay);
+        streams::subscribe(&module, handle, streams::Stream::Jobs);
+        tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
+        Ok(Fluxk8s {
+            module,
+            handlers,
+            wake_watcher,
+            _log_guard: log_guard,
         })
-        .collect()
-}
-
-fn set_errno(errno: i32) {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = errno };
-}
-
-fn run(
-    handle: &Handle,
-    args: Vec<String>,
-    running: &std::cell::Cell<bool>,
-) -> Result<(), LoadError> {
-    let wakeup = Wakeup::new().map_err(|e| LoadError::invalid(format!("eventfd: {e}")))?;
-    let default_filter = config::log_filter(config::DEFAULT_LOG_FILTER)
-        .map_err(|e| LoadError::invalid(format!("default log filter: {e}")))?;
-    let (dispatch, forwarded_logs, log_filter) =
-        flux::dispatcher(handle, wakeup.waker(), default_filter);
-    let _log_guard = tracing::dispatcher::set_default(&dispatch);
-
-    let name = handle.module_name().unwrap_or_else(|| "fluxk8s".to_owned());
-    let rank = handle.rank()?;
-    if rank != 0 {
-        return Err(LoadError::invalid(format!(
-            "{name} runs on rank 0 only (this is rank {rank}): load it with ranks = \"0\""
-        )));
     }
-    let table = handle.conf_table("fluxk8s")?;
-    let config =
-        Config::load(table.as_deref(), &args).map_err(|e| LoadError::invalid(e.to_string()))?;
-    set_log_filter(&log_filter, &config.log_filter).map_err(LoadError::invalid)?;
 
-    let waker = wakeup.waker();
-    let driver = Driver::spawn(
-        DriverConfig {
-            kubeconfig: config.kubeconfig.clone(),
-            namespace: config.namespace.clone(),
-            job: config.job.clone(),
-            minicluster: config.minicluster.clone(),
-            hostname: handle.attr("hostname"),
-            evict: config.evict,
-            tuning: Default::default(),
-        },
-        Arc::new(move || waker.wake()),
-    );
-    let now = handle.now();
-    let mut engine = Engine::new(planner_config(&config), config.dry_run);
-    engine.set_autoscale(autoscale_config(&config));
-    let mut module = Module {
-        name: name.clone(),
-        args,
-        engine,
-        config,
-        loaded_at: now,
-        counters: Counters::default(),
-        driver: None,
-        streams: streams::Streams::default(),
-        flux_rpcs: BTreeMap::new(),
-        wake_timer: wake_timer::WakeTimer::default(),
-        watches: watch::Watches::default(),
-        logs: forwarded_logs,
-        log_filter,
-        now,
-    };
-    match driver {
-        Ok(driver) => module.driver = Some(driver),
-        // Flux-side work goes on; the status says why nothing happens on Kubernetes.
-        Err(err) => module.note_problem(format!("kubernetes unavailable: {err}")),
-    }
-    let module = Rc::new(RefCell::new(module));
-    let handlers = rpc::register(handle, &module)?;
-    let wake_watcher = {
-        let module = Rc::clone(&module);
-        Watcher::readable(handle, "driver reports", wakeup.fd(), move |handle| {
-            if wakeup.clear() > 0 {
-                module.borrow_mut().counters.wakeups += 1;
+    /// Stops taking requests and wake-ups, stops and joins the Kubernetes worker, writes
+    /// what it logged last, then drops streams and timers while the handle is live.
+    fn stop(self, handle: &Handle, end: ReactorEnd) {
+        let Fluxk8s {
+            module,
+            handlers,
+            wake_watcher,
+            _log_guard,
+        } = self;
+        drop(handlers);
+        drop(wake_watcher);
+        watch::end_all(&mut module.borrow_mut(), handle);
+        let driver = module.borrow_mut().driver.take();
+        if let Some(driver) = driver {
+            driver.shutdown();
+        }
+        module.borrow().logs.flush(handle);
+        let name = module.borrow().name.clone();
+        match end {
+            ReactorEnd::Stopped => tracing::info!("{name} unloading"),
+            // The module still returns 0: the broker would take -1 as a runtime failure.
+            ReactorEnd::Failed(err) => {
+                tracing::error!("{name}: reactor failed: {err}; unloading")
             }
-            module.borrow().logs.flush(handle);
-            effects::drain_reports(&module, handle);
-        })?
-    };
-    streams::subscribe(&module, handle, streams::Stream::Journal);
-    streams::subscribe(&module, handle, streams::Stream::Overlay);
-    streams::subscribe(&module, handle, streams::Stream::Jobs);
-    tracing::info!("{name} {} loaded on rank 0", env!("CARGO_PKG_VERSION"));
-
-    running.set(true);
-    let result = handle.run();
-    // Teardown: stop taking requests and wake-ups, stop and join the Kubernetes worker,
-    // write what it logged last, then drop streams and timers while the handle is live.
-    drop(handlers);
-    drop(wake_watcher);
-    watch::end_all(&mut module.borrow_mut(), handle);
-    let driver = module.borrow_mut().driver.take();
-    if let Some(driver) = driver {
-        driver.shutdown();
+            ReactorEnd::Cancelled => tracing::warn!("{name}: thread cancelled; unloading"),
+        }
+        drop(module);
     }
-    module.borrow().logs.flush(handle);
-    match result {
-        Ok(()) => tracing::info!("{name} unloading"),
-        // Never -1 now: the broker would take it as a runtime failure and exit.
-        Err(err) => tracing::error!("{name}: reactor failed: {err}; unloading"),
-    }
-    drop(module);
-    Ok(())
 }
 
 /// Handlers that must stay registered while the reactor runs.

@@ -1,8 +1,10 @@
 //! The module's services: `<name>.status` (and `stats-get`), `watch` (with
-//! `watch-cancel` and `disconnect`), `resize`, `retire`, `config-reload`, `shutdown`.
+//! `watch-cancel`), `history` (with `history-cancel`), `disconnect`, `resize`,
+//! `retire`, `config-reload`, `shutdown`.
 //!
 //! What a request carries is read and checked by pure functions ([`status_request`],
-//! [`resize_request`], [`retire_request`], [`reloaded_config`]) before a handler acts on
+//! [`history_request`], [`resize_request`], [`retire_request`], [`reloaded_config`])
+//! before a handler acts on
 //! it; they are public so that tests and fuzzers reach them without a broker. The
 //! handlers around them stay private.
 
@@ -75,6 +77,11 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
     add("watch-cancel", Access::AnyUser, |handle, msg, module| {
         super::watch::cancel(module, handle, msg);
         // Like flux-core's cancel requests: the answer is the stream's end.
+        Ok(Value::Null)
+    })?;
+    add("history", Access::AnyUser, history)?;
+    add("history-cancel", Access::AnyUser, |handle, msg, module| {
+        super::history::cancel(module, handle, msg);
         Ok(Value::Null)
     })?;
     add("disconnect", Access::AnyUser, |_, msg, module| {
@@ -222,6 +229,7 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         ("uptime", json!(module.now - module.loaded_at)),
         ("counters", json!(module.counters)),
         ("watchers", json!(module.watches.len())),
+        ("history_followers", json!(module.history_followers.len())),
         ("panics_contained", json!(flux::panics_caught())),
         ("callbacks", json!(flux::callback_costs())),
     ]));
@@ -267,6 +275,44 @@ fn watch(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     Ok(Value::Null)
 }
 
+/// What a `<name>.history` request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// Only what concerns these ranks.
+    pub ranks: Option<IdSet>,
+    /// The picture (SVG text) instead of the entries.
+    pub svg: bool,
+    /// Sent with `FLUX_RPC_STREAMING`: the entries so far, then each new one.
+    pub follow: bool,
+}
+
+/// `<name>.history`: no payload, or `{"ranks": "IDSET", "svg": BOOL}` (either field
+/// optional); streaming follows new entries, which a picture cannot.
+pub fn history_request(payload: Option<&str>, streaming: bool) -> Result<HistoryRequest, Refusal> {
+    let object = request_object(payload)?;
+    only_fields(&object, &["ranks", "svg"])?;
+    let svg = match object.get("svg") {
+        None => false,
+        Some(Value::Bool(svg)) => *svg,
+        Some(_) => return Err(Refusal::proto("svg must be true or false")),
+    };
+    if svg && streaming {
+        return Err(Refusal::proto(
+            "svg draws the history once: send it without the streaming flag",
+        ));
+    }
+    Ok(HistoryRequest {
+        ranks: ranks_field(&object)?,
+        svg,
+        follow: streaming,
+    })
+}
+
+fn history(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
+    let request = history_request(payload(msg)?.as_deref(), msg.is_streaming())?;
+    super::history::serve(module, handle, msg, request)
+}
+
 fn refusal(err: RequestError) -> Refusal {
     match err {
         RequestError::NotSynced => Refusal {
@@ -286,7 +332,10 @@ fn resize(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
 
 fn retire(_handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
     let ranks = retire_request(payload(msg)?.as_deref())?;
-    let answer = module.engine.request_retire(&ranks).map_err(refusal)?;
+    let answer = module
+        .engine
+        .request_retire(&ranks, module.now)
+        .map_err(refusal)?;
     serde_json::to_value(answer).map_err(|e| Refusal::proto(e.to_string()))
 }
 

@@ -81,32 +81,45 @@ pub(crate) fn open(module: &mut Module, handle: &Handle, request: &Message<'_>) 
 
 /// `<name>.watch-cancel`: ends the sender's stream of that matchtag with ENODATA.
 pub(crate) fn cancel(module: &mut Module, handle: &Handle, request: &Message<'_>) {
-    for stream in module.watches.take(|stream| request.cancels(stream)) {
-        end(
-            handle,
-            &module.name,
-            &stream,
-            libc::ENODATA,
-            "watch cancelled",
-        );
-    }
+    let streams = module.watches.take(|stream| request.cancels(stream));
+    end(
+        handle,
+        &module.name,
+        streams,
+        libc::ENODATA,
+        "watch cancelled",
+    );
 }
 
-/// `<name>.disconnect`: the sender is gone; its streams are dropped without a word.
+/// `<name>.disconnect`: the sender is gone; its streams (watches and history streams)
+/// are dropped without a word.
 pub(crate) fn disconnect(module: &mut Module, request: &Message<'_>) {
     module.watches.take(|stream| request.disconnects(stream));
+    module
+        .history_followers
+        .take(|stream| request.disconnects(stream));
 }
 
-/// At unload: every stream ends with ENOSYS, so a waiting client learns why.
+/// At unload: every stream (watches and history streams) ends with ENOSYS, so a
+/// waiting client learns why.
 pub(crate) fn end_all(module: &mut Module, handle: &Handle) {
     let text = format!("{} is unloading", module.name);
-    for stream in module.watches.take(|_| true) {
-        end(handle, &module.name, &stream, libc::ENOSYS, &text);
-    }
+    let streams = module.history_followers.take(|_| true);
+    end(handle, &module.name, streams, libc::ENOSYS, &text);
+    end(
+        handle,
+        &module.name,
+        module.watches.take(|_| true),
+        libc::ENOSYS,
+        &text,
+    );
 }
 
-fn end(handle: &Handle, name: &str, stream: &HeldMessage, errno: i32, text: &str) {
-    if let Err(err) = handle.respond_error(&stream.message(), errno, text) {
-        tracing::warn!("{name}: cannot end a watch stream: {err}");
+/// Ends each of `streams` with `errno` and `text`.
+pub(crate) fn end(handle: &Handle, name: &str, streams: Vec<HeldMessage>, errno: i32, text: &str) {
+    for stream in streams {
+        if let Err(err) = handle.respond_error(&stream.message(), errno, text) {
+            tracing::warn!("{name}: cannot end a stream: {err}");
+        }
     }
 }

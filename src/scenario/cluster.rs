@@ -18,14 +18,17 @@ use super::spec::{ClusterSpec, JobKind};
 use super::world::{RunError, Traffic, World};
 use crate::engine::Engine;
 use crate::k8s::Tuning;
+use crate::model::history::{FluxState, History};
 use crate::model::{IdSet, PodPhase};
 use crate::planner::{PlannerConfig, ResizeAnswer, RetireAnswer};
-use crate::sim::flux::SimFlux;
+use crate::sim::flux::{BrokerState, SimFlux};
 use crate::sim::{RequestRecord, SimCluster, SimOptions, Verb};
 
-/// Kubelet pacing: short, but long enough for the timeline to show pods starting.
-const POD_START_DELAY: Duration = Duration::from_millis(40);
-const TERMINATION_DELAY: Duration = Duration::from_millis(10);
+/// Kubelet pacing: short, but long enough that the driver's views and the runner's
+/// looks catch every pod Pending and Terminating even on a loaded machine: the timeline
+/// pictures show them, and must come out the same each run.
+const POD_START_DELAY: Duration = Duration::from_millis(100);
+const TERMINATION_DELAY: Duration = Duration::from_millis(50);
 /// Converged: nothing changed for this long and nothing is in flight.
 const QUIET: Duration = Duration::from_millis(300);
 /// Longest pause between two passes of the loop when nothing is happening.
@@ -108,6 +111,9 @@ pub struct Cluster {
     /// Moments the world kept between rounds of effects (after the engine acted, before
     /// it heard back), not shown yet.
     rounds: Rc<RefCell<Vec<Moment>>>,
+    /// By hand, what the runner sees of the brokers and pods and the requests it makes:
+    /// the history fluxk8s would have kept. With fluxk8s, its engine keeps its own.
+    by_hand_history: History,
 }
 
 impl Cluster {
@@ -145,6 +151,7 @@ impl Cluster {
             picture: Picture::default(),
             last_change: Instant::now(),
             rounds,
+            by_hand_history: History::new(),
             spec,
         };
         cluster.note(format!("create {}", cluster.spec.describe()));
@@ -229,6 +236,45 @@ impl Cluster {
         self.world.engine()
     }
 
+    /// What fluxk8s saw and did; by hand, what the runner saw of the same and the
+    /// requests it made.
+    pub fn history(&self) -> &History {
+        self.engine()
+            .map_or(&self.by_hand_history, |engine| engine.history())
+    }
+
+    /// By hand: records a request in the history (fluxk8s records its own).
+    fn by_hand_request(&mut self, text: &str, ranks: Option<&IdSet>) {
+        if self.world.engine().is_none() {
+            let now = self.now();
+            self.by_hand_history.request(now, text, ranks);
+        }
+    }
+
+    /// By hand: records the brokers' and pods' states that changed, and the size.
+    fn observe_by_hand(&mut self) {
+        if self.world.engine().is_some() {
+            return;
+        }
+        let now = self.now();
+        let flux = self.world.flux();
+        let states = (0..flux.size()).filter_map(|k| {
+            let state = match flux.state(k)? {
+                BrokerState::Up if flux.drain(k).is_some() => FluxState::Drained,
+                BrokerState::Up => FluxState::Up,
+                BrokerState::Lost => FluxState::Lost,
+                BrokerState::Offline | BrokerState::NeverStarted => FluxState::Offline,
+            };
+            Some((k, state))
+        });
+        self.by_hand_history.flux(now, states);
+        let pods = self.sim().pod_views(NAMESPACE, &self.spec.name);
+        self.by_hand_history.pods(now, &pods);
+        if let Some(size) = self.kube_size() {
+            self.by_hand_history.size(now, size);
+        }
+    }
+
     /// The engine status after the last pass (`None` by hand).
     pub fn status(&self) -> Option<&Value> {
         self.status.as_ref()
@@ -249,6 +295,7 @@ impl Cluster {
     /// anything happened.
     fn tick(&mut self, wait: Duration) -> bool {
         let busy = self.world.pump(wait);
+        self.observe_by_hand();
         self.show_rounds();
         let now = Moment::of(&mut self.world, &self.spec.name);
         self.show(now, busy);
@@ -348,6 +395,7 @@ impl Cluster {
     /// drain is an error).
     pub fn drain(&mut self, ranks: &IdSet, reason: &str) -> Result<(), RunError> {
         self.world.admin_drain(ranks, reason)?;
+        self.by_hand_request(&format!("drain {ranks} ({reason})"), Some(ranks));
         self.note(format!("admin: flux resource drain {ranks} {reason:?}"));
         Ok(())
     }
@@ -355,6 +403,7 @@ impl Cluster {
     /// An administrator undrains `ranks`.
     pub fn undrain(&mut self, ranks: &IdSet) -> Result<(), RunError> {
         self.world.admin_undrain(ranks)?;
+        self.by_hand_request(&format!("undrain {ranks}"), Some(ranks));
         self.note(format!("admin: flux resource undrain {ranks}"));
         Ok(())
     }
@@ -402,6 +451,7 @@ impl Cluster {
             i64::from(size),
             "kubectl-scale",
         )?;
+        self.by_hand_request(&format!("kubectl: size {size}"), None);
         self.note(format!(
             "by hand: kubectl patch minicluster {} size={size}",
             self.spec.name
@@ -424,6 +474,7 @@ impl Cluster {
             .find(|p| p.index == rank && p.is_live())
             .ok_or_else(|| RunError::Invalid(format!("rank {rank} has no live pod")))?;
         self.sim().delete_pod(NAMESPACE, &pod.name)?;
+        self.by_hand_request(&format!("kubectl delete pod {}", pod.name), None);
         self.note(format!("someone else: kubectl delete pod {}", pod.name));
         Ok(())
     }

@@ -154,8 +154,8 @@ pub fn flux_start(flux: &Path, size: u32, script: &str, extra_env: &[(&str, &str
     command.output().expect("run flux start")
 }
 
-/// A leader-only instance of `size` configured hosts `flux-sample-[0-N]` (flux-facts.md,
-/// "Single flux start, leader only"; only rank 0 starts): writes its key, R and config
+/// A leader-only instance of `size` configured hosts `flux-sample-[0-N]`
+/// (docs/flux-core.md §5; only rank 0 starts): writes its key, R and config
 /// under `scratch` and returns the `flux start` command, bounded by `timeout_secs`, that
 /// runs `script` (bash) with `$SO` set to the module path.
 pub fn leader_only_start(

@@ -25,6 +25,7 @@ mod timings;
 mod world;
 
 pub use cluster::{Cluster, Mode, quick_planner};
+pub use picture::timeline_svg;
 pub use play::{Check, Checkpoint, Outcome, play};
 pub use script::{Command, Expectation, ParseError, Script, Step};
 pub use spec::{ClusterSpec, JobKind};

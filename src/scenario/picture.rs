@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::NAMESPACE;
+use crate::model::history::{self, History, Panel};
 use crate::model::{IdSet, PodPhase};
 use crate::sim::SimCluster;
 use crate::sim::flux::{BrokerState, SimFlux};
@@ -173,4 +174,23 @@ pub(crate) fn plan_line(status: &Value) -> String {
         }
     }
     parts.join(" | ")
+}
+
+/// The timeline picture of a run with fluxk8s and, below it, of the same steps by hand:
+/// the history each kept, drawn one above the other.
+pub fn timeline_svg(title: &str, with: &History, by_hand: Option<&History>) -> String {
+    let panel = |heading: &str, history| Panel {
+        heading: heading.to_owned(),
+        history,
+        ranks: None,
+        clock: false,
+    };
+    let mut panels = vec![panel("with fluxk8s: what it saw and did", with)];
+    if let Some(by_hand) = by_hand {
+        panels.push(panel(
+            "by hand: drain in Flux, patch the MiniCluster size",
+            by_hand,
+        ));
+    }
+    history::svg(title, &panels)
 }

@@ -6,6 +6,7 @@ use super::picture::or_dash;
 use super::script::{Command, Expectation, Script, Step};
 use super::world::RunError;
 use crate::model::IdSet;
+use crate::model::history::History;
 
 /// One `expect` line and how it went.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,8 @@ pub struct Outcome {
     /// The step that could not be carried out (the run stopped there).
     pub error: Option<String>,
     pub timeline: Vec<String>,
+    /// What fluxk8s saw and did (by hand: what the runner saw and asked for).
+    pub history: History,
     /// The final state, one labelled line per side.
     pub final_state: Vec<String>,
 }
@@ -83,6 +86,7 @@ pub fn play(script: &Script, mode: Mode, echo: bool) -> Outcome {
     }
     outcome.final_state = cluster.describe_state();
     outcome.timeline = cluster.timeline().to_vec();
+    outcome.history = cluster.history().clone();
     outcome
 }
 

@@ -547,7 +547,8 @@ impl World {
 
     /// `flux k8s retire IDSET`, as the module's RPC handler does it.
     pub fn request_retire(&mut self, ranks: &IdSet) -> Result<RetireAnswer, RunError> {
-        let answer = self.fluxk8s_mut()?.engine.request_retire(ranks)?;
+        let now = self.now();
+        let answer = self.fluxk8s_mut()?.engine.request_retire(ranks, now)?;
         self.step();
         Ok(answer)
     }

@@ -1,5 +1,5 @@
 //! The controller rules, exercised on the state machine alone (no HTTP). Each test names
-//! the Kubernetes behaviour it models and the `kubernetes-facts.md` section it follows.
+//! the Kubernetes behaviour it models and the rows of docs/kubernetes.md it follows.
 
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ fn end_pod(state: &mut SimState, job: &str, index: u32, exit_code: i32) {
 
 #[test]
 fn operator_creates_an_indexed_job_sized_like_the_minicluster() {
-    // facts §2.1 (NewMiniClusterJob) and §2.2 (pod identity, labels, finalizer).
+    // docs/kubernetes.md 4.1 (the Job) and 1.1 (pod identity).
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "flux-sample", 3, 5);
     let mc = get(&state, Kind::MiniCluster, "flux-sample");
@@ -181,7 +181,7 @@ fn operator_creates_an_indexed_job_sized_like_the_minicluster() {
 
 #[test]
 fn operator_reverts_a_direct_job_size_edit() {
-    // facts §1 key fact 1: parallelism != spec.size → allowScale patches it back.
+    // docs/kubernetes.md 4.2: parallelism != spec.size → allowScale patches it back.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 3, 6);
     let edited = patch(
@@ -208,7 +208,8 @@ fn operator_reverts_a_direct_job_size_edit() {
 
 #[test]
 fn minicluster_size_is_clamped_to_one_and_maximum_size() {
-    // facts §2.6: size > maximumSize → disallowScale; size < 1 → restoreOriginalSize.
+    // docs/kubernetes.md 4.2: size > maximumSize → disallowScale;
+    // size < 1 → restoreOriginalSize.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 4);
     patch(
@@ -233,7 +234,7 @@ fn minicluster_size_is_clamped_to_one_and_maximum_size() {
 
 #[test]
 fn indexed_job_completions_change_only_in_tandem_with_parallelism() {
-    // facts §3.2 Elastic Indexed Job (KEP-3715): API validation.
+    // docs/kubernetes.md 1.4, elastic Indexed Jobs: API validation.
     let mut state = SimState::new(SimOptions::default());
     bare_job(&mut state, "j", 3, json!({}));
     let err = patch(
@@ -268,7 +269,7 @@ fn indexed_job_completions_change_only_in_tandem_with_parallelism() {
 
 #[test]
 fn scale_down_removes_the_highest_indexes_without_counting_failures() {
-    // facts §1 key fact 2 and §3.2: active pods with index >= completions go, not counted.
+    // docs/kubernetes.md 1.4: active pods with index >= completions go, not counted.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 4, 4);
     let events = state.subscribe_pods();
@@ -301,7 +302,7 @@ fn scale_down_removes_the_highest_indexes_without_counting_failures() {
 
 #[test]
 fn deleted_pod_counts_as_failed_and_its_index_is_recreated() {
-    // facts §1 key fact 4 and §3.2: default replacement policy, backoffLimit consumed.
+    // docs/kubernetes.md 1.6: default replacement policy, backoffLimit consumed.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 3, 3);
     let old = pod_at(&state, "m", 1);
@@ -330,7 +331,7 @@ fn deleted_pod_counts_as_failed_and_its_index_is_recreated() {
 
 #[test]
 fn per_index_backoff_zero_fails_the_deleted_index_for_good() {
-    // facts §3.2 backoffLimitPerIndex and §3.3 approach B (operator PR #213 variant).
+    // docs/kubernetes.md 2.1 and 2.3 (the operator variant of PR #213).
     let options = SimOptions {
         operator_backoff_limit_per_index: Some(0),
         ..SimOptions::default()
@@ -360,7 +361,7 @@ fn per_index_backoff_zero_fails_the_deleted_index_for_good() {
 
 #[test]
 fn per_index_backoff_one_recreates_once_with_a_failure_count() {
-    // facts §3.2: job-index-failure-count annotation; index fails when count > limit.
+    // docs/kubernetes.md 2.1: job-index-failure-count annotation; index fails when count > limit.
     let mut state = SimState::new(SimOptions::default());
     bare_job(&mut state, "j", 2, json!({"backoffLimitPerIndex": 1}));
     end_pod(&mut state, "j", 1, 3);
@@ -377,7 +378,7 @@ fn per_index_backoff_one_recreates_once_with_a_failure_count() {
 
 #[test]
 fn failures_beyond_backoff_limit_fail_the_job_and_remove_all_pods() {
-    // facts §1 key fact 4: past backoffLimit the whole Job fails and all pods die.
+    // docs/kubernetes.md 1.6: past backoffLimit the whole Job fails and all pods die.
     let mut state = SimState::new(SimOptions::default());
     bare_job(&mut state, "j", 3, json!({"backoffLimit": 1}));
     end_pod(&mut state, "j", 0, 1);
@@ -400,7 +401,7 @@ fn failures_beyond_backoff_limit_fail_the_job_and_remove_all_pods() {
 
 #[test]
 fn exit_zero_completes_the_index_which_is_not_recreated() {
-    // facts §1 key fact 3 and §3.3 approach A (completeWorkers).
+    // docs/kubernetes.md 1.3 and 4.5 (completeWorkers).
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 4, 4);
     end_pod(&mut state, "m", 2, 0);
@@ -422,7 +423,7 @@ fn exit_zero_completes_the_index_which_is_not_recreated() {
 
 #[test]
 fn a_completed_index_returns_only_after_scaling_below_it_and_back() {
-    // facts §1 key fact 5 and §3.2 truncation of completedIndexes.
+    // docs/kubernetes.md 1.5: truncation of completedIndexes.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 4, 4);
     end_pod(&mut state, "m", 3, 0);
@@ -450,7 +451,7 @@ fn a_completed_index_returns_only_after_scaling_below_it_and_back() {
 
 #[test]
 fn job_completes_when_every_index_succeeded() {
-    // facts §3.2: Complete once completedIndexes covers 0..completions.
+    // docs/kubernetes.md 1.7: Complete once completedIndexes covers 0..completions.
     let mut state = SimState::new(SimOptions::default());
     bare_job(&mut state, "j", 2, json!({}));
     end_pod(&mut state, "j", 0, 0);
@@ -468,7 +469,7 @@ fn job_completes_when_every_index_succeeded() {
 
 #[test]
 fn delete_with_a_stale_uid_precondition_is_a_409_conflict() {
-    // facts §4.2: DELETE with preconditions.uid never hits a replacement.
+    // docs/kubernetes.md 3.1: DELETE with preconditions.uid never hits a replacement.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 2);
     let pod = pod_at(&state, "m", 1);
@@ -493,7 +494,8 @@ fn delete_with_a_stale_uid_precondition_is_a_409_conflict() {
 
 #[test]
 fn deleting_a_running_pod_terminates_it_then_removes_it() {
-    // facts §3.2: a deleted pod is terminating (deletionTimestamp) until the kubelet stops it.
+    // docs/kubernetes.md 3.2: a deleted pod is terminating (deletionTimestamp) until the
+    // kubelet stops it.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 1, 1);
     let events = state.subscribe_pods();
@@ -525,7 +527,7 @@ fn deleting_a_running_pod_terminates_it_then_removes_it() {
 
 #[test]
 fn eviction_marks_disruption_target_then_deletes() {
-    // facts §3.2 podFailurePolicy: DisruptionTarget is added by API eviction, not by DELETE.
+    // docs/kubernetes.md 3.3: DisruptionTarget is added by API eviction, not by DELETE.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 2);
     let pod = pod_at(&state, "m", 1);
@@ -560,7 +562,7 @@ fn eviction_marks_disruption_target_then_deletes() {
 
 #[test]
 fn deleting_the_job_recreates_it_with_a_new_uid() {
-    // facts §2.6: a deleted Job is recreated by the operator; old pods are not adopted.
+    // docs/kubernetes.md 4.6: a deleted Job is recreated by the operator; old pods are not adopted.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 2);
     let old_uid = get(&state, Kind::Job, "m")["metadata"]["uid"].clone();
@@ -586,7 +588,8 @@ fn deleting_the_job_recreates_it_with_a_new_uid() {
 
 #[test]
 fn merge_patch_with_a_stale_resource_version_is_a_conflict() {
-    // facts §4.2: metadata.resourceVersion in the merge patch gives optimistic concurrency.
+    // docs/kubernetes.md 3.4: metadata.resourceVersion in the merge patch gives optimistic
+    // concurrency.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 4);
     let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"size": 3}});
@@ -600,7 +603,7 @@ fn merge_patch_with_a_stale_resource_version_is_a_conflict() {
 
 #[test]
 fn status_is_a_subresource_that_main_resource_writes_cannot_change() {
-    // facts §2.6 / §4.2: sizes and indexes are in status, written only by controllers.
+    // docs/kubernetes.md 3.4: sizes and indexes are in status, written only by controllers.
     let mut state = SimState::new(SimOptions::default());
     minicluster(&mut state, "m", 2, 2);
     let updated = patch(

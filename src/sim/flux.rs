@@ -3,7 +3,7 @@
 //! module (drains, `resource.journal`), overlay (`overlay.monitor`) and each follower's
 //! state machine (`state-machine.post` shutdown).
 //!
-//! Payloads have the exact shapes flux-core 0.88 sends (flux-facts.md §5, §6, §8a): the
+//! Payloads have the exact shapes flux-core 0.88 sends (docs/flux-core.md §2–§4): the
 //! journal backlog is `restart`, `resource-define` with `R`, the history since the leader
 //! started, then the empty `{"events":[]}` sentinel; live events follow one per response.
 //!
@@ -16,8 +16,8 @@
 //! `job-manager.events-journal` tells who holds which.
 //!
 //! Simplification: after [`SimFlux::restart_leader`] the followers are taken to rejoin the
-//! new leader at once. Real followers get a disconnect and exit 0 (flux-facts.md §8), which
-//! under the Flux Operator's worker loop completes their pods; that is not modelled.
+//! new leader at once. Real followers get a disconnect and exit 0 (docs/flux-core.md 4.3),
+//! which under the Flux Operator's worker loop completes their pods; that is not modelled.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
@@ -30,7 +30,7 @@ use super::{PodEvent, PodEventKind, SimCluster};
 use crate::model::queue::JobId;
 use crate::model::{IdSet, hostlist};
 
-/// Most events in one backlog response, as `reslog.c` batches them.
+/// Most events in one backlog response, as `reslog.c` batches them (docs/flux-core.md 2.1).
 const BACKLOG_BATCH: usize = 100;
 
 /// Where a broker is, as the leader sees it.
@@ -350,8 +350,8 @@ impl SimFlux {
         })
     }
 
-    /// The leader restarts without a persistent statedir: drains are lost (flux-facts.md
-    /// §8), lost ranks are forgotten, the streams end, and a new history starts with the
+    /// The leader restarts without a persistent statedir: drains are lost (docs/flux-core.md
+    /// 3.4), lost ranks are forgotten, the streams end, and a new history starts with the
     /// followers that are up. Subscribers must subscribe again.
     pub fn restart_leader(&mut self) {
         for broker in &mut self.brokers {
@@ -532,9 +532,9 @@ impl SimFlux {
         hostlist::encode(&hosts)
     }
 
-    /// `drain.c` `drain_cb`: without a mode, any target already drained with a reason
-    /// fails the request (EEXIST); `update` leaves those as they are; `overwrite` replaces
-    /// the reason, `force-overwrite` the timestamp too.
+    /// `drain.c` `drain_cb` (docs/flux-core.md 3.2): without a mode, any target already
+    /// drained with a reason fails the request (EEXIST); `update` leaves those as they are;
+    /// `overwrite` replaces the reason, `force-overwrite` the timestamp too.
     fn drain_request(&mut self, request: &Map<String, Value>) -> Result<(), RpcFailure> {
         let ranks = self.targets(request)?;
         let reason = string_field(request, "reason")?;
@@ -583,8 +583,8 @@ impl SimFlux {
         Ok(())
     }
 
-    /// `drain.c` `undrain_cb`: any target not drained fails the request (EEXIST) unless a
-    /// mode is given.
+    /// `drain.c` `undrain_cb` (docs/flux-core.md 3.2): any target not drained fails the
+    /// request (EEXIST) unless a mode is given.
     fn undrain_request(&mut self, request: &Map<String, Value>) -> Result<(), RpcFailure> {
         let ranks = self.targets(request)?;
         let reason = string_field(request, "reason")?;
@@ -624,10 +624,10 @@ impl SimFlux {
         Ok(())
     }
 
-    /// `state_machine.c` `state_machine_post_cb` on broker `rank`: the `shutdown` event
-    /// takes a follower through cleanup and rc3 to exit 0. The request is one-way, so a
-    /// broker that is not up simply never gets it. The leader is never shut down here:
-    /// that would end the instance, and fluxk8s must never ask it.
+    /// `state_machine.c` `state_machine_post_cb` (docs/flux-core.md 4.1) on broker `rank`:
+    /// the `shutdown` event takes a follower through cleanup and rc3 to exit 0. The request
+    /// is one-way, so a broker that is not up simply never gets it. The leader is never shut
+    /// down here: that would end the instance, and fluxk8s must never ask it.
     fn post_state_event(
         &mut self,
         sim: &SimCluster,

@@ -1,7 +1,7 @@
 //! The Kubernetes Job controller, for Indexed Jobs (the only mode MiniClusters use): API
 //! validation of Job writes, and `sync`, which accounts finished pods, removes pods out of
 //! range, creates the missing indexes and keeps `status` accurate
-//! (kubernetes-facts.md §3.2).
+//! (docs/kubernetes.md §1, §2).
 
 use std::collections::HashMap;
 
@@ -123,7 +123,7 @@ pub(crate) fn default_and_validate_new_job(job: &mut Value) -> Result<(), ApiErr
 
 /// Validation of a Job update: the template, selector and completion mode are immutable;
 /// an Indexed Job's completions may change only together with parallelism, to the same
-/// value (elastic Indexed Jobs, KEP-3715).
+/// value (elastic Indexed Jobs, docs/kubernetes.md 1.4).
 pub(crate) fn validate_job_update(current: &Value, proposed: &Value) -> Result<(), ApiError> {
     let (old, new) = (&current["spec"], &proposed["spec"]);
     for field in ["template", "selector", "completionMode"] {

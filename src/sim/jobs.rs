@@ -4,12 +4,13 @@
 //! A job here is placed at once on the ranks it is given and runs until it is ended, its
 //! time limit being only what its `R` says (`execution.expiration`): nothing ends it by
 //! the clock, so a test decides when. A job whose broker goes away ends with a
-//! `node-failure` exception, as the job-exec module raises one on a lost rank.
+//! `node-failure` exception, as the job-exec module raises one on a lost rank
+//! (docs/flux-core.md 2.6).
 //!
-//! Payloads have the shapes `src/modules/job-manager/journal.c` sends: the backlog is one
-//! response per active job with its events so far (and `jobspec`, `R`), then the sentinel
-//! `{"id":-1,"events":[]}`; live events follow one per response, `submit` carrying the
-//! jobspec and `alloc` the R.
+//! Payloads have the shapes `src/modules/job-manager/journal.c` sends (docs/flux-core.md
+//! 2.5): the backlog is one response per active job with its events so far (and
+//! `jobspec`, `R`), then the sentinel `{"id":-1,"events":[]}`; live events follow one per
+//! response, `submit` carrying the jobspec and `alloc` the R.
 
 use std::collections::{BTreeMap, VecDeque};
 

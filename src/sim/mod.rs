@@ -4,7 +4,7 @@
 //! It serves pods, Indexed Jobs, Flux Operator MiniClusters (with the scale subresource)
 //! and events, with one global resourceVersion, watches that resume from a version (410
 //! once it is compacted), and `Status` errors. Inside run the controllers that matter for
-//! fluxk8s, following `kubernetes-facts.md`: the Flux Operator's size reconcile, the
+//! fluxk8s, following docs/kubernetes.md: the Flux Operator's size reconcile, the
 //! Indexed Job controller, and a kubelet that runs pods and stops deleted ones. Faults
 //! (5xx, 403, 409, latency, held requests, dropped watches) can be injected, and every
 //! request is logged.

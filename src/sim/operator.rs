@@ -1,4 +1,4 @@
-//! The Flux Operator's MiniCluster reconcile (kubernetes-facts.md §2.1, §2.6): the
+//! The Flux Operator's MiniCluster reconcile (docs/kubernetes.md §4): the
 //! MiniCluster owns an Indexed Job whose parallelism and completions follow `spec.size`,
 //! clamped to `[1, status.maximumSize]`; direct Job size edits are undone.
 

@@ -30,7 +30,8 @@ pub struct SimOptions {
     /// caps it (grace 0 stops it at once).
     pub termination_delay: Duration,
     /// Operator variant: `backoffLimitPerIndex` on the Jobs it creates (the unmerged
-    /// flux-operator PR #213 sets 0); `None` is the released operator, which sets none.
+    /// flux-operator PR #213 sets 0, docs/kubernetes.md 2.3); `None` is the released
+    /// operator, which sets none.
     pub operator_backoff_limit_per_index: Option<u32>,
     /// Changes kept for watches that resume from an older resourceVersion.
     pub history_limit: usize,

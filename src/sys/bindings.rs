@@ -27,6 +27,8 @@ pub const LOG_INFO: ::std::os::raw::c_int = 6;
 pub const LOG_DEBUG: ::std::os::raw::c_int = 7;
 pub const JSON_COMPACT: usize = 32;
 pub const JSON_ENCODE_ANY: usize = 512;
+pub const PTHREAD_CANCEL_ENABLE: ::std::os::raw::c_int = 0;
+pub const PTHREAD_CANCEL_DISABLE: ::std::os::raw::c_int = 1;
 #[repr(C)]
 #[derive(Debug)]
 pub struct flux_handle {
@@ -144,6 +146,12 @@ unsafe extern "C" {
         h: *mut flux_t,
         name: *const ::std::os::raw::c_char,
     ) -> *mut ::std::os::raw::c_void;
+}
+unsafe extern "C" {
+    pub fn flux_incref(h: *mut flux_t) -> *mut flux_t;
+}
+unsafe extern "C" {
+    pub fn flux_decref(h: *mut flux_t);
 }
 unsafe extern "C" {
     pub fn flux_reactor_run(
@@ -333,4 +341,10 @@ pub struct json_t {
 }
 unsafe extern "C" {
     pub fn json_dumps(json: *const json_t, flags: usize) -> *mut ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    pub fn pthread_setcancelstate(
+        state: ::std::os::raw::c_int,
+        oldstate: *mut ::std::os::raw::c_int,
+    ) -> ::std::os::raw::c_int;
 }

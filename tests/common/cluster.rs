@@ -1,6 +1,6 @@
 //! Pods as processes: a config-booted Flux instance whose brokers the test starts and
 //! kills one by one, as Kubernetes starts and ends the pods of a MiniCluster (see
-//! flux-facts.md §9). Every broker is a child of the test and is killed when the
+//! docs/flux-core.md §5). Every broker is a child of the test and is killed when the
 //! [`Cluster`] is dropped; everything lives in one scratch directory.
 
 #![allow(dead_code)]

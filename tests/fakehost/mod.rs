@@ -141,6 +141,8 @@ struct Host {
     responder: Option<Responder>,
     rpcs_sent: Vec<(String, String)>,
     wake: Option<(RawFd, RawFd)>,
+    /// References the module took on the handle (`flux_incref`) and has not given back.
+    handle_refs: usize,
 }
 
 fn host() -> MutexGuard<'static, Host> {
@@ -297,10 +299,16 @@ pub fn rpcs_sent() -> Vec<(String, String)> {
     host().rpcs_sent.clone()
 }
 
-/// Handlers, watchers and futures still alive: all must be gone after `mod_main` returns.
-pub fn live_objects() -> (usize, usize, usize) {
+/// Handlers, watchers, futures and handle references still alive: all must be gone
+/// after `mod_main` returns.
+pub fn live_objects() -> (usize, usize, usize, usize) {
     let h = host();
-    (h.handlers.len(), h.watchers.len(), h.futures.len())
+    (
+        h.handlers.len(),
+        h.watchers.len(),
+        h.futures.len(),
+        h.handle_refs,
+    )
 }
 
 fn wake_locked(h: &Host) {
@@ -842,6 +850,21 @@ pub extern "C" fn flux_aux_get(_h: *mut c_void, name: *const c_char) -> *mut c_v
     } else {
         ptr::null_mut()
     }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_incref(h: *mut c_void) -> *mut c_void {
+    host().handle_refs += 1;
+    h
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_decref(_h: *mut c_void) {
+    let mut h = host();
+    h.handle_refs = h
+        .handle_refs
+        .checked_sub(1)
+        .expect("flux_decref without a reference taken");
 }
 
 #[unsafe(no_mangle)]

@@ -1,5 +1,5 @@
 //! A tiny fake of Kubernetes (Job controller + Flux Operator) and Flux, applying the
-//! planner's actions the way kubernetes-facts.md §1–3 and flux-facts.md §5–8a describe.
+//! planner's actions the way docs/kubernetes.md §1–§4 and docs/flux-core.md §2–§4 describe.
 //! Flux state is fed to the real `FluxView` as journal/overlay JSON payloads.
 //!
 //! It stays apart from `fluxk8s::scenario::World` on purpose: time here is virtual (a pass
