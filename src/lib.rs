@@ -11,7 +11,8 @@
 //!   shared by the module, the demo and the end-to-end tests;
 //! - [`k8s`]: the Kubernetes driver (kube client on its own thread);
 //! - [`sim`]: a simulated API server (and Flux side) for tests and the demo;
-//! - [`scenario`]: end-to-end runs of the engine and driver against the simulations;
+//! - [`scenario`]: the simulated world (the engine and driver against the simulations)
+//!   and the runs on it, shared by the demo, the end-to-end and fault tests and the bench;
 //! - `module`: fluxk8s as a broker module (its `mod_main` is made by the entry point in
 //!   [`flux`]) and its RPC handlers, private; what they read from outside is public for
 //!   tests and fuzzers: [`config`] (the `[fluxk8s]` table and the module arguments) and

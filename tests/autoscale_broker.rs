@@ -1,11 +1,9 @@
 //! Autoscaling's queue observation in a real flux-core instance: ten configured ranks,
 //! two online, `flux submit -N4`. Without Kubernetes the module cannot act, but its
 //! status must show the pending job, its node count, and the growth it would ask for.
-//! Skipped (and says so) where no flux-core is found; see tests/common/flux.rs.
+//! Skipped (and says so) where no flux-core is found; see src/scenario/flux_core.rs.
 
-mod common;
-
-use common::flux::{Scratch, flux_or_skip, leader_only_start, transcript};
+use fluxk8s::scenario::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
 use serde_json::Value;
 
 const STATUS: &str =

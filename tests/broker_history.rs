@@ -6,8 +6,8 @@
 mod common;
 
 use common::cluster::{As, Cluster};
-use common::flux::{flux_or_skip, transcript};
 use fluxk8s::model::IdSet;
+use fluxk8s::scenario::flux_core::{flux_or_skip, transcript};
 use serde_json::Value;
 
 /// Follows the history of rank 1 as a stream: the records so far, then its undrain

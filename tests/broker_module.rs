@@ -1,9 +1,7 @@
 //! In-pod integration tests: the built `libfluxk8s.so` in a real flux-core broker.
-//! Skipped (and say so) where no flux-core is found; see tests/common/flux.rs.
+//! Skipped (and say so) where no flux-core is found; see src/scenario/flux_core.rs.
 
-mod common;
-
-use common::flux::{Scratch, flux_or_skip, flux_start, transcript};
+use fluxk8s::scenario::flux_core::{Scratch, flux_or_skip, flux_start, transcript};
 
 // In these `bash -e` scripts a check that something is absent is written
 // `if ...; then exit 1; fi`: bash never exits on a `!`-negated command. grep without -q
@@ -66,7 +64,7 @@ fn modprobe_loads_it_as_fluxk8s_and_rc3_removes_it() {
     std::fs::create_dir_all(modprobe.join("modprobe.d")).unwrap();
     std::fs::create_dir_all(modprobe.join("rc1.d")).unwrap();
     let entry = std::fs::read_to_string(format!("{shipped}/modprobe.d/fluxk8s.toml")).unwrap();
-    let so = common::flux::module_path();
+    let so = fluxk8s::scenario::flux_core::module_path();
     let entry = entry.replace(
         "/usr/local/lib/flux/modules/libfluxk8s.so",
         so.to_str().unwrap(),

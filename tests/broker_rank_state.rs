@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::{Cluster, hostname};
-use common::flux::flux_or_skip;
+use fluxk8s::scenario::flux_core::flux_or_skip;
 use serde_json::Value;
 
 /// The field `key` of the status's `flux` section.

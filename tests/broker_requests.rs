@@ -5,7 +5,7 @@
 mod common;
 
 use common::cluster::{As, Cluster};
-use common::flux::{flux_or_skip, transcript};
+use fluxk8s::scenario::flux_core::{flux_or_skip, transcript};
 
 const EPROTO: i32 = libc::EPROTO;
 const EINVAL: i32 = libc::EINVAL;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::bridge::{BrokerEvent, PodBridge};
 use common::cluster::{As, Cluster};
-use common::flux::{flux_or_skip, transcript};
 use fluxk8s::model::{DESIRED_SIZE_ANNOTATION, IdSet, PodPhase};
+use fluxk8s::scenario::flux_core::{flux_or_skip, transcript};
 use fluxk8s::sim::{MiniClusterSpec, SimCluster, SimOptions, Verb};
 use serde_json::Value;
 

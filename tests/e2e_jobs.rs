@@ -3,12 +3,10 @@
 //! of them on `job-manager.events-journal`. A shrink takes idle ranks before busy ones,
 //! busy ones whose jobs end soonest first, and retires a busy rank when its job ends.
 
-mod fault_world;
-
 use std::time::Duration;
 
-use fault_world::{World, sim, test_planner};
 use fluxk8s::model::IdSet;
+use fluxk8s::scenario::{NAMESPACE, World, default_sim, test_planner};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -18,13 +16,15 @@ fn ids(text: &str) -> IdSet {
 
 /// Ranks online and not drained.
 fn live(world: &World) -> IdSet {
-    world.flux.online().difference(&world.flux.drained())
+    world.flux().online().difference(&world.flux().drained())
 }
 
 /// Runs until the engine has heard of the jobs on `busy`: a job started well before a
 /// resize, as in life, not in the same instant (then it could not have been seen).
 fn until_seen_busy(world: &mut World, busy: &str) {
-    let seen = world.run_until(CONVERGE, |w| w.engine.flux().busy() == &ids(busy));
+    let seen = world.run_until(CONVERGE, |w| {
+        w.engine().expect("fluxk8s is loaded").flux().busy() == &ids(busy)
+    });
     assert!(
         seen,
         "the engine never saw {busy} busy: {:#}",
@@ -34,7 +34,7 @@ fn until_seen_busy(world: &mut World, busy: &str) {
 
 /// The uid of the running pod of `job`'s index `index`.
 fn pod_uid(world: &World, job: &str, index: u32) -> String {
-    let pods = world.sim.pod_views(fault_world::NS, job);
+    let pods = world.sim().pod_views(NAMESPACE, job);
     let running = pods.iter().find(|p| p.index == index && !p.terminating);
     running.map(|p| p.uid.clone()).unwrap_or_default()
 }
@@ -42,7 +42,10 @@ fn pod_uid(world: &World, job: &str, index: u32) -> String {
 /// The planner's word on `rank`.
 fn why(world: &World, rank: u32) -> String {
     let one = IdSet::range(rank, rank);
-    let status = world.engine.status(world.now(), Some(&one));
+    let status = world
+        .engine()
+        .expect("fluxk8s is loaded")
+        .status(world.now(), Some(&one));
     status
         .detail
         .and_then(|d| d.first().map(|r| r.why.to_string()))
@@ -51,14 +54,15 @@ fn why(world: &World, rank: u32) -> String {
 
 #[test]
 fn a_shrink_retires_an_idle_rank_and_leaves_the_job_on_the_highest_running() {
-    let mut world = World::with_minicluster(sim(), "busy", 4, 4, test_planner());
+    let mut world = World::with_minicluster(default_sim(), "busy", 4, 4, test_planner())
+        .expect("the world starts");
     let job = world
-        .flux
+        .flux_mut()
         .run_job(&ids("3"), Some(3600.0))
         .expect("the job starts on rank 3");
     until_seen_busy(&mut world, "3");
     let pod_of_3 = pod_uid(&world, "busy", 3);
-    world.request_size(3);
+    world.request_size(3).expect("resize accepted");
     let settled = world.run_until(CONVERGE, |w| {
         live(w) == ids("0-1,3") && w.kube_idle() && w.status()["in_flight"] == 0
     });
@@ -68,31 +72,32 @@ fn a_shrink_retires_an_idle_rank_and_leaves_the_job_on_the_highest_running() {
         world.status()
     );
     assert_eq!(
-        world.flux.shut_down(),
+        world.flux().shut_down(),
         [2],
         "only the idle rank 2 was shut down"
     );
-    let running: Vec<_> = world.flux.jobs().running().map(|(id, _)| id).collect();
+    let running: Vec<_> = world.flux().jobs().running().map(|(id, _)| id).collect();
     assert_eq!(running, [job], "the job still runs");
     assert_eq!(pod_uid(&world, "busy", 3), pod_of_3, "rank 3 kept its pod");
 }
 
 #[test]
 fn a_shrink_that_needs_a_busy_rank_takes_the_soonest_ending_and_retires_it_when_free() {
-    let mut world = World::with_minicluster(sim(), "ending", 4, 4, test_planner());
+    let mut world = World::with_minicluster(default_sim(), "ending", 4, 4, test_planner())
+        .expect("the world starts");
     let long = world
-        .flux
+        .flux_mut()
         .run_job(&ids("3"), Some(7200.0))
         .expect("a long job on 3");
     let short = world
-        .flux
+        .flux_mut()
         .run_job(&ids("2"), Some(600.0))
         .expect("a short job on 2");
     until_seen_busy(&mut world, "2-3");
-    world.request_size(2);
+    world.request_size(2).expect("resize accepted");
     // Rank 1 is idle and goes at once; rank 2, whose job ends first, waits for it.
     let waiting = world.run_until(CONVERGE, |w| {
-        w.flux.shut_down() == [1] && w.flux.drained() == ids("1-2") && w.kube_idle()
+        w.flux().shut_down() == [1] && w.flux().drained() == ids("1-2") && w.kube_idle()
     });
     assert!(waiting, "not waiting on rank 2: {:#}", world.status());
     let said = why(&world, 2);
@@ -102,31 +107,40 @@ fn a_shrink_that_needs_a_busy_rank_takes_the_soonest_ending_and_retires_it_when_
     );
     // Nothing more happens while the job runs: rank 2 stays up, rank 3 undrained.
     world.run_for(Duration::from_millis(500));
-    assert_eq!(world.flux.shut_down(), [1]);
+    assert_eq!(world.flux().shut_down(), [1]);
     assert_eq!(live(&world), ids("0,3"));
 
-    assert!(world.flux.end_job(short), "the short job ends");
+    assert!(world.flux_mut().end_job(short), "the short job ends");
     let retired = world.run_until(CONVERGE, |w| {
-        w.flux.shut_down() == [1, 2] && w.kube_idle() && w.status()["in_flight"] == 0
+        w.flux().shut_down() == [1, 2] && w.kube_idle() && w.status()["in_flight"] == 0
     });
     assert!(
         retired,
         "rank 2 not retired once free: {:#}",
         world.status()
     );
-    let running: Vec<_> = world.flux.jobs().running().map(|(id, _)| id).collect();
+    let running: Vec<_> = world.flux().jobs().running().map(|(id, _)| id).collect();
     assert_eq!(running, [long], "the long job on rank 3 was left alone");
     assert_eq!(live(&world), ids("0,3"));
 }
 
 #[test]
 fn a_job_on_a_lost_rank_fails_and_frees_its_other_ranks_for_a_shrink() {
-    let mut world = World::with_minicluster(sim(), "lostjob", 4, 4, test_planner());
-    world.flux.run_job(&ids("2-3"), None).expect("a job on 2-3");
+    let mut world = World::with_minicluster(default_sim(), "lostjob", 4, 4, test_planner())
+        .expect("the world starts");
+    world
+        .flux_mut()
+        .run_job(&ids("2-3"), None)
+        .expect("a job on 2-3");
     until_seen_busy(&mut world, "2-3");
     world.crash_brokers(&ids("3"));
     let freed = world.run_until(CONVERGE, |w| {
-        w.flux.jobs().running().next().is_none() && w.engine.flux().busy().is_empty()
+        w.flux().jobs().running().next().is_none()
+            && w.engine()
+                .expect("fluxk8s is loaded")
+                .flux()
+                .busy()
+                .is_empty()
     });
     assert!(
         freed,
@@ -134,10 +148,10 @@ fn a_job_on_a_lost_rank_fails_and_frees_its_other_ranks_for_a_shrink() {
         world.status()
     );
     // Rank 2 is idle again, so a shrink takes it at once rather than waiting on a job.
-    world.request_size(2);
+    world.request_size(2).expect("resize accepted");
     // Index 2 is now the top one: the lower size itself retires it.
     let retired = world.run_until(CONVERGE, |w| {
-        !w.flux.online().contains(2) && why(w, 2).starts_with("retired")
+        !w.flux().online().contains(2) && why(w, 2).starts_with("retired")
     });
     assert!(retired, "rank 2 was not retired: {:#}", world.status());
 }

@@ -2,29 +2,30 @@
 //! that change their mind (one drain-state request per change), and a size shared with
 //! an HPA-like writer (followed both ways, never written back).
 
-mod fault_world;
-
 use std::time::Duration;
 
-use fault_world::{NS, World, events_with_reason, sim, test_planner};
 use fluxk8s::model::IdSet;
+use fluxk8s::scenario::{NAMESPACE, World, default_sim, events_with_reason, test_planner};
 use fluxk8s::sim::Verb;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
 fn live(world: &World) -> IdSet {
-    world.flux.online().difference(&world.flux.drained())
+    world.flux().online().difference(&world.flux().drained())
 }
 
 #[test]
 fn flapping_resizes_converge_with_no_failed_drain_request() {
-    let sim = sim();
-    let mut world = World::with_minicluster(sim.clone(), "flap", 4, 12, test_planner());
+    let sim = default_sim();
+    let mut world = World::with_minicluster(sim.clone(), "flap", 4, 12, test_planner())
+        .expect("the world starts");
     for round in 0..20 {
-        world.request_size(if round % 2 == 0 { 12 } else { 4 });
+        world
+            .request_size(if round % 2 == 0 { 12 } else { 4 })
+            .expect("resize accepted");
         world.run_for(Duration::from_millis(300));
     }
-    world.request_size(8);
+    world.request_size(8).expect("resize accepted");
     let settled = world.run_until(CONVERGE, |w| {
         live(w).len() == 8 && w.kube_idle() && w.status()["in_flight"] == 0
     });
@@ -49,12 +50,18 @@ fn flapping_resizes_converge_with_no_failed_drain_request() {
 
 #[test]
 fn an_hpa_like_writer_is_followed_both_ways_and_never_reverted() {
-    let sim = sim();
-    let mut world = World::with_minicluster(sim.clone(), "hpa", 4, 12, test_planner());
+    let sim = default_sim();
+    let mut world = World::with_minicluster(sim.clone(), "hpa", 4, 12, test_planner())
+        .expect("the world starts");
     let patches_before = sim.requests().count(Verb::Patch, "miniclusters");
     for (followed, size) in [12, 4, 12, 6].into_iter().enumerate() {
-        sim.set_minicluster_size(NS, "hpa", i64::from(size), "horizontal-pod-autoscaler")
-            .expect("scaled");
+        sim.set_minicluster_size(
+            NAMESPACE,
+            "hpa",
+            i64::from(size),
+            "horizontal-pod-autoscaler",
+        )
+        .expect("scaled");
         // Flux alone can show the size reached before the engine saw the change: wait
         // for the engine to have followed it too.
         let reached = world.run_until(CONVERGE, |w| {
@@ -73,9 +80,9 @@ fn an_hpa_like_writer_is_followed_both_ways_and_never_reverted() {
         "horizontal-pod-autoscaler"
     );
     assert!(
-        world.flux.drained().iter().all(|k| k >= 6),
+        world.flux().drained().iter().all(|k| k >= 6),
         "{}",
-        world.flux.drained()
+        world.flux().drained()
     );
     assert_eq!(
         sim.requests().count(Verb::Patch, "miniclusters"),

@@ -4,13 +4,13 @@
 //! Each test checks the intent survives, the status says what is wrong, the work
 //! converges once the fault ends, and the request log shows nothing done twice.
 
-mod fault_world;
-
 use std::time::{Duration, Instant};
 
-use fault_world::{ALL_VERBS, World, answered, api_down, events_with_reason, sim, test_planner};
 use fluxk8s::model::{IdSet, KubeAction, Retry};
 use fluxk8s::planner::PlannerConfig;
+use fluxk8s::scenario::{
+    ALL_VERBS, World, answered, api_down, default_sim, events_with_reason, test_planner,
+};
 use fluxk8s::sim::Verb;
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn kube_problems(world: &World) -> Vec<Value> {
 
 /// Live pods and Flux both show exactly `live` running.
 fn converged_to(world: &World, live: &IdSet) -> bool {
-    &world.live_indexes() == live && &world.flux.online() == live
+    &world.live_indexes() == live && &world.flux().online() == live
 }
 
 /// Converged, every driver command answered, and no Kubernetes problem left.
@@ -44,17 +44,18 @@ fn recovered(world: &World, live: &IdSet) -> bool {
 fn grow_through_a_30s_outage(
     retry_interval: f64,
 ) -> (World, std::sync::Arc<fluxk8s::sim::SimCluster>) {
-    let sim = sim();
+    let sim = default_sim();
     // The module's planner settings, but for the retry interval under test.
     let planner = PlannerConfig {
         cooldown: 0.0,
         retry_interval,
         ..PlannerConfig::default()
     };
-    let mut world = World::with_minicluster(sim.clone(), "down", 2, 6, planner);
+    let mut world =
+        World::with_minicluster(sim.clone(), "down", 2, 6, planner).expect("the world starts");
     api_down(&sim);
-    let answer = world.request_size(6);
-    assert_eq!(answer["target"], 6, "{answer}");
+    let answer = world.request_size(6).expect("resize accepted");
+    assert_eq!(answer.target, 6, "{answer:?}");
 
     let outage = Instant::now();
     let waiting = world.run_until(Duration::from_secs(10), |w| {
@@ -136,11 +137,12 @@ fn api_down_for_the_whole_retry_interval_does_not_repeat_the_resize() {
 
 #[test]
 fn conflicts_409_are_re_planned_and_each_change_lands_once() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "conflict", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "conflict", 4, test_planner()).expect("the world starts");
     sim.faults().fail_next(&[Verb::Delete], "pods", 1, 409);
     world.crash_brokers(&ids("2"));
-    world.request_retire(&ids("2"));
+    world.request_retire(&ids("2")).expect("retire accepted");
     let live = ids("0-1,3");
     assert!(
         world.run_until(CONVERGE, |w| converged_to(w, &live) && w.kube_idle()),
@@ -178,8 +180,8 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
     // Conflicts on a Job patch (its parallelism, or the desired-size annotation).
     sim.faults().fail_next(&[Verb::Patch], "jobs", 1, 409);
     let patches_before = answered(&sim, Verb::Patch, "jobs", 200);
-    world.request_size(2);
-    let shrunk = world.run_until(CONVERGE, |w| w.flux.online().len() == 2 && w.kube_idle());
+    world.request_size(2).expect("resize accepted");
+    let shrunk = world.run_until(CONVERGE, |w| w.flux().online().len() == 2 && w.kube_idle());
     assert!(shrunk, "shrink never finished: {:#}", world.status());
     assert_eq!(answered(&sim, Verb::Patch, "jobs", 409), 1);
     let landed = answered(&sim, Verb::Patch, "jobs", 200) - patches_before;
@@ -200,11 +202,12 @@ fn conflicts_409_are_re_planned_and_each_change_lands_once() {
 
 #[test]
 fn forbidden_403_names_the_missing_permission_until_rbac_allows_it() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "rbac", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "rbac", 4, test_planner()).expect("the world starts");
     sim.faults().forbid(Verb::Delete, "pods");
     world.crash_brokers(&ids("2"));
-    world.request_retire(&ids("2"));
+    world.request_retire(&ids("2")).expect("retire accepted");
     let named = world.run_until(CONVERGE, |w| {
         kube_problems(w).iter().any(|p| {
             p["forbidden"] == true
@@ -234,13 +237,14 @@ fn forbidden_403_names_the_missing_permission_until_rbac_allows_it() {
 
 #[test]
 fn bursts_of_5xx_are_retried_and_each_change_lands_once() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "burst", 6, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "burst", 6, test_planner()).expect("the world starts");
     for (resource, code) in [("pods", 500), ("jobs", 503), ("events", 500)] {
         sim.faults().fail_next(&ALL_VERBS, resource, 6, code);
     }
     world.crash_brokers(&ids("2,4"));
-    world.request_retire(&ids("2,4"));
+    world.request_retire(&ids("2,4")).expect("retire accepted");
     let live = ids("0-1,3,5");
     assert!(
         world.run_until(CONVERGE, |w| converged_to(w, &live) && w.kube_idle()),
@@ -270,9 +274,10 @@ fn bursts_of_5xx_are_retried_and_each_change_lands_once() {
 
 #[test]
 fn dropped_watches_and_expired_history_during_a_grow_do_not_repeat_it() {
-    let sim = sim();
-    let mut world = World::with_minicluster(sim.clone(), "watch", 2, 8, test_planner());
-    world.request_size(8);
+    let sim = default_sim();
+    let mut world = World::with_minicluster(sim.clone(), "watch", 2, 8, test_planner())
+        .expect("the world starts");
+    world.request_size(8).expect("resize accepted");
     for round in 0..10 {
         sim.faults().drop_watches();
         if round == 5 {
@@ -297,13 +302,14 @@ fn dropped_watches_and_expired_history_during_a_grow_do_not_repeat_it() {
 #[test]
 fn a_one_second_api_latency_never_slows_an_engine_call() {
     const LATENCY: Duration = Duration::from_secs(1);
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "slow", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "slow", 4, test_planner()).expect("the world starts");
     sim.faults().set_latency(LATENCY);
     world.timings = Default::default();
     let started = Instant::now();
     world.crash_brokers(&ids("1"));
-    world.request_retire(&ids("1"));
+    world.request_retire(&ids("1")).expect("retire accepted");
     let live = ids("0,2-3");
     assert!(
         world.run_until(CONVERGE, |w| converged_to(w, &live) && w.kube_idle()),
@@ -336,11 +342,14 @@ fn a_one_second_api_latency_never_slows_an_engine_call() {
 
 #[test]
 fn a_delete_refused_422_is_not_issued_again_and_the_status_says_why() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "invalid", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "invalid", 4, test_planner()).expect("the world starts");
     sim.faults().fail_next(&[Verb::Delete], "pods", 1, 422);
     world.crash_brokers(&ids("2"));
-    world.request_retire(&ids("2"));
+    world
+        .request_retire(&ids("2"))
+        .expect("the retire is taken");
     let refused = |w: &World| {
         w.status()["plan"]["refused"]
             .as_array()

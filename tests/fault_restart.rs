@@ -8,34 +8,35 @@
 //! (`a_worker_panic_is_reported_and_the_driver_refuses_further_commands`) and
 //! tests/broker_walkthrough.rs (`a_panic_in_the_kubernetes_worker_is_contained_and_reported`).
 
-mod fault_world;
-
 use std::time::Duration;
 
-use fault_world::{World, answered, sim, test_planner};
 use fluxk8s::model::{IdSet, KubeAction};
+use fluxk8s::scenario::{World, answered, default_sim, test_planner};
 use fluxk8s::sim::Verb;
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
 fn retired_for_good(world: &World, rank: u32) -> bool {
     !world.live_indexes().contains(rank)
-        && !world.flux.online().contains(rank)
-        && world.flux.drained().contains(rank)
+        && !world.flux().online().contains(rank)
+        && world.flux().drained().contains(rank)
 }
 
 #[test]
 fn reload_while_the_delete_cannot_land_finishes_with_one_delete() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "reload-a", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "reload-a", 4, test_planner()).expect("the world starts");
     sim.faults().forbid(Verb::Delete, "pods");
     world.crash_brokers(&"2".parse::<IdSet>().unwrap());
-    world.request_retire(&"2".parse::<IdSet>().unwrap());
+    world
+        .request_retire(&"2".parse::<IdSet>().unwrap())
+        .expect("retire accepted");
     let stuck = world.run_until(CONVERGE, |_| answered(&sim, Verb::Delete, "pods", 403) > 0);
     assert!(stuck, "the delete was never tried: {:#}", world.status());
-    assert!(world.flux.drained().contains(2), "Flux holds the drain");
+    assert!(world.flux().drained().contains(2), "Flux holds the drain");
 
-    world.reload();
+    world.reload_module().expect("the module reloads");
     sim.faults().allow(Verb::Delete, "pods");
     assert!(
         world.run_until(CONVERGE, |w| retired_for_good(w, 2) && w.kube_idle()),
@@ -53,13 +54,16 @@ fn reload_while_the_delete_cannot_land_finishes_with_one_delete() {
 
 #[test]
 fn reload_after_the_delete_landed_but_before_its_answer_deletes_nothing_more() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "reload-b", 4, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "reload-b", 4, test_planner()).expect("the world starts");
     // Slow enough that the driver is still recording the Event, its last step, when
     // the module goes away.
     sim.faults().set_latency(Duration::from_millis(300));
     world.crash_brokers(&"1".parse::<IdSet>().unwrap());
-    world.request_retire(&"1".parse::<IdSet>().unwrap());
+    world
+        .request_retire(&"1".parse::<IdSet>().unwrap())
+        .expect("retire accepted");
     let landed = world.run_until(CONVERGE, |_| answered(&sim, Verb::Delete, "pods", 200) == 1);
     assert!(landed, "the delete never landed: {:#}", world.status());
     let unanswered = world.kube_log.values().any(|(action, outcome)| {
@@ -72,7 +76,7 @@ fn reload_after_the_delete_landed_but_before_its_answer_deletes_nothing_more() {
     );
 
     sim.faults().clear();
-    world.reload();
+    world.reload_module().expect("the module reloads");
     assert!(
         world.run_until(CONVERGE, |w| retired_for_good(w, 1) && w.kube_idle()),
         "never settled: {:#}",

@@ -4,32 +4,34 @@
 //! index completes. A drain storm in the middle of a Job then sends one shutdown per rank
 //! and no Kubernetes request, however long the retry interval lasts.
 
-mod fault_world;
-
 use std::time::Duration;
 
-use fault_world::{NS, World, sim, test_planner};
 use fluxk8s::model::{IdSet, PodPhase};
+use fluxk8s::scenario::{NAMESPACE, World, default_sim, test_planner};
 use fluxk8s::sim::Verb;
 
 #[test]
 fn drained_middle_ranks_go_offline_at_their_one_shutdown_and_their_indexes_complete() {
-    let sim = sim();
-    let mut world = World::with_bare_job(sim.clone(), "leave", 12, test_planner());
+    let sim = default_sim();
+    let mut world =
+        World::with_bare_job(sim.clone(), "leave", 12, test_planner()).expect("the world starts");
     let drained: IdSet = "3-8".parse().expect("idset");
     let requests_before = sim.requests().len();
 
-    world.admin_drain(&drained, "maintenance");
+    world
+        .admin_drain(&drained, "maintenance")
+        .expect("flux resource drain");
     assert_eq!(world.flux_rpcs.get("state-machine.post"), Some(&6));
     assert!(
         world
-            .engine
+            .engine()
+            .expect("fluxk8s is loaded")
             .flux()
             .online()
             .intersection(&drained)
             .is_empty(),
         "the engine saw every broker go offline within the step that shut it down: {}",
-        world.engine.flux().online()
+        world.engine().expect("fluxk8s is loaded").flux().online()
     );
 
     let staying: IdSet = "0-2,9-11".parse().expect("idset");
@@ -47,7 +49,7 @@ fn drained_middle_ranks_go_offline_at_their_one_shutdown_and_their_indexes_compl
         Some(&6),
         "one shutdown per rank"
     );
-    let pods = sim.pod_views(NS, "leave");
+    let pods = sim.pod_views(NAMESPACE, "leave");
     for rank in drained.iter() {
         let phases: Vec<PodPhase> = pods
             .iter()
@@ -56,7 +58,7 @@ fn drained_middle_ranks_go_offline_at_their_one_shutdown_and_their_indexes_compl
             .collect();
         assert_eq!(phases, [PodPhase::Succeeded], "rank {rank}: {pods:?}");
     }
-    let job = sim.job(NS, "leave").expect("the Job");
+    let job = sim.job(NAMESPACE, "leave").expect("the Job");
     assert_eq!(job["status"]["completedIndexes"], "3-8", "{job:#}");
     let log = sim.requests();
     let changes: Vec<_> = log.records[requests_before..]

@@ -1,13 +1,11 @@
 //! The shipped library's link contract: the broker provides libflux, so the `.so` must
 //! not depend on it, and it exports nothing of ours but `mod_main`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tool_output(tool: &str, args: &[&str]) -> String {
-    let so = common::flux::module_path();
+    let so = fluxk8s::scenario::flux_core::module_path();
     let output = Command::new(tool)
         .args(args)
         .arg(&so)
@@ -93,9 +91,9 @@ fn installed_libflux(flux: &Path) -> PathBuf {
 
 #[test]
 fn every_declared_flux_function_exists_in_the_installed_libflux() {
-    let Some(flux) =
-        common::flux::flux_or_skip("every_declared_flux_function_exists_in_the_installed_libflux")
-    else {
+    let Some(flux) = fluxk8s::scenario::flux_core::flux_or_skip(
+        "every_declared_flux_function_exists_in_the_installed_libflux",
+    ) else {
         return;
     };
     let lib = installed_libflux(&flux);

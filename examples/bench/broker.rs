@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use fluxk8s::sim::{MiniClusterSpec, RequestLog};
 use serde_json::Value;
 
-use crate::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
 use crate::measure::{ms, percentile};
 use crate::report::{counts_text, progress, requests_between};
-use crate::world::{NS, sim};
+use fluxk8s::scenario::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
+use fluxk8s::scenario::{NAMESPACE, default_sim};
 
 /// Configured ranks of each run: the broker's size and the MiniCluster's `maxSize`.
 const SIZES: [u32; 4] = [10, 100, 1_000, 10_000];
@@ -85,17 +85,17 @@ pub fn run() -> Vec<Run> {
 fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
     progress(&format!("broker of {ranks} ranks {cycles}"));
     let flux = flux_or_skip("broker cost").expect("flux-core");
-    let sim = sim();
-    sim.create_minicluster(NS, &MiniClusterSpec::new("bench", 1, ranks))
+    let sim = default_sim();
+    sim.create_minicluster(NAMESPACE, &MiniClusterSpec::new("bench", 1, ranks))
         .expect("MiniCluster created");
     let scratch = Scratch::new(&format!("bench-broker-{ranks}"));
     let kubeconfig = scratch.path("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig, NS)
+    sim.write_kubeconfig(&kubeconfig, NAMESPACE)
         .expect("kubeconfig written");
     let script = scratch.path("broker.py");
     std::fs::write(&script, include_str!("broker.py")).expect("broker.py written");
     let load = format!(
-        "kubeconfig={} minicluster=bench namespace={NS} startup-timeout=30 cooldown=0 \
+        "kubeconfig={} minicluster=bench namespace={NAMESPACE} startup-timeout=30 cooldown=0 \
          max-grow-per-minute={ranks} max-actions-per-minute=100000",
         kubeconfig.display()
     );

@@ -1,22 +1,17 @@
 //! fluxk8s benchmarks: reaction time, a drain storm of 5,000, a 0→10,000 resize,
-//! planning at 10,000 ranks, and what the module costs a real broker of 10 to 10,000
-//! ranks. Prints Markdown tables.
+//! planning at 10,000 ranks, what the module costs a real broker of 10 to 10,000 ranks,
+//! and what the simulated server costs alone. Prints Markdown tables.
 //!
 //! ```text
 //! FLUX_CORE_PREFIX=/opt/flux-core cargo run --release --example bench [-- SECTION...]
 //! ```
 //!
 //! Everything runs against the simulated API server on loopback, with the real engine
-//! and Kubernetes driver and the simulated Flux side (`SimFlux`, wired up in
-//! tests/fault_world). The broker lines need flux-core (`FLUX_CORE_PREFIX`) and are
-//! skipped without it; `BENCH_IDLE_SECS` shortens the idle watch (default 60 s).
-//! SECTION is one of `reaction`, `storm`, `resize`, `planner`, `broker`: only those run
-//! (default: all).
-
-#[path = "../../tests/common/flux.rs"]
-mod flux_core;
-#[path = "../../tests/fault_world/mod.rs"]
-mod world;
+//! and Kubernetes driver and the simulated Flux side (`SimFlux`), wired up by
+//! `fluxk8s::scenario::World`. The broker lines need flux-core (`FLUX_CORE_PREFIX`) and
+//! are skipped without it; `BENCH_IDLE_SECS` shortens the idle watch (default 60 s).
+//! SECTION is one of `reaction`, `storm`, `resize`, `planner`, `broker`, `server`: only
+//! those run (default: all).
 
 mod broker;
 mod measure;
@@ -24,12 +19,13 @@ mod planning;
 mod reaction;
 mod report;
 mod resize;
+mod server;
 mod storm;
 
-use world::CallTimings;
+use fluxk8s::scenario::CallTimings;
 
 /// Section names, for choosing some on the command line.
-const SECTIONS: [&str; 5] = ["reaction", "storm", "resize", "planner", "broker"];
+const SECTIONS: [&str; 6] = ["reaction", "storm", "resize", "planner", "broker", "server"];
 
 fn main() {
     let chosen: Vec<String> = std::env::args().skip(1).collect();
@@ -81,5 +77,10 @@ fn main() {
     }
     if wanted("broker") {
         broker::print(&broker::run());
+    }
+
+    if wanted("server") {
+        report::section("6. The simulated server alone: one request's cost as the pods grow");
+        server::run();
     }
 }

@@ -1,5 +1,5 @@
-//! What the bench and the simulator's own benchmark (`examples/sim_speed.rs`) share:
-//! figures and a kube client that talks to the simulated server directly.
+//! What the sections share: figures and a kube client that talks to the simulated server
+//! directly.
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use crate::measure::{direct_client, ms, percentile, uid_guarded};
-use crate::world::{CallTimings, NS, World, sim};
+use fluxk8s::scenario::{CallTimings, NAMESPACE, World, default_sim};
 
 pub struct Reaction {
     ranks: u32,
@@ -36,19 +36,19 @@ impl BareClient {
     fn new(sim: &SimCluster, job: &str, count: u32) -> BareClient {
         let mut spec = IndexedJobSpec::new(job, count);
         spec.backoff_limit_per_index = Some(0);
-        sim.create_job(NS, &spec).expect("bare Job created");
+        sim.create_job(NAMESPACE, &spec).expect("bare Job created");
         let running = sim.wait_for(Duration::from_secs(60), |s| {
-            s.pod_views(NS, job)
+            s.pod_views(NAMESPACE, job)
                 .iter()
                 .filter(|p| p.phase == PodPhase::Running)
                 .count()
                 == count as usize
         });
         assert!(running, "the bare Job's pods never ran");
-        let (runtime, client) = direct_client(sim, NS);
-        let pods: Api<Pod> = Api::namespaced(client, NS);
+        let (runtime, client) = direct_client(sim, NAMESPACE);
+        let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
         let mut victims: Vec<(String, String)> = sim
-            .pod_views(NS, job)
+            .pod_views(NAMESPACE, job)
             .into_iter()
             .map(|p| (p.name, p.uid))
             .collect();
@@ -106,15 +106,16 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
     };
     while result.reaction.len() < samples {
         // A fresh server per instance, so every round starts from the same empty cluster.
-        let sim: Arc<SimCluster> = sim();
+        let sim: Arc<SimCluster> = default_sim();
         let ranks_now = candidates(ranks, samples - result.reaction.len());
         let mut bare = BareClient::new(&sim, "bare", ranks_now.len() as u32);
         let job = "react";
-        let mut world = World::with_bare_job(sim.clone(), job, ranks, crate::storm::planner());
+        let mut world = World::with_bare_job(sim.clone(), job, ranks, crate::storm::planner())
+            .expect("the world starts");
         world.timings = CallTimings::default();
         for rank in ranks_now {
             let pod = sim
-                .pod_views(NS, job)
+                .pod_views(NAMESPACE, job)
                 .into_iter()
                 .find(|p| p.index == rank && p.is_live())
                 .expect("a live pod at the rank");
@@ -132,7 +133,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
             world.step();
             world.crash_brokers(&one);
             let drained = world.run_until(Duration::from_secs(10), |w| {
-                w.flux.drained().contains(rank) && w.kube_idle()
+                w.flux().drained().contains(rank) && w.kube_idle()
             });
             assert!(
                 drained,
@@ -140,7 +141,7 @@ pub fn run(ranks: u32, samples: usize, calls: &mut CallTimings) -> Reaction {
                 world.status()
             );
             let fed = Instant::now();
-            world.request_retire(&one);
+            world.request_retire(&one).expect("retire accepted");
             let answered = world.run_until(Duration::from_secs(10), |w| w.kube_idle());
             let received = delete_received(&sim, &pod.name);
             let (true, Some(received)) = (answered, received) else {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::measure::ms;
 use fluxk8s::sim::{RequestLog, SimCluster};
 
-use crate::world::CallTimings;
+use fluxk8s::scenario::CallTimings;
 
 /// A progress line on stderr, with the time since the bench started.
 pub fn progress(what: &str) {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::measure::ms;
 use crate::report::{counts_text, requests_between};
-use crate::world::{CallTimings, World, sim};
+use fluxk8s::scenario::{CallTimings, World, default_sim};
 
 pub struct Phase {
     name: &'static str,
@@ -22,7 +22,7 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
     let rpcs_before = world.flux_rpcs.clone();
     let commands_before = world.kube_log.len();
     let started = Instant::now();
-    world.request_size(size);
+    world.request_size(size).expect("resize accepted");
     let over = world.run_until(Duration::from_secs(300), |w| w.kube_idle() && done(w));
     assert!(over, "{name} never finished: {:#}", world.status());
     let wall = started.elapsed();
@@ -38,7 +38,7 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
         name,
         wall,
         requests: counts_text(&requests_between(
-            &world.sim.requests(),
+            &world.sim().requests(),
             started,
             Instant::now(),
         )),
@@ -52,13 +52,14 @@ fn phase(world: &mut World, name: &'static str, size: u32, done: impl Fn(&World)
 }
 
 pub fn run(calls: &mut CallTimings) -> Vec<Phase> {
-    let mut world = World::with_minicluster(sim(), "grow", 1, MAX, crate::storm::planner());
+    let mut world = World::with_minicluster(default_sim(), "grow", 1, MAX, crate::storm::planner())
+        .expect("the world starts");
     world.timings = CallTimings::default();
     let grow = phase(&mut world, "grow 1 → 10,000", MAX, |w| {
-        w.flux.online().len() == MAX as usize
+        w.flux().online().len() == MAX as usize
     });
     let shrink = phase(&mut world, "shrink 10,000 → 1", 1, |w| {
-        w.flux.online().len() == 1 && w.live_indexes().len() == 1
+        w.flux().online().len() == 1 && w.live_indexes().len() == 1
     });
     calls.merge(&world.timings);
     vec![grow, shrink]

@@ -10,7 +10,7 @@ use fluxk8s::sim::Verb;
 
 use crate::measure::ms;
 use crate::report::{counts_text, requests_between, requests_since};
-use crate::world::{CallTimings, World, sim};
+use fluxk8s::scenario::{CallTimings, World, default_sim};
 
 /// The planner for benchmarks: the module's defaults, with the per-minute action limit
 /// (20, not configurable in the module) and the grow/shrink cooldown out of the way, so
@@ -45,10 +45,12 @@ fn storm(
     calls: &mut CallTimings,
 ) -> Storm {
     crate::report::progress(&format!("storm: {name}: instance up"));
-    let sim = world.sim.clone();
+    let sim = world.sim().clone();
     world.timings = CallTimings::default();
     let rpcs_before = world.flux_rpcs.clone();
-    let fed = world.admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm");
+    let fed = world
+        .admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm")
+        .expect("flux resource drain");
     let over = world.run_until(Duration::from_secs(120), |w| w.kube_idle() && finished(w));
     assert!(
         over,
@@ -101,7 +103,8 @@ fn none_live(world: &World) -> bool {
 /// 10,001 ranks, 1-5,000 drained: in the middle, below live ranks, so each broker (up) is
 /// shut down and its exit 0 completes its index.
 pub fn middle(calls: &mut CallTimings) -> Storm {
-    let world = World::with_bare_job(sim(), "storm-mid", 10_001, planner());
+    let world = World::with_bare_job(default_sim(), "storm-mid", 10_001, planner())
+        .expect("the world starts");
     storm(
         "bare Job, 10,001 ranks, drain 1-5,000 (middle)",
         world,
@@ -112,7 +115,8 @@ pub fn middle(calls: &mut CallTimings) -> Storm {
 
 /// 5,001 ranks, 1-5,000 drained: the whole tail, so the size is lowered instead.
 pub fn tail(calls: &mut CallTimings) -> Storm {
-    let world = World::with_bare_job(sim(), "storm-tail", 5_001, planner());
+    let world = World::with_bare_job(default_sim(), "storm-tail", 5_001, planner())
+        .expect("the world starts");
     storm(
         "bare Job, 5,001 ranks, drain 1-5,000 (tail)",
         world,
@@ -124,7 +128,8 @@ pub fn tail(calls: &mut CallTimings) -> Storm {
 /// A MiniCluster with completeWorkers: the brokers are shut down and their pods
 /// complete, without a Kubernetes request.
 pub fn completing_workers(calls: &mut CallTimings) -> Storm {
-    let world = World::with_minicluster(sim(), "storm-mc", 10_001, 10_001, planner());
+    let world = World::with_minicluster(default_sim(), "storm-mc", 10_001, 10_001, planner())
+        .expect("the world starts");
     storm(
         "MiniCluster (completeWorkers), 10,001 ranks, drain 1-5,000",
         world,
@@ -160,16 +165,19 @@ pub fn print(storms: &[Storm]) {
 /// the module's fixed limit of 20 per minute.
 pub fn rate_limited() -> (usize, Duration) {
     let mut world = World::with_bare_job(
-        sim(),
+        default_sim(),
         "storm-limited",
         10_001,
         PlannerConfig {
             cooldown: 0.0,
             ..PlannerConfig::default()
         },
-    );
+    )
+    .expect("the world starts");
     let window = Duration::from_secs(3);
-    world.admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm");
+    world
+        .admin_drain(&IdSet::range(DRAINED.0, DRAINED.1), "bench: storm")
+        .expect("flux resource drain");
     world.run_for(window);
     let deletes = world.commands(|a| matches!(a, KubeAction::DeletePod { .. }));
     let shutdowns = world

@@ -1,9 +1,10 @@
 //! Running a [`Script`]: with fluxk8s, checking its `expect` lines; or by hand, replaying
 //! the same steps the way people resize today, for contrast.
 
-use super::cluster::{Cluster, Mode, RunError};
+use super::cluster::{Cluster, Mode};
 use super::picture::or_dash;
 use super::script::{Command, Expectation, Script, Step};
+use super::world::RunError;
 use crate::model::IdSet;
 use crate::model::history::History;
 

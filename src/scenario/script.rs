@@ -23,7 +23,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::cluster::{ClusterSpec, JobKind};
+use super::spec::{ClusterSpec, JobKind};
 use crate::model::IdSet;
 
 /// The longest `wait` a scenario may ask for.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fluxk8s::model::IdSet;
 use serde_json::{Value, json};
 
-use super::flux::{Scratch, module_path, transcript};
+use fluxk8s::scenario::flux_core::{Scratch, module_path, transcript};
 
 /// How long any wait in these tests may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -2,4 +2,3 @@
 
 pub mod bridge;
 pub mod cluster;
-pub mod flux;

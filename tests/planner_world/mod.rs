@@ -1,6 +1,13 @@
 //! A tiny fake of Kubernetes (Job controller + Flux Operator) and Flux, applying the
 //! planner's actions the way docs/kubernetes.md §1–§4 and docs/flux-core.md §2–§4 describe.
 //! Flux state is fed to the real `FluxView` as journal/overlay JSON payloads.
+//!
+//! It stays apart from `fluxk8s::scenario::World` on purpose: time here is virtual (a pass
+//! every 5 s, so cooldowns, start-up timeouts and rate windows of minutes pass in
+//! microseconds) and a pass is a pure function of the views, which the property tests
+//! need to run hundreds of cases each and shrink a failure to the same failure. The World
+//! runs in real time, with an HTTP server, a driver thread and kubelet timers, so each
+//! case would take real seconds and thread scheduling would decide the interleaving.
 
 #![allow(dead_code)] // each test binary uses a different part of the world
 

@@ -1,9 +1,6 @@
-//! What one request costs the simulated API server (`src/sim`) as the pod count grows, so
-//! benchmarks of fluxk8s at 1,000 ranks measure fluxk8s rather than the simulator.
-//!
-//! ```text
-//! cargo run --release --example sim_speed
-//! ```
+//! The simulated API server alone (`src/sim`): what one request costs it as the pod count
+//! grows, so benchmarks of fluxk8s at 1,000 ranks measure fluxk8s rather than the
+//! simulator.
 //!
 //! Per size: an Indexed Job of that many pods (create → all Running), uid-guarded pod
 //! DELETEs by a kube client (as the driver sends them) while a pod watch is open, and a
@@ -11,16 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "bench/measure.rs"]
-mod measure;
-use measure::{direct_client, ms, percentile, uid_guarded};
-
 use fluxk8s::model::PodPhase;
 use fluxk8s::sim::{IndexedJobSpec, MiniClusterSpec, SimCluster, SimOptions};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, WatchParams};
 use serde_json::json;
+
+use crate::measure::{direct_client, ms, percentile, uid_guarded};
 
 const NS: &str = "default";
 const DELETES: usize = 200;
@@ -33,7 +28,7 @@ fn running(sim: &SimCluster, job: &str) -> usize {
         .count()
 }
 
-fn run(pods: u32) {
+fn at_size(pods: u32) {
     let sim = SimCluster::start(SimOptions::default()).expect("sim starts");
     let (runtime, client) = direct_client(&sim, NS);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -118,13 +113,13 @@ fn run(pods: u32) {
     );
 }
 
-fn main() {
+pub fn run() {
     println!(
         "| pods | Job create answered | all Running | pod DELETE p50 | p99 | \
          scale 1 → pods: answered / all Running | scale back to 1: answered / pods gone |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for pods in [10, 100, 1_000] {
-        run(pods);
+        at_size(pods);
     }
 }

@@ -1,11 +1,9 @@
-//! Finding and driving a real flux-core for the in-pod integration tests.
+//! Finding and driving a real flux-core, for the real-broker tests and the bench.
 //!
 //! flux-core is found through `FLUX_CORE_PREFIX` (`$FLUX_CORE_PREFIX/bin/flux`), else
 //! `flux` on `PATH`. Without one, each test says `skipped: no flux-core` on stderr and
 //! passes. Each real-broker test notes whether it ran or was skipped in the file
 //! `$FLUXK8S_REAL_BROKER_LOG`, if set: `.ci/run` counts them.
-
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,17 +59,17 @@ fn note_real_broker_test(line: &str) {
         .unwrap_or_else(|e| panic!("FLUXK8S_REAL_BROKER_LOG={}: {e}", path.display()));
 }
 
-/// `libfluxk8s.so` beside this test binary (target/<profile>/), built first if needed:
-/// `cargo test` builds the library only as an rlib for the tests themselves.
+/// `libfluxk8s.so` beside this test or example binary (target/<profile>/), built first if
+/// needed: `cargo test` builds the library only as an rlib for the tests themselves.
 pub fn module_path() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
+            let exe = std::env::current_exe().expect("the running binary's path");
             let profile_dir = exe
                 .parent()
                 .and_then(Path::parent)
-                .expect("target/<profile>/deps");
+                .expect("target/<profile>/deps or target/<profile>/examples");
             let target_dir = profile_dir.parent().expect("target/");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
