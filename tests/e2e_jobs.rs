@@ -39,19 +39,6 @@ fn pod_uid(world: &World, job: &str, index: u32) -> String {
     running.map(|p| p.uid.clone()).unwrap_or_default()
 }
 
-/// The planner's word on `rank`.
-fn why(world: &World, rank: u32) -> String {
-    let one = IdSet::range(rank, rank);
-    let status = world
-        .engine()
-        .expect("fluxk8s is loaded")
-        .status(world.now(), Some(&one));
-    status
-        .detail
-        .and_then(|d| d.first().map(|r| r.why.to_string()))
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_shrink_retires_an_idle_rank_and_leaves_the_job_on_the_highest_running() {
     let mut world = World::with_minicluster(default_sim(), "busy", 4, 4, test_planner())
@@ -100,7 +87,7 @@ fn a_shrink_that_needs_a_busy_rank_takes_the_soonest_ending_and_retires_it_when_
         w.flux().shut_down() == [1] && w.flux().drained() == ids("1-2") && w.kube_idle()
     });
     assert!(waiting, "not waiting on rank 2: {:#}", world.status());
-    let said = why(&world, 2);
+    let said = world.rank_why(2).unwrap_or_default();
     assert!(
         said.starts_with("draining: busy (until ") && said.contains("waiting idle"),
         "{said}"
@@ -151,7 +138,7 @@ fn a_job_on_a_lost_rank_fails_and_frees_its_other_ranks_for_a_shrink() {
     world.request_size(2).expect("resize accepted");
     // Index 2 is now the top one: the lower size itself retires it.
     let retired = world.run_until(CONVERGE, |w| {
-        !w.flux().online().contains(2) && why(w, 2).starts_with("retired")
+        !w.flux().online().contains(2) && w.rank_why(2).unwrap_or_default().starts_with("retired")
     });
     assert!(retired, "rank 2 was not retired: {:#}", world.status());
 }

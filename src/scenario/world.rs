@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::NAMESPACE;
 use super::spec::{ClusterSpec, JobKind};
 use super::timings::CallTimings;
-use crate::engine::{Effect, Engine, FluxRequest};
+use crate::engine::{Effect, Engine, FluxRequest, RankDetail};
 use crate::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Report, Tuning};
 use crate::model::{Action, IdSet, KubeAction, Retry};
 use crate::planner::{PlannerConfig, RankPhase, RequestError, ResizeAnswer, RetireAnswer};
@@ -429,9 +429,19 @@ impl World {
 
     /// Where the planner has `rank`, if anywhere yet.
     pub fn rank_phase(&self, rank: u32) -> Option<RankPhase> {
+        self.rank_detail(rank, |detail| detail.phase)?
+    }
+
+    /// The planner's word on `rank` (`None` before fluxk8s is loaded).
+    pub fn rank_why(&self, rank: u32) -> Option<String> {
+        self.rank_detail(rank, |detail| detail.why.to_string())
+    }
+
+    /// `read` of the engine's status detail for `rank` alone.
+    fn rank_detail<T>(&self, rank: u32, read: impl FnOnce(&RankDetail<'_>) -> T) -> Option<T> {
         let one = IdSet::range(rank, rank);
         let status = self.engine()?.status(self.now(), Some(&one));
-        status.detail?.first()?.phase
+        status.detail?.first().map(read)
     }
 
     /// What the module's status requests do (the engine's status, serialized): the plain
