@@ -95,9 +95,17 @@ pub fn flux_request(action: &FluxAction) -> FluxRequest {
     };
     match action {
         // "update" keeps a drain someone set meanwhile instead of failing with EEXIST.
-        FluxAction::Drain { ranks, reason } => to_leader(
+        FluxAction::Drain {
+            ranks,
+            reason,
+            overwrite,
+        } => to_leader(
             "resource.drain",
-            json!({"targets": ranks.to_string(), "reason": reason, "mode": "update"}),
+            json!({
+                "targets": ranks.to_string(),
+                "reason": reason,
+                "mode": if *overwrite { "overwrite" } else { "update" },
+            }),
         ),
         FluxAction::Undrain { ranks } => {
             to_leader("resource.undrain", json!({"targets": ranks.to_string()}))
@@ -824,6 +832,7 @@ mod tests {
         let drain = Action::Flux(FluxAction::Drain {
             ranks: "1".parse().unwrap(),
             reason: "fluxk8s: x".into(),
+            overwrite: false,
         });
         let shutdown = Action::Flux(FluxAction::Shutdown { rank: 1 });
         let failed = |errno, action| {

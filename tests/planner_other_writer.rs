@@ -73,7 +73,7 @@ fn a_grow_after_an_outside_shrink_is_followed_not_undone() {
         .log
         .iter()
         .filter_map(|(_, a)| match a {
-            Action::Flux(fluxk8s::model::FluxAction::Drain { ranks, reason }) => {
+            Action::Flux(fluxk8s::model::FluxAction::Drain { ranks, reason, .. }) => {
                 Some(format!("{ranks}: {reason}"))
             }
             _ => None,

@@ -15,8 +15,14 @@ pub const FIELD_MANAGER: &str = "fluxk8s";
 /// An action on the Flux side, carried out on the module thread.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum FluxAction {
-    /// `resource.drain` with a reason starting with [`DRAIN_REASON_PREFIX`].
-    Drain { ranks: IdSet, reason: String },
+    /// `resource.drain` with a reason starting with [`DRAIN_REASON_PREFIX`]. A drain
+    /// already there stays (`mode: update`) unless `overwrite`, which fluxk8s sets only to
+    /// replace its own record of a retirement it saw (docs/flux-core.md 3.2).
+    Drain {
+        ranks: IdSet,
+        reason: String,
+        overwrite: bool,
+    },
     /// `resource.undrain`; only ever for drains fluxk8s set.
     Undrain { ranks: IdSet },
     /// `state-machine.post {"event":"shutdown"}` to broker N: it shuts down cleanly and
@@ -68,7 +74,7 @@ pub enum Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Action::Flux(FluxAction::Drain { ranks, reason }) => {
+            Action::Flux(FluxAction::Drain { ranks, reason, .. }) => {
                 write!(f, "drain rank(s) {ranks} ({reason})")
             }
             Action::Flux(FluxAction::Undrain { ranks }) => write!(f, "undrain rank(s) {ranks}"),

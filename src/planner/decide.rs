@@ -61,7 +61,8 @@ impl Reconciler {
     pub(super) fn decide(&self, scene: &Scene<'_>, now: f64) -> Decisions {
         let mut holds = Vec::new();
         let mut verdicts = Vec::with_capacity(scene.ranks.len());
-        let mut drains: BTreeMap<String, IdSet> = BTreeMap::new();
+        // By reason: the ranks drained plainly, and those whose drain is overwritten.
+        let mut drains: BTreeMap<String, [IdSet; 2]> = BTreeMap::new();
         // Made once: a storm of lost or late ranks shares them.
         let lost_reason = reasons::pod_lost();
         let never_online_reason = reasons::never_online(self.config.startup_timeout);
@@ -104,7 +105,7 @@ impl Reconciler {
                     rank.finished.is_some() || (rank.ever_online && k >= growing_to);
                 if rank.drain.is_none() && retired_by_us {
                     let why = rank.finished.map_or("above size", |f| f.words());
-                    add_drain(&mut drains, &reasons::still_retired(why), k);
+                    add_drain(&mut drains, &reasons::still_retired(why), rank);
                 }
                 let drained = match rank.drain {
                     None => None,
@@ -121,7 +122,7 @@ impl Reconciler {
                 if let Some(reason) = self.retiring.get(&k)
                     && rank.drain.is_none()
                 {
-                    add_drain(&mut drains, reason, k);
+                    add_drain(&mut drains, reason, rank);
                 }
                 if leaving.kept() {
                     match kept.iter_mut().find(|(why, _)| *why == leaving) {
@@ -146,13 +147,13 @@ impl Reconciler {
                     Some(DrainKind::Admin | DrainKind::OursRetire) => Verdict::Protected,
                     None if rank.online && !rank.down() => Verdict::Up,
                     None | Some(DrainKind::OursObserved) if rank.down() => {
-                        add_drain(&mut drains, &lost_reason, k);
+                        add_drain(&mut drains, &lost_reason, rank);
                         Verdict::LostDraining
                     }
                     None | Some(DrainKind::OursObserved) => {
                         let since = self.waiting_since.get(&k).copied().unwrap_or(now);
                         if now - since >= self.config.startup_timeout {
-                            add_drain(&mut drains, &never_online_reason, k);
+                            add_drain(&mut drains, &never_online_reason, rank);
                             timed_out.insert(k);
                             Verdict::NeverOnline
                         } else {
@@ -189,7 +190,12 @@ impl Reconciler {
                 actions.push(planned);
             }
         };
-        for (reason, ids) in drains {
+        let drains = drains
+            .into_iter()
+            .flat_map(|(reason, [plain, overwritten])| {
+                [(reason.clone(), false, plain), (reason, true, overwritten)]
+            });
+        for (reason, overwrite, ids) in drains {
             let ids = hold_unanswered(ids);
             if ids.is_empty() {
                 continue;
@@ -199,7 +205,11 @@ impl Reconciler {
             } else {
                 Effect::None
             };
-            let action = Action::Flux(FluxAction::Drain { ranks: ids, reason });
+            let action = Action::Flux(FluxAction::Drain {
+                ranks: ids,
+                reason,
+                overwrite,
+            });
             unless_refused(Planned { action, effect }, &mut actions);
         }
         let undrain = hold_unanswered(undrain.union(&growth.undrain));
@@ -517,14 +527,19 @@ impl Reconciler {
     }
 }
 
-/// Adds rank `k` to the drain for `reason`, copying the reason only for its first rank.
-fn add_drain(drains: &mut BTreeMap<String, IdSet>, reason: &str, k: u32) {
+/// Adds `rank` to the drain for `reason`, copying the reason only for its first rank. A
+/// rank held by our record of a retirement we only saw has that record overwritten
+/// (`update` would leave it, and the rank would be drained again every pass).
+fn add_drain(drains: &mut BTreeMap<String, [IdSet; 2]>, reason: &str, rank: &Rank<'_>) {
+    let overwrite = usize::from(rank.drain == Some(DrainKind::OursObserved));
     match drains.get_mut(reason) {
-        Some(ranks) => {
-            ranks.insert(k);
+        Some(sets) => {
+            sets[overwrite].insert(rank.k);
         }
         None => {
-            drains.insert(reason.to_owned(), IdSet::range(k, k));
+            let mut sets = [IdSet::new(), IdSet::new()];
+            sets[overwrite].insert(rank.k);
+            drains.insert(reason.to_owned(), sets);
         }
     }
 }

@@ -244,6 +244,8 @@ impl InFlight {
         match (now, self.drains.get(&k).copied()) {
             (Some(DrainKind::Admin), _) | (_, None) => now,
             (Some(_), Some(None)) => None,
+            // Only our record of a retirement we saw is drained over (overwritten).
+            (Some(DrainKind::OursObserved), Some(intended)) => intended,
             (Some(ours), Some(Some(_))) => Some(ours),
             (None, Some(intended)) => intended,
         }
@@ -270,6 +272,15 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
     let drained = |k: u32| flux.rank(k).is_some_and(|r| r.drain.is_some());
     let ranks = &pending.speaks_for;
     match &pending.action {
+        Action::Flux(FluxAction::Drain {
+            reason,
+            overwrite: true,
+            ..
+        }) => ranks.iter().all(|k| {
+            flux.rank(k)
+                .and_then(|r| r.drain.as_ref())
+                .is_some_and(|d| d.reason == *reason)
+        }),
         Action::Flux(FluxAction::Drain { .. }) => ranks.iter().all(drained),
         Action::Flux(FluxAction::Undrain { .. }) => !ranks.iter().any(|k| {
             flux.rank(k)

@@ -101,6 +101,7 @@ fn drain_action(ranks: &str, reason: &str) -> Action {
     Action::Flux(FluxAction::Drain {
         ranks: ids(ranks),
         reason: reason.into(),
+        overwrite: false,
     })
 }
 
@@ -293,6 +294,40 @@ fn shrinking_picks_idle_ranks_highest_first_never_rank_0_or_protected() {
         actions,
         vec![drain_action("1-4", "fluxk8s: retired by resize to 2")]
     );
+}
+
+#[test]
+fn a_lost_rank_held_by_our_record_of_a_retirement_is_drained_over_once() {
+    let mut flux = flux_view(4, "0-3");
+    let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    // Our record of a retirement, left on a rank that is wanted again, then its pod dies.
+    drain(&mut flux, "2", "fluxk8s: retired (above size)");
+    lose(&mut flux, 2);
+    let lost = Action::Flux(FluxAction::Drain {
+        ranks: ids("2"),
+        reason: "fluxk8s: pod lost".into(),
+        overwrite: true,
+    });
+    assert_eq!(reconciler.plan(&flux, Some(&kube), 1.0), vec![lost.clone()]);
+    reconciler.action_finished(&lost, Outcome::Done, 1.0);
+    assert!(
+        reconciler.plan(&flux, Some(&kube), 1.5).is_empty(),
+        "nothing more until the journal shows the new reason"
+    );
+    event(
+        &mut flux,
+        JournalEvent::Drain {
+            ranks: ids("2"),
+            nodelist: None,
+            reason: Some("fluxk8s: pod lost".into()),
+            overwrite: 1,
+        },
+    );
+    assert!(reconciler.plan(&flux, Some(&kube), 2.0).is_empty());
+    let status = reconciler.status(&flux, Some(&kube), 2.0);
+    assert_eq!(status.ranks[2].phase, RankPhase::Lost);
 }
 
 #[test]

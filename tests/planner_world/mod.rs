@@ -210,13 +210,22 @@ impl World {
             return Outcome::Done;
         }
         match action {
-            Action::Flux(FluxAction::Drain { ranks, reason }) => {
-                if let Some(k) = ranks.iter().find(|&k| self.drained(k)) {
+            Action::Flux(FluxAction::Drain {
+                ranks,
+                reason,
+                overwrite,
+            }) => {
+                // Stricter than fluxk8s's `update` mode: a drain of a drained rank is a
+                // wasted request, and shows as one.
+                if !overwrite && let Some(k) = ranks.iter().find(|&k| self.drained(k)) {
                     return Retry::Conflict(format!("rank {k} already drained")).into();
                 }
+                let overwrite = u8::from(*overwrite);
                 self.journal(
                     "drain",
-                    &format!(r#"{{"idset":"{ranks}","reason":"{reason}","overwrite":0}}"#),
+                    &format!(
+                        r#"{{"idset":"{ranks}","reason":"{reason}","overwrite":{overwrite}}}"#
+                    ),
                 );
             }
             Action::Flux(FluxAction::Undrain { ranks }) => {
