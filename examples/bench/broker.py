@@ -233,7 +233,9 @@ try:
         phase("shrink", shrink)
         phase("detail", detail)
     results["rss_kib"]["end"] = rss_kib()
-    results["callbacks"] = status()["callbacks"]
+    last = status()
+    results["callbacks"] = last["callbacks"]
+    results["requests"] = last["requests"]
     with open(os.path.join(DIR, "results.json"), "w") as out:
         json.dump(results, out)
 finally:

@@ -65,11 +65,24 @@ pub fn run() -> Vec<Run> {
     }
     let idle_secs = env_number("BENCH_IDLE_SECS", 60);
     let cycles = env_number("BENCH_CYCLES", 100);
-    let mut runs: Vec<Run> = SIZES
+    // `BENCH_SIZES` (a comma list) picks some of the sizes, to look at one closely.
+    let sizes: Vec<u32> = match std::env::var("BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("BENCH_SIZES: a comma list of rank counts")
+            })
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    };
+    let largest = sizes.iter().copied().max();
+    let mut runs: Vec<Run> = sizes
         .into_iter()
         // The idle window once, in the largest broker.
         .map(|ranks| {
-            let idle = if ranks == SIZES[3] { idle_secs } else { 0 };
+            let idle = if Some(ranks) == largest { idle_secs } else { 0 };
             one(ranks, idle, "")
         })
         .collect();
@@ -288,24 +301,27 @@ pub fn print(runs: &[Run]) {
     row("sim: its own time per answer p50 / p99 / max", &|r| {
         sim_cost_text(&r.sim_cost)
     });
-    let kinds: std::collections::BTreeSet<String> = sized
-        .iter()
-        .filter_map(|r| r.results["callbacks"].as_object())
-        .flat_map(|c| c.keys().cloned())
-        .collect();
-    for kind in &kinds {
-        row(&format!("longest callback: {kind} (CPU)"), &|r| {
-            let cost = &r.results["callbacks"][kind.as_str()];
-            if cost.is_null() {
-                "-".to_owned()
-            } else {
-                format!(
-                    "{} ({} calls)",
-                    ms(millis(&cost["cpu_ms_longest"])),
-                    cost["calls"]
-                )
-            }
-        });
+    // The callbacks by kind, then the request handlers' by method.
+    for (field, label) in [("callbacks", "callback"), ("requests", "request")] {
+        let kinds: std::collections::BTreeSet<String> = sized
+            .iter()
+            .filter_map(|r| r.results[field].as_object())
+            .flat_map(|c| c.keys().cloned())
+            .collect();
+        for kind in &kinds {
+            row(&format!("longest {label}: {kind} (CPU)"), &|r| {
+                let cost = &r.results[field][kind.as_str()];
+                if cost.is_null() {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "{} ({} calls)",
+                        ms(millis(&cost["cpu_ms_longest"])),
+                        cost["calls"]
+                    )
+                }
+            });
+        }
     }
     for r in &sized {
         print_longest(r);

@@ -9,7 +9,9 @@
 //! Everything runs against the simulated API server on loopback, with the real engine
 //! and Kubernetes driver and the simulated Flux side (`SimFlux`), wired up by
 //! `fluxk8s::scenario::World`. The broker lines need flux-core (`FLUX_CORE_PREFIX`) and
-//! are skipped without it; `BENCH_IDLE_SECS` shortens the idle watch (default 60 s).
+//! are skipped without it; `BENCH_IDLE_SECS` shortens the idle watch (default 60 s),
+//! `BENCH_CYCLES` sets the resize cycles of the memory run (default 100, 0: none) and
+//! `BENCH_SIZES` picks broker sizes (a comma list; default 10,100,1000,10000).
 //! SECTION is one of `reaction`, `storm`, `resize`, `planner`, `broker`, `server`: only
 //! those run (default: all).
 
@@ -69,6 +71,7 @@ fn main() {
     if wanted("planner") {
         report::section("4. Planner: one Reconciler::plan on synthetic views");
         planning::print(&planning::run());
+        planning::print_engine_costs(&planning::engine_costs());
     }
 
     if wanted("broker") || !big_calls.0.is_empty() {

@@ -1,14 +1,16 @@
 //! Planning cost: `Reconciler::plan` on synthetic views (every rank online, every pod
 //! running), in three situations: nothing to do, 500 ranks drained in the middle, and a
-//! request to halve the size.
+//! request to halve the size; and, on the same views, what the module thread spends on
+//! a driver report (a view with one pod changed, and its step) and on a plain status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fluxk8s::engine::Engine;
 use fluxk8s::model::flux::JournalResponse;
-use fluxk8s::model::{FluxView, IdSet, JobView, KubeView, PodPhase, PodView};
+use fluxk8s::model::{FluxView, IdSet, JobView, KubeView, PodPhase, PodView, Report};
 use fluxk8s::planner::Reconciler;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::measure::{ms, percentile};
 
@@ -21,7 +23,7 @@ pub struct Planning {
 
 const RUNS: usize = 10;
 
-fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
+fn journal(ranks: u32, drained: Option<(u32, u32)>) -> Vec<String> {
     let all = IdSet::range(0, ranks - 1).to_string();
     let mut events = vec![json!({"timestamp": 1.0, "name": "restart", "context": {
         "ranks": all, "online": all, "nodelist": format!("r-[0-{}]", ranks - 1),
@@ -31,9 +33,16 @@ fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
             "idset": IdSet::range(lo, hi).to_string(), "reason": "maintenance",
         }}));
     }
+    [json!({"events": events}), json!({"events": []})]
+        .iter()
+        .map(Value::to_string)
+        .collect()
+}
+
+fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
     let mut view = FluxView::new();
-    for payload in [json!({"events": events}), json!({"events": []})] {
-        let response = JournalResponse::parse(&payload.to_string()).expect("payload parses");
+    for payload in journal(ranks, drained) {
+        let response = JournalResponse::parse(&payload).expect("payload parses");
         view.apply_journal(&response).expect("payload applies");
     }
     view
@@ -95,6 +104,88 @@ fn measure(
         actions,
         times,
     }
+}
+
+/// The module thread's share of a driver report and of a plain status, on an engine
+/// synced with every rank up and every pod running.
+pub struct EngineCost {
+    ranks: u32,
+    /// A view with one pod gone not ready, taken and planned on.
+    report: Vec<Duration>,
+    /// `Engine::status` serialized, as the status handler answers it.
+    status: Vec<Duration>,
+    status_bytes: usize,
+}
+
+pub fn engine_costs() -> Vec<EngineCost> {
+    [1_000, 10_000]
+        .into_iter()
+        .map(|ranks| {
+            let mut engine = Engine::new(crate::storm::planner(), false);
+            for payload in journal(ranks, None) {
+                engine.journal(&payload, 1.0);
+            }
+            let kube = kube_view(ranks);
+            engine.kube_report(Report::View(Box::new(kube.clone())), 1.0);
+            engine.kube_report(Report::Synced, 1.0);
+            engine.step(1.0);
+            let mut cost = EngineCost {
+                ranks,
+                report: Vec::with_capacity(RUNS),
+                status: Vec::with_capacity(RUNS),
+                status_bytes: 0,
+            };
+            for run in 0..RUNS {
+                // Pod `run` flips readiness: a change the planner has nothing to do about.
+                let mut view = kube.clone();
+                let pod = &mut view.pods[run];
+                *pod = Arc::new(PodView {
+                    ready: run % 2 == 0,
+                    ..PodView::clone(pod)
+                });
+                let now = 2.0 + run as f64;
+                let started = Instant::now();
+                report_and_step(&mut engine, view, now);
+                cost.report.push(started.elapsed());
+                let started = Instant::now();
+                let text = status_text(&engine, now);
+                cost.status.push(started.elapsed());
+                cost.status_bytes = text.len();
+            }
+            cost
+        })
+        .collect()
+}
+
+// Out of line, so that a profiler can count them (`--toggle-collect=*report_and_step`).
+#[inline(never)]
+fn report_and_step(engine: &mut Engine, view: KubeView, now: f64) {
+    engine.kube_report(Report::View(Box::new(view)), now);
+    engine.step(now);
+}
+
+#[inline(never)]
+fn status_text(engine: &Engine, now: f64) -> String {
+    serde_json::to_string(&engine.status(now, None)).expect("status encodes")
+}
+
+pub fn print_engine_costs(costs: &[EngineCost]) {
+    println!(
+        "\n| ranks | driver report and step: median / max | plain status: median / max | status bytes |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for c in costs {
+        println!(
+            "| {} | {} / {} | {} / {} | {} |",
+            c.ranks,
+            ms(percentile(&c.report, 50.0)),
+            ms(*c.report.iter().max().expect("runs")),
+            ms(percentile(&c.status, 50.0)),
+            ms(*c.status.iter().max().expect("runs")),
+            c.status_bytes
+        );
+    }
+    println!("\n{RUNS} of each, one engine per size, on one thread (wall time, not CPU).");
 }
 
 pub fn run() -> Vec<Planning> {

@@ -35,6 +35,15 @@ pub struct CallbackCost {
     pub longest: Duration,
 }
 
+impl CallbackCost {
+    /// Counts one callback that took `took`.
+    pub fn add(&mut self, took: Duration) {
+        self.calls += 1;
+        self.total += took;
+        self.longest = self.longest.max(took);
+    }
+}
+
 impl serde::Serialize for CallbackCost {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
@@ -104,12 +113,7 @@ pub fn ffi_guard<R>(context: &'static str, fallback: R, body: impl FnOnce() -> R
     let result = contain(context, fallback, body);
     if let (Some(started), Some(ended)) = (started, thread_cpu_time()) {
         let took = ended.saturating_sub(started);
-        COSTS.with_borrow_mut(|costs| {
-            let cost = costs.entry(context).or_default();
-            cost.calls += 1;
-            cost.total += took;
-            cost.longest = cost.longest.max(took);
-        });
+        COSTS.with_borrow_mut(|costs| costs.entry(context).or_default().add(took));
     }
     result
 }

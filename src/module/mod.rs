@@ -31,6 +31,8 @@ pub(crate) struct Module {
     pub(crate) config: Config,
     pub(crate) loaded_at: f64,
     pub(crate) counters: Counters,
+    /// What each request method's handlers cost, the step after it included.
+    pub(crate) request_costs: BTreeMap<&'static str, crate::flux::CallbackCost>,
     pub(crate) engine: Engine,
     /// `None` when no Kubernetes configuration could be found (see the problems).
     pub(crate) driver: Option<Driver>,
@@ -163,6 +165,7 @@ impl BrokerModule for Fluxk8s {
             config,
             loaded_at: now,
             counters: Counters::default(),
+            request_costs: BTreeMap::new(),
             driver: None,
             streams: streams::Streams::default(),
             flux_rpcs: BTreeMap::new(),

@@ -52,11 +52,15 @@ type Reply = Result<Value, Refusal>;
 pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::Result<Handlers> {
     let name = module.borrow().name.clone();
     let mut handlers = Vec::new();
-    let mut add =
-        |method: &str, access: Access, serve: fn(&Handle, &Message<'_>, &mut Module) -> Reply| {
-            let shared = Rc::clone(module);
-            let topic = format!("{name}.{method}");
-            MsgHandler::request(handle, &topic, access, move |handle, msg| {
+    let mut add = |method: &'static str,
+                   access: Access,
+                   serve: fn(&Handle, &Message<'_>, &mut Module) -> Reply| {
+        let shared = Rc::clone(module);
+        let topic = format!("{name}.{method}");
+        MsgHandler::request(handle, &topic, access, move |handle, msg| {
+            // The request handlers' callback cost, by method: which request is heavy.
+            let started = flux::thread_cpu_time();
+            {
                 let mut module = shared.borrow_mut();
                 module.counters.requests += 1;
                 module.now = handle.now();
@@ -68,9 +72,15 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
                     // A resize, retire or reload may call for actions now.
                     super::state_changed(&shared, handle);
                 }
-            })
-            .map(|h| handlers.push(h))
-        };
+            }
+            if let (Some(started), Some(ended)) = (started, flux::thread_cpu_time()) {
+                let mut module = shared.borrow_mut();
+                let cost = module.request_costs.entry(method).or_default();
+                cost.add(ended.saturating_sub(started));
+            }
+        })
+        .map(|h| handlers.push(h))
+    };
     add("status", Access::AnyUser, status)?;
     add("stats-get", Access::AnyUser, status)?;
     add("watch", Access::AnyUser, watch)?;
@@ -242,6 +252,7 @@ fn status(handle: &Handle, msg: &Message<'_>, module: &mut Module) -> Reply {
         ("history_followers", json!(module.history_followers.len())),
         ("panics_contained", json!(flux::panics_caught())),
         ("callbacks", json!(flux::callback_costs())),
+        ("requests", json!(module.request_costs)),
     ]));
     view.flux.shell.extend(fields([
         ("journal", stream(&module.streams.journal)),
