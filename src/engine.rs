@@ -658,7 +658,7 @@ mod tests {
         engine.overlay(r#"{"rank":2,"status":"lost","torpid":false}"#, 0.0);
         assert_eq!(engine.flux().size(), 0);
         engine.journal(RESTART, 0.0);
-        assert_eq!(engine.flux().lost().to_string(), "2");
+        assert_eq!(engine.flux().rank_sets().lost.to_string(), "2");
         assert_eq!(
             engine.status_json(0.0)["problems"],
             json!([]),
@@ -893,7 +893,7 @@ mod tests {
             .len();
         assert_eq!(problems, 2);
         assert_eq!(
-            engine.flux().online().to_string(),
+            engine.flux().rank_sets().online.to_string(),
             "0-3",
             "the view is intact"
         );

@@ -201,13 +201,13 @@ fn without_per_index_backoff_a_retired_rank_whose_broker_is_down_stays_drained()
 
 /// fluxk8s's Flux view (built from the payloads) matches the simulated Flux side.
 fn assert_views_agree(cluster: &Cluster) {
-    let seen = cluster.engine().expect("fluxk8s runs").flux();
+    let seen = cluster.engine().expect("fluxk8s runs").flux().rank_sets();
     let truth = cluster.flux();
     assert_state(
         cluster,
-        seen.online() == truth.online()
-            && seen.drained() == truth.drained()
-            && seen.lost() == truth.lost(),
+        seen.online == truth.online()
+            && seen.drained == truth.drained()
+            && seen.lost == truth.lost(),
         "fluxk8s sees Flux as it is",
     );
 }

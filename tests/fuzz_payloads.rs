@@ -34,13 +34,11 @@ fn check_view(view: &FluxView) -> Result<(), TestCaseError> {
     } else {
         IdSet::range(0, size - 1)
     };
-    prop_assert_eq!(view.online().union(&view.offline()), all);
-    prop_assert!(view.online().intersection(&view.offline()).is_empty());
-    prop_assert_eq!(
-        view.drained_by_us().union(&view.drained_by_others()),
-        view.drained()
-    );
-    prop_assert!(view.real_size() as usize <= view.online().len());
+    let sets = view.rank_sets();
+    prop_assert_eq!(sets.online.union(&sets.offline), all);
+    prop_assert!(sets.online.intersection(&sets.offline).is_empty());
+    prop_assert!(sets.drained_by_fluxk8s.difference(&sets.drained).is_empty());
+    prop_assert!(view.real_size() as usize <= sets.online.len());
     prop_assert!(view.hostnames().is_empty() || view.hostnames().len() == size as usize);
     Ok(())
 }

@@ -61,9 +61,9 @@ fn a_grow_after_an_outside_shrink_is_followed_not_undone() {
     );
     assert_eq!(world.live_ranks().to_string(), "0-11");
     assert!(
-        world.flux.drained().is_empty(),
+        world.flux.rank_sets().drained.is_empty(),
         "{:?}",
-        world.flux.drained()
+        world.flux.rank_sets().drained
     );
     let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
     assert_eq!(status.desired_size, Some(12));
@@ -123,7 +123,7 @@ proptest! {
         }
         prop_assert_eq!(world.kube.minicluster.as_ref().unwrap().size, last);
         // The size's ranks run, undrained: drains placed only for "above size" were lifted.
-        prop_assert_eq!(world.live_ranks().len() as u32, last, "{:?}", world.flux.drained());
+        prop_assert_eq!(world.live_ranks().len() as u32, last, "{:?}", world.flux.rank_sets().drained);
         let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
         if before_last != last {
             prop_assert_eq!(status.desired_size, Some(last));

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Engine, EngineCounters};
+use crate::model::flux::RankSets;
 use crate::model::idset::group_by_key;
 use crate::model::{IdSet, JobView, KubeView, MiniClusterView, PodPhase, PodView, Problem};
 use crate::planner::{AutoscaleStatus, Autoscaler, PlanStatus, RankPhase};
@@ -26,13 +27,7 @@ impl Engine {
             flux: FluxStatus {
                 synced: flux.synced(),
                 size: flux.size(),
-                online: flux.online(),
-                offline: flux.offline(),
-                lost: flux.lost(),
-                torpid: flux.torpid(),
-                drained: flux.drained(),
-                drained_by_fluxk8s: flux.drained_by_us(),
-                never_started: flux.never_started(),
+                ranks: flux.rank_sets(),
                 busy: flux.busy(),
                 busy_known: flux.occupancy().known(),
                 shell: Map::new(),
@@ -164,13 +159,8 @@ pub struct RankDetail<'a> {
 pub struct FluxStatus<'a> {
     pub synced: bool,
     pub size: u32,
-    pub online: IdSet,
-    pub offline: IdSet,
-    pub lost: IdSet,
-    pub torpid: IdSet,
-    pub drained: IdSet,
-    pub drained_by_fluxk8s: IdSet,
-    pub never_started: IdSet,
+    #[serde(flatten)]
+    pub ranks: RankSets,
     pub busy: &'a IdSet,
     /// The job-manager's allocations are known (else any rank may be busy).
     pub busy_known: bool,

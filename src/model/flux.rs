@@ -352,6 +352,25 @@ pub struct RankState {
     pub ever_online: bool,
 }
 
+/// Which ranks are in which state (a rank is in several).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RankSets {
+    /// The broker is up.
+    pub online: IdSet,
+    /// The broker is not up (never-started ranks included).
+    pub offline: IdSet,
+    /// The connection dropped without a goodbye, and the rank is not back.
+    pub lost: IdSet,
+    /// Stopped answering but still connected.
+    pub torpid: IdSet,
+    /// Drained, whoever drained them.
+    pub drained: IdSet,
+    /// Drained with a fluxk8s reason.
+    pub drained_by_fluxk8s: IdSet,
+    /// Never seen online since the view was created.
+    pub never_started: IdSet,
+}
+
 /// The Flux side: every configured rank, 0..size.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FluxView {
@@ -572,55 +591,33 @@ impl FluxView {
         Ok(())
     }
 
-    fn select(&self, keep: impl Fn(&RankState) -> bool) -> IdSet {
-        (0..self.size())
-            .filter(|&k| keep(&self.ranks[k as usize]))
-            .collect()
-    }
-
-    /// Ranks whose broker is up.
-    pub fn online(&self) -> IdSet {
-        self.select(|r| r.online)
-    }
-
-    /// Ranks whose broker is not up (including never-started ones).
-    pub fn offline(&self) -> IdSet {
-        self.select(|r| !r.online)
-    }
-
-    /// Ranks whose connection dropped without a goodbye and that are not back.
-    pub fn lost(&self) -> IdSet {
-        self.select(|r| r.lost)
-    }
-
-    /// Ranks that stopped answering but are still connected.
-    pub fn torpid(&self) -> IdSet {
-        self.select(|r| r.torpid)
-    }
-
-    /// Drained ranks, whoever drained them.
-    pub fn drained(&self) -> IdSet {
-        self.select(|r| r.drain.is_some())
-    }
-
-    /// Ranks drained with a fluxk8s reason.
-    pub fn drained_by_us(&self) -> IdSet {
-        self.select(|r| r.drain.as_ref().is_some_and(|d| d.ours))
-    }
-
-    /// Ranks drained by someone else (an administrator, another tool).
-    pub fn drained_by_others(&self) -> IdSet {
-        self.select(|r| r.drain.as_ref().is_some_and(|d| !d.ours))
-    }
-
-    /// Ranks never seen online since this view was created.
-    pub fn never_started(&self) -> IdSet {
-        self.select(|r| !r.ever_online)
+    /// The ranks in each state, in one pass: a status at 10,000 ranks reads them all.
+    pub fn rank_sets(&self) -> RankSets {
+        let mut sets = RankSets::default();
+        for (k, rank) in (0u32..).zip(&self.ranks) {
+            let mark = |set: &mut IdSet, yes: bool| {
+                if yes {
+                    set.insert(k);
+                }
+            };
+            mark(&mut sets.online, rank.online);
+            mark(&mut sets.offline, !rank.online);
+            mark(&mut sets.lost, rank.lost);
+            mark(&mut sets.torpid, rank.torpid);
+            mark(&mut sets.drained, rank.drain.is_some());
+            mark(
+                &mut sets.drained_by_fluxk8s,
+                rank.drain.as_ref().is_some_and(|d| d.ours),
+            );
+            mark(&mut sets.never_started, !rank.ever_online);
+        }
+        sets
     }
 
     /// The real size: online ranks that are not drained.
     pub fn real_size(&self) -> u32 {
-        self.select(|r| r.online && r.drain.is_none()).len() as u32
+        let up = self.ranks.iter().filter(|r| r.online && r.drain.is_none());
+        up.count() as u32
     }
 }
 
@@ -826,13 +823,19 @@ mod tests {
         assert!(view.synced());
         assert_eq!(view.size(), 10);
         assert_eq!(view.hostnames()[3], "flux-sample-3");
-        assert_eq!(view.never_started(), IdSet::range(0, 9));
+        assert_eq!(view.rank_sets().never_started, IdSet::range(0, 9));
 
         apply(&mut view, &[ONLINE, DRAIN]);
-        assert_eq!(view.online(), ids("1-3"));
-        assert_eq!(view.drained(), ids("2"));
-        assert!(view.drained_by_us().is_empty());
-        assert_eq!(view.drained_by_others(), ids("2"));
+        assert_eq!(view.rank_sets().online, ids("1-3"));
+        assert_eq!(view.rank_sets().drained, ids("2"));
+        assert!(view.rank_sets().drained_by_fluxk8s.is_empty());
+        assert_eq!(
+            {
+                let sets = view.rank_sets();
+                sets.drained.difference(&sets.drained_by_fluxk8s)
+            },
+            ids("2")
+        );
         assert_eq!(view.real_size(), 2);
         let drain = view.rank(2).unwrap().drain.clone().unwrap();
         assert_eq!(
@@ -841,11 +844,11 @@ mod tests {
         );
 
         apply(&mut view, &[UNDRAIN, OFFLINE, TORPID]);
-        assert!(view.drained().is_empty());
-        assert_eq!(view.online(), ids("1,3"));
-        assert_eq!(view.torpid(), ids("3"));
-        assert_eq!(view.never_started(), ids("0,4-9"));
-        assert_eq!(view.offline(), ids("0,2,4-9"));
+        assert!(view.rank_sets().drained.is_empty());
+        assert_eq!(view.rank_sets().online, ids("1,3"));
+        assert_eq!(view.rank_sets().torpid, ids("3"));
+        assert_eq!(view.rank_sets().never_started, ids("0,4-9"));
+        assert_eq!(view.rank_sets().offline, ids("0,2,4-9"));
     }
 
     #[test]
@@ -856,21 +859,24 @@ mod tests {
         let overlay = |p| OverlayStatus::parse(p).unwrap();
         view.apply_overlay(&overlay(OVERLAY[0])).unwrap();
         apply(&mut view, &[OFFLINE]);
-        assert_eq!(view.lost(), ids("2"));
+        assert_eq!(view.rank_sets().lost, ids("2"));
         view.apply_overlay(&overlay(OVERLAY[1])).unwrap();
-        assert!(view.lost().is_empty());
+        assert!(view.rank_sets().lost.is_empty());
 
         view.apply_overlay(&overlay(OVERLAY[0])).unwrap();
         apply(
             &mut view,
             &[&journal_event(2e9, "online", r#"{"idset":"2"}"#)],
         );
-        assert!(view.lost().is_empty(), "a live online clears lost");
+        assert!(
+            view.rank_sets().lost.is_empty(),
+            "a live online clears lost"
+        );
 
         view.apply_overlay(&overlay(OVERLAY[2])).unwrap();
-        assert_eq!(view.torpid(), ids("3"));
+        assert_eq!(view.rank_sets().torpid, ids("3"));
         view.apply_overlay(&overlay(OVERLAY[3])).unwrap();
-        assert!(view.lost().is_empty(), "a clean exit is not lost");
+        assert!(view.rank_sets().lost.is_empty(), "a clean exit is not lost");
     }
 
     #[test]
@@ -884,8 +890,14 @@ mod tests {
         );
         let bare = journal_event(6.0, "drain", r#"{"idset":"6"}"#);
         apply(&mut view, &[&ours, &bare]);
-        assert_eq!(view.drained_by_us(), ids("4-5"));
-        assert_eq!(view.drained_by_others(), ids("6"));
+        assert_eq!(view.rank_sets().drained_by_fluxk8s, ids("4-5"));
+        assert_eq!(
+            {
+                let sets = view.rank_sets();
+                sets.drained.difference(&sets.drained_by_fluxk8s)
+            },
+            ids("6")
+        );
         assert_eq!(view.rank(6).unwrap().drain.as_ref().unwrap().reason, "");
     }
 
@@ -942,8 +954,8 @@ mod tests {
         apply(&mut view, &replay);
         assert!(view.synced());
         assert_eq!(view, before);
-        assert_eq!(view.drained(), ids("3"));
-        assert_eq!(view.lost(), ids("2"));
+        assert_eq!(view.rank_sets().drained, ids("3"));
+        assert_eq!(view.rank_sets().lost, ids("2"));
     }
 
     #[test]
@@ -964,8 +976,8 @@ mod tests {
             apply(&mut view, &reload);
             assert!(view.synced());
             assert_eq!(view.size(), 4);
-            assert_eq!(view.online(), ids("0-2"));
-            assert_eq!(view.drained(), ids("2"));
+            assert_eq!(view.rank_sets().online, ids("0-2"));
+            assert_eq!(view.rank_sets().drained, ids("2"));
             assert_eq!(
                 view.rank(2).unwrap().drain.as_ref().unwrap().reason,
                 "keep me"
@@ -980,7 +992,7 @@ mod tests {
         view.restart_journal();
         apply(&mut view, &[DRAIN, BACKLOG[2]]);
         assert!(view.synced());
-        assert_eq!(view.drained(), ids("2"));
+        assert_eq!(view.rank_sets().drained, ids("2"));
     }
 
     #[test]

@@ -21,6 +21,27 @@ pub struct IdSet {
     runs: Vec<(u32, u32)>,
 }
 
+/// See [`IdSet::ascending`].
+pub struct Ascending<'a> {
+    runs: &'a [(u32, u32)],
+    /// The first run that does not end below the last id asked.
+    at: usize,
+}
+
+impl Ascending<'_> {
+    /// Whether `id` is in the set. Ids asked must not decrease.
+    pub fn contains(&mut self, id: u32) -> bool {
+        debug_assert!(
+            self.at == 0 || self.runs.get(self.at - 1).is_none_or(|&(_, hi)| hi < id),
+            "ids asked in ascending order"
+        );
+        while self.runs.get(self.at).is_some_and(|&(_, hi)| hi < id) {
+            self.at += 1;
+        }
+        self.runs.get(self.at).is_some_and(|&(lo, _)| lo <= id)
+    }
+}
+
 /// Why a string is not an idset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid idset {input:?}: {why}")]
@@ -66,6 +87,21 @@ impl IdSet {
     }
 
     pub fn insert(&mut self, id: u32) -> bool {
+        // Ids mostly come in ascending order (a pass over the ranks): no search for those.
+        match self.runs.last_mut() {
+            Some((_, hi)) if *hi < id => {
+                match hi.checked_add(1) == Some(id) {
+                    true => *hi = id,
+                    false => self.runs.push((id, id)),
+                }
+                return true;
+            }
+            None => {
+                self.runs.push((id, id));
+                return true;
+            }
+            Some(_) => {}
+        }
         let i = self.run_at(id);
         let next = self.runs.get(i).copied();
         if next.is_some_and(|(lo, _)| lo <= id) {
@@ -105,6 +141,15 @@ impl IdSet {
             }
         }
         true
+    }
+
+    /// Membership of ids asked in ascending order, each found by stepping along the runs
+    /// rather than by a search: a pass over every rank asks several sets about each.
+    pub fn ascending(&self) -> Ascending<'_> {
+        Ascending {
+            runs: &self.runs,
+            at: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -347,6 +392,22 @@ impl<'de> serde::Deserialize<'de> for IdSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascending_lookups_agree_with_contains() {
+        let set: IdSet = "1-3,7,9-12,20".parse().unwrap();
+        let mut lookup = set.ascending();
+        for id in 0..25 {
+            assert_eq!(lookup.contains(id), set.contains(id), "{id}");
+        }
+        let mut sparse = set.ascending();
+        let asked: Vec<u32> = [0, 2, 2, 8, 10, 30]
+            .into_iter()
+            .filter(|&id| sparse.contains(id))
+            .collect();
+        assert_eq!(asked, [2, 2, 10]);
+        assert!(!IdSet::new().ascending().contains(0));
+    }
 
     #[test]
     fn parses_ranges_singles_and_brackets() {

@@ -213,9 +213,11 @@ impl Occupancy {
         &self.busy
     }
 
-    /// Rank `k` runs a job, or nobody knows yet that it does not.
-    pub fn may_be_busy(&self, k: u32) -> bool {
-        !self.known || self.busy.contains(k)
+    /// For ranks asked in ascending order: rank `k` runs a job, or nobody knows yet that
+    /// it does not.
+    pub fn may_be_busy(&self) -> impl FnMut(u32) -> bool + '_ {
+        let mut busy = self.busy.ascending();
+        move |k| !self.known || busy.contains(k)
     }
 
     /// For each busy rank, the allocation that ends last: when the rank is free again.

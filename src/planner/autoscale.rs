@@ -56,7 +56,8 @@ impl Supply {
     /// What Flux alone tells, for a preview while Kubernetes is not synced: the online
     /// ranks nobody drained, out of the broker size.
     pub fn from_flux(flux: &FluxView) -> Supply {
-        let up = flux.online().difference(&flux.drained());
+        let sets = flux.rank_sets();
+        let up = sets.online.difference(&sets.drained);
         Supply {
             expected: up.clone(),
             up,

@@ -108,22 +108,30 @@ impl Reconciler {
         }
         let unknown = RankState::default();
         let in_flight = self.issued.in_flight();
+        let occupancy = flux.occupancy();
+        let (mut seen_up, mut completed, mut failed, mut protect, mut busy) = (
+            self.seen_up.ascending(),
+            kube.job.completed_indexes.ascending(),
+            kube.job.failed_indexes.ascending(),
+            self.config.protect.ascending(),
+            occupancy.may_be_busy(),
+        );
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
                 let state = flux.rank(k).unwrap_or(&unknown);
-                let seen_up = self.seen_up.contains(k);
+                let seen_up = seen_up.contains(k);
                 let finished = if k >= size {
                     None
-                } else if kube.job.completed_indexes.contains(k) {
+                } else if completed.contains(k) {
                     Some(Finished::Completed)
-                } else if kube.job.failed_indexes.contains(k) {
+                } else if failed.contains(k) {
                     Some(Finished::Failed)
                 } else {
                     None
                 };
                 let active = k < size && finished.is_none();
                 let drain = in_flight.intended_drain(k, state);
-                let protected = self.config.protect.contains(k);
+                let protected = protect.contains(k);
                 let retire = active
                     && k != 0
                     && !protected
@@ -137,7 +145,7 @@ impl Reconciler {
                     ever_online: state.ever_online,
                     lost: state.lost,
                     seen_up,
-                    busy: flux.occupancy().may_be_busy(k),
+                    busy: busy(k),
                     flux_drained: state.drain.is_some(),
                     counted: active
                         && !retire
@@ -160,7 +168,7 @@ impl Reconciler {
             ranks,
             frozen,
             in_flight,
-            occupancy: flux.occupancy(),
+            occupancy,
         }
     }
 
@@ -186,12 +194,17 @@ impl Reconciler {
             let runs_in_live_pod = rank
                 .live_pod
                 .is_some_and(|pod| pod.phase == PodPhase::Running);
-            if rank.active && rank.online && !rank.down() && runs_in_live_pod {
+            // The emptiness checks keep a pass over 10,000 quiet ranks from paying a look-up
+            // per rank in each of the (mostly empty) maps.
+            rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {
                 self.seen_up.insert(k);
+                true
             } else if !rank.active {
                 self.seen_up.remove(k);
-            }
-            rank.seen_up = self.seen_up.contains(k);
+                false
+            } else {
+                self.seen_up.contains(k)
+            };
             let starting = rank.active
                 && k != 0
                 && !rank.online
@@ -199,20 +212,27 @@ impl Reconciler {
                 && matches!(rank.drain, None | Some(DrainKind::OursObserved));
             if starting {
                 self.waiting_since.entry(k).or_insert(now);
-            } else if self.waiting_since.remove(&k).is_some() && rank.online {
+            } else if !self.waiting_since.is_empty()
+                && self.waiting_since.remove(&k).is_some()
+                && rank.online
+            {
                 self.startup_failures = 0;
             }
-            if rank.online || !rank.active {
+            if (rank.online || !rank.active) && !self.startup_failed.is_empty() {
                 self.startup_failed.remove(k);
             }
             if rank.retire && rank.busy {
                 self.busy_since.entry(k).or_insert(now);
-            } else {
+            } else if !self.busy_since.is_empty() {
                 self.busy_since.remove(&k);
             }
             if !rank.active {
-                self.retiring.remove(&k);
-                self.shutdowns.remove(&k);
+                if !self.retiring.is_empty() {
+                    self.retiring.remove(&k);
+                }
+                if !self.shutdowns.is_empty() {
+                    self.shutdowns.remove(&k);
+                }
             }
         }
         scene.frozen = self.frozen(&scene.ranks);

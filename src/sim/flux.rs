@@ -815,7 +815,7 @@ mod tests {
         let mut view = FluxView::new();
         apply(&mut view, &mut flux);
         assert!(view.synced());
-        assert_eq!(view.online(), ids("0-2"));
+        assert_eq!(view.rank_sets().online, ids("0-2"));
         assert_eq!(view.hostnames()[2], "demo-2");
 
         // Deleted: lost. Its replacement starts while the old pod is still ending.
@@ -831,7 +831,7 @@ mod tests {
             .unwrap();
         view.apply_overlay(&OverlayStatus::parse(&overlay[0]).unwrap())
             .unwrap();
-        assert_eq!(view.lost(), ids("2"));
+        assert_eq!(view.rank_sets().lost, ids("2"));
 
         event(&tx, 2, "demo-2-b", PodEventKind::Started);
         event(&tx, 2, "demo-2-a", PodEventKind::Ended { exit_code: 143 });
@@ -843,8 +843,8 @@ mod tests {
             "the old pod is ignored"
         );
         apply(&mut view, &mut flux);
-        assert!(view.lost().is_empty());
-        assert_eq!(view.online(), ids("0-2"));
+        assert!(view.rank_sets().lost.is_empty());
+        assert_eq!(view.rank_sets().online, ids("0-2"));
 
         // A clean exit is offline, not lost; a crash is lost.
         event(&tx, 1, "demo-1-a", PodEventKind::Ended { exit_code: 0 });
@@ -949,8 +949,8 @@ mod tests {
             view.apply_journal(&JournalResponse::parse(payload).unwrap())
                 .unwrap();
         }
-        assert_eq!(view.drained(), flux.drained());
-        assert_eq!(view.drained_by_us(), ids("1"));
+        assert_eq!(view.rank_sets().drained, flux.drained());
+        assert_eq!(view.rank_sets().drained_by_fluxk8s, ids("1"));
 
         let errors = [
             (json!({"targets": "4"}), "EINVAL", "idset is out of range"),
@@ -1059,8 +1059,8 @@ mod tests {
         let mut view = FluxView::new();
         apply(&mut view, &mut flux);
         assert!(view.synced());
-        assert_eq!(view.online(), ids("0-1"));
-        assert!(view.drained().is_empty());
+        assert_eq!(view.rank_sets().online, ids("0-1"));
+        assert!(view.rank_sets().drained.is_empty());
         assert!(
             flux.journal_history()
                 .iter()

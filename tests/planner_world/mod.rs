@@ -122,7 +122,7 @@ impl World {
 
     /// The leader lost its drains (`kill -9` without a persistent statedir).
     pub fn forget_drains(&mut self) {
-        let online = self.flux.online();
+        let online = self.flux.rank_sets().online;
         self.replay_backlog(&online);
     }
 
@@ -370,6 +370,7 @@ impl World {
 
     /// Online, undrained ranks.
     pub fn live_ranks(&self) -> IdSet {
-        self.flux.online().difference(&self.flux.drained())
+        let sets = self.flux.rank_sets();
+        sets.online.difference(&sets.drained)
     }
 }
