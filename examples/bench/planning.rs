@@ -23,10 +23,16 @@ pub struct Planning {
 
 const RUNS: usize = 10;
 
-fn journal(ranks: u32, drained: Option<(u32, u32)>) -> Vec<String> {
+/// The journal of `ranks` brokers, every one online or (`starting`) only the leader.
+fn journal(ranks: u32, drained: Option<(u32, u32)>, starting: bool) -> Vec<String> {
     let all = IdSet::range(0, ranks - 1).to_string();
+    let online = if starting {
+        "0".to_owned()
+    } else {
+        all.clone()
+    };
     let mut events = vec![json!({"timestamp": 1.0, "name": "restart", "context": {
-        "ranks": all, "online": all, "nodelist": format!("r-[0-{}]", ranks - 1),
+        "ranks": all, "online": online, "nodelist": format!("r-[0-{}]", ranks - 1),
     }})];
     if let Some((lo, hi)) = drained {
         events.push(json!({"timestamp": 2.0, "name": "drain", "context": {
@@ -41,7 +47,7 @@ fn journal(ranks: u32, drained: Option<(u32, u32)>) -> Vec<String> {
 
 fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
     let mut view = FluxView::new();
-    for payload in journal(ranks, drained) {
+    for payload in journal(ranks, drained, false) {
         let response = JournalResponse::parse(&payload).expect("payload parses");
         view.apply_journal(&response).expect("payload applies");
     }
@@ -107,9 +113,11 @@ fn measure(
 }
 
 /// The module thread's share of a driver report and of a plain status, on an engine
-/// synced with every rank up and every pod running.
+/// synced with every rank up and every pod running, or with every worker starting (its
+/// pod pending, its broker not up yet), as in a grow.
 pub struct EngineCost {
     ranks: u32,
+    situation: &'static str,
     /// A view with one pod gone not ready, taken and planned on.
     report: Vec<Duration>,
     /// `Engine::status` serialized, as the status handler answers it.
@@ -118,19 +126,33 @@ pub struct EngineCost {
 }
 
 pub fn engine_costs() -> Vec<EngineCost> {
-    [1_000, 10_000]
+    [(1_000, false), (10_000, false), (10_000, true)]
         .into_iter()
-        .map(|ranks| {
+        .map(|(ranks, starting)| {
             let mut engine = Engine::new(crate::storm::planner(), false);
-            for payload in journal(ranks, None) {
+            for payload in journal(ranks, None, starting) {
                 engine.journal(&payload, 1.0);
             }
-            let kube = kube_view(ranks);
+            let mut kube = kube_view(ranks);
+            if starting {
+                for pod in kube.pods.iter_mut().skip(1) {
+                    *pod = Arc::new(PodView {
+                        phase: PodPhase::Pending,
+                        ready: false,
+                        ..PodView::clone(pod)
+                    });
+                }
+            }
             engine.kube_report(Report::View(Box::new(kube.clone())), 1.0);
             engine.kube_report(Report::Synced, 1.0);
             engine.step(1.0);
             let mut cost = EngineCost {
                 ranks,
+                situation: if starting {
+                    "workers starting"
+                } else {
+                    "all up"
+                },
                 report: Vec::with_capacity(RUNS),
                 status: Vec::with_capacity(RUNS),
                 status_bytes: 0,
@@ -171,13 +193,14 @@ fn status_text(engine: &Engine, now: f64) -> String {
 
 pub fn print_engine_costs(costs: &[EngineCost]) {
     println!(
-        "\n| ranks | driver report and step: median / max | plain status: median / max | status bytes |"
+        "\n| ranks | situation | driver report and step: median / max | plain status: median / max | status bytes |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|");
     for c in costs {
         println!(
-            "| {} | {} / {} | {} / {} | {} |",
+            "| {} | {} | {} / {} | {} / {} | {} |",
             c.ranks,
+            c.situation,
             ms(percentile(&c.report, 50.0)),
             ms(*c.report.iter().max().expect("runs")),
             ms(percentile(&c.status, 50.0)),
