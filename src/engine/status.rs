@@ -1,7 +1,6 @@
 //! The engine's status and the progress a watcher is sent: the views, the plan in words
 //! and the recent problems, serialized straight from typed structs.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,7 +10,7 @@ use super::{Engine, EngineCounters};
 use crate::model::flux::RankSets;
 use crate::model::idset::group_by_key;
 use crate::model::{IdSet, JobView, KubeView, MiniClusterView, PodPhase, PodView, Problem};
-use crate::planner::{AutoscaleStatus, Autoscaler, PlanStatus, RankPhase};
+use crate::planner::{AutoscaleStatus, Autoscaler, PlanStatus, RankPhase, Why};
 
 impl Engine {
     /// Sizes, rank states, the Kubernetes view and the plan, to serialize as the status;
@@ -81,7 +80,7 @@ impl Engine {
                 RankDetail {
                     rank: k,
                     phase: planned.map(|r| r.phase),
-                    why: planned.map_or(Cow::Borrowed(""), |r| r.why.clone()),
+                    why: planned.map_or_else(|| Why::from(""), |r| r.why.clone()),
                     pods: pods_of(k),
                 }
             })
@@ -150,7 +149,7 @@ pub struct RankDetail<'a> {
     pub rank: u32,
     /// `None` until both views are synced and the planner has a word on the rank.
     pub phase: Option<RankPhase>,
-    pub why: Cow<'static, str>,
+    pub why: Why,
     pub pods: &'a [Arc<PodView>],
 }
 

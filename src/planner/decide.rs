@@ -72,6 +72,7 @@ impl Reconciler {
         // Retiring ranks kept drained, by why: one hold each.
         let mut kept: Vec<(Leaving, IdSet)> = Vec::new();
 
+        let mut waiting_since = self.waiting_since.ascending();
         let growth = self.growth(scene, now, &mut holds);
         let growing_to = growth.raise_to.or(self.issued.size()).unwrap_or(0);
         // Another writer's size is not lowered either: retiring ranks leave in place.
@@ -151,7 +152,7 @@ impl Reconciler {
                         Verdict::LostDraining
                     }
                     None | Some(DrainKind::OursObserved) => {
-                        let since = self.waiting_since.get(&k).copied().unwrap_or(now);
+                        let since = waiting_since(k).unwrap_or(now);
                         if now - since >= self.config.startup_timeout {
                             add_drain(&mut drains, &never_online_reason, rank);
                             timed_out.insert(k);

@@ -34,7 +34,9 @@ use crate::model::IdSet;
 
 pub use autoscale::{AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, Supply};
 pub use reconciler::Reconciler;
-pub use status::{PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter};
+pub use status::{
+    PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter, Why,
+};
 
 /// Tunables of the policies.
 #[derive(Debug, Clone, PartialEq)]

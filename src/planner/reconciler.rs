@@ -11,6 +11,7 @@ use super::follow::Announcement;
 use super::pending::Issued;
 use super::rate::RateLimit;
 use super::reasons;
+use super::scene::RankTimes;
 use super::status::{PlanStatus, SizeWriter};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::{Action, FluxView, IdSet, KubeAction, KubeView, Outcome};
@@ -44,7 +45,7 @@ pub struct Reconciler {
     /// lost behind our back. Rebuilt from the views after a restart.
     pub(super) seen_up: IdSet,
     /// Active ranks not seen up yet, and when they were first expected.
-    pub(super) waiting_since: BTreeMap<u32, f64>,
+    pub(super) waiting_since: RankTimes,
     /// Retiring ranks that run jobs, and since when (for `drain_grace`).
     pub(super) busy_since: BTreeMap<u32, f64>,
     /// Ranks already counted as failed starts (so a re-issued drain does not count twice).
@@ -80,7 +81,7 @@ impl Reconciler {
             retiring: BTreeMap::new(),
             issued: Issued::default(),
             seen_up: IdSet::new(),
-            waiting_since: BTreeMap::new(),
+            waiting_since: RankTimes::default(),
             busy_since: BTreeMap::new(),
             startup_failed: IdSet::new(),
             startup_failures: 0,
@@ -114,7 +115,7 @@ impl Reconciler {
         .flatten()
         .chain(
             self.waiting_since
-                .values()
+                .times()
                 .map(|t| t + self.config.startup_timeout),
         )
         .chain(

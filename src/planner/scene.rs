@@ -65,6 +65,33 @@ pub(super) struct Scene<'a> {
     pub occupancy: &'a Occupancy,
 }
 
+/// A time per rank (when an active rank was first expected up), kept in rank order:
+/// the passes over the ranks read it and make it anew in that order, so each rank costs
+/// a step and not a search, whether 10 or 10,000 ranks are starting.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RankTimes(Vec<(u32, f64)>);
+
+impl RankTimes {
+    pub fn times(&self) -> impl Iterator<Item = f64> + '_ {
+        self.0.iter().map(|&(_, t)| t)
+    }
+
+    /// The time of each rank asked, for ranks asked in ascending order.
+    pub fn ascending(&self) -> impl FnMut(u32) -> Option<f64> + '_ {
+        let mut rest = self.0.as_slice();
+        move |k| {
+            while let [(first, _), tail @ ..] = rest
+                && *first < k
+            {
+                rest = tail;
+            }
+            rest.first()
+                .filter(|&&(first, _)| first == k)
+                .map(|&(_, t)| t)
+        }
+    }
+}
+
 impl Rank<'_> {
     /// Was seen up while active and is gone (lost, or offline).
     pub fn down(&self) -> bool {
@@ -186,6 +213,9 @@ impl Reconciler {
     /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
     /// that are busy; the scene then reflects the ranks seen up.
     pub(super) fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
+        let was_waiting = std::mem::take(&mut self.waiting_since);
+        let mut was_waiting_since = was_waiting.ascending();
+        let mut waiting = Vec::new();
         for rank in &mut scene.ranks {
             let k = rank.k;
             // The broker must be its running pod's: after a size lowered and raised again,
@@ -210,13 +240,10 @@ impl Reconciler {
                 && !rank.online
                 && !rank.seen_up
                 && matches!(rank.drain, None | Some(DrainKind::OursObserved));
-            if starting {
-                self.waiting_since.entry(k).or_insert(now);
-            } else if !self.waiting_since.is_empty()
-                && self.waiting_since.remove(&k).is_some()
-                && rank.online
-            {
-                self.startup_failures = 0;
+            match (was_waiting_since(k), starting) {
+                (since, true) => waiting.push((k, since.unwrap_or(now))),
+                (Some(_), false) if rank.online => self.startup_failures = 0,
+                _ => {}
             }
             if (rank.online || !rank.active) && !self.startup_failed.is_empty() {
                 self.startup_failed.remove(k);
@@ -235,6 +262,33 @@ impl Reconciler {
                 }
             }
         }
+        self.waiting_since = RankTimes(waiting);
         scene.frozen = self.frozen(&scene.ranks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RankTimes;
+
+    #[test]
+    fn rank_times_answer_ascending_ranks_by_stepping() {
+        let times = RankTimes(vec![(2, 10.0), (3, 11.0), (7, 12.0)]);
+        let mut since = times.ascending();
+        let asked: Vec<Option<f64>> = [0, 2, 3, 5, 7, 7, 9].into_iter().map(&mut since).collect();
+        assert_eq!(
+            asked,
+            [
+                None,
+                Some(10.0),
+                Some(11.0),
+                None,
+                Some(12.0),
+                Some(12.0),
+                None
+            ]
+        );
+        assert_eq!(times.times().sum::<f64>(), 33.0);
+        assert_eq!(RankTimes::default().ascending()(0), None);
     }
 }

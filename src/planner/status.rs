@@ -1,6 +1,9 @@
 //! What the reconciler reports: sizes, each rank's state and why, actions in flight.
 
 use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -31,7 +34,61 @@ pub enum RankPhase {
 pub struct RankStatus {
     pub rank: u32,
     pub phase: RankPhase,
-    pub why: Cow<'static, str>,
+    pub why: Why,
+}
+
+/// A reason in words, shared by the ranks that have it: a status of 10,000 ranks makes
+/// each text once, and grouping them mostly compares pointers.
+#[derive(Debug, Clone, Eq)]
+pub struct Why(Arc<str>);
+
+impl Deref for Why {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Why {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialEq<&str> for Why {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl Hash for Why {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl From<&str> for Why {
+    fn from(text: &str) -> Self {
+        Why(text.into())
+    }
+}
+
+impl From<Cow<'static, str>> for Why {
+    fn from(text: Cow<'static, str>) -> Self {
+        Why(text.as_ref().into())
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Why {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
 }
 
 /// An action issued and not yet seen to take effect.
@@ -102,12 +159,12 @@ pub struct SizeWriter {
 struct RankGroup<'a> {
     ranks: IdSet,
     phase: RankPhase,
-    why: &'a str,
+    why: &'a Why,
 }
 
 /// `ranks` as [`RankGroup`]s, in the order of their lowest rank.
 fn rank_groups<S: Serializer>(ranks: &[RankStatus], s: S) -> Result<S::Ok, S::Error> {
-    let keyed = ranks.iter().map(|r| ((r.phase, r.why.as_ref()), r.rank));
+    let keyed = ranks.iter().map(|r| ((r.phase, &r.why), r.rank));
     s.collect_seq(group_by_key(keyed).into_iter().map(|group| RankGroup {
         ranks: group.ids,
         phase: group.key.0,

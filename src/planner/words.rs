@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::rate::MOVES_PER_PASS;
 use super::reconciler::Reconciler;
 use super::scene::{Finished, Frozen};
-use super::status::RankStatus;
+use super::status::{RankStatus, Why};
 use super::verdict::{DrainedBy, GrowthHold, Hold, Leaving, ShrinkHold, SizeChange, Verdict};
 use crate::model::queue::Occupancy;
 
@@ -26,7 +26,7 @@ impl Reconciler {
     ) -> Vec<RankStatus> {
         // Only retiring busy ranks name their jobs, from one pass over the jobs.
         let mut last_to_end = None;
-        let mut made: Vec<(Verdict, Cow<'static, str>)> = Vec::new();
+        let mut made: Vec<(Verdict, Why)> = Vec::new();
         let mut ranks = Vec::with_capacity(verdicts.len());
         for (k, &verdict) in (0u32..).zip(verdicts) {
             let why = if verdict == Verdict::Leaving(Leaving::Busy) {
@@ -38,13 +38,13 @@ impl Reconciler {
                     });
                     format!(" ({until}, job {})", a.job)
                 });
-                self.leaving_words(Leaving::Busy, frozen, &job)
+                Why::from(self.leaving_words(Leaving::Busy, frozen, &job))
             } else {
                 let recent = made.len().saturating_sub(RECENT_TEXTS);
                 match made[recent..].iter().find(|(v, _)| *v == verdict) {
                     Some((_, text)) => text.clone(),
                     None => {
-                        let text = self.verdict_words(verdict, frozen, now);
+                        let text = Why::from(self.verdict_words(verdict, frozen, now));
                         made.push((verdict, text.clone()));
                         text
                     }
