@@ -1,6 +1,6 @@
 //! Planning cost: `Reconciler::plan` on synthetic views (every rank online, every pod
-//! running), in three situations: nothing to do, 500 ranks drained in the middle, and a
-//! request to halve the size; and, on the same views, what the module thread spends on
+//! running), in four situations: nothing to do, 500 ranks drained in the middle, a
+//! request to halve the size, and the pass after it; and, on the same views, what the module thread spends on
 //! a driver report (a view with one pod changed, and its step) and on a plain status.
 
 use std::sync::Arc;
@@ -230,6 +230,18 @@ pub fn run() -> Vec<Planning> {
             r.request_size(ranks / 2, &steady, Some(&kube), 99.0)
                 .expect("resize accepted");
         }));
+        // The pass after: half the ranks chosen to retire, their drains not seen yet.
+        results.push(measure(
+            ranks,
+            "half retiring, next pass",
+            &steady,
+            &kube,
+            |r| {
+                r.request_size(ranks / 2, &steady, Some(&kube), 99.0)
+                    .expect("resize accepted");
+                r.plan(&steady, Some(&kube), 99.0);
+            },
+        ));
     }
     results
 }
