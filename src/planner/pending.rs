@@ -2,7 +2,7 @@
 //! what is in flight for each rank, when an action may go again, and which drain or
 //! undrain still decides a rank's drain state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::reasons::{self, DrainKind};
 use super::scene::settled_at;
@@ -184,9 +184,10 @@ impl Issued {
 /// The pending actions, indexed once per scene: a storm has hundreds, and every rank
 /// looks its own up.
 pub(super) struct InFlight {
-    /// Ranks our pending drains (`Some`, with the kind) or undrains (`None`) will change;
-    /// the latest wins.
-    drains: HashMap<u32, Option<DrainKind>>,
+    /// What our pending drains and undrains will make of each rank, the latest winning;
+    /// indexed by rank (a drain of 5,000 ranks is 5,000 stores, not 5,000 hashes), and
+    /// empty while none is pending.
+    drains: Vec<Intended>,
     shutdowns: HashSet<u32>,
     /// A delete is the same whatever its reason: keyed by the pod's uid.
     deletes: HashSet<String>,
@@ -196,10 +197,29 @@ pub(super) struct InFlight {
     pub unanswered: IdSet,
 }
 
+/// What a rank's pending drains and undrains will make of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Intended {
+    Untouched,
+    Drained(DrainKind),
+    Undrained,
+}
+
 impl InFlight {
+    /// Records that the ranks `ranks` will be `intended` once a pending request lands.
+    fn intend(&mut self, ranks: &IdSet, intended: Intended) {
+        let Some(last) = ranks.last() else { return };
+        if self.drains.len() <= last as usize {
+            self.drains.resize(last as usize + 1, Intended::Untouched);
+        }
+        for k in ranks.iter() {
+            self.drains[k as usize] = intended;
+        }
+    }
+
     fn of(pending: &[Pending]) -> Self {
         let mut in_flight = InFlight {
-            drains: HashMap::new(),
+            drains: Vec::new(),
             shutdowns: HashSet::new(),
             deletes: HashSet::new(),
             sizes: Vec::new(),
@@ -213,12 +233,10 @@ impl InFlight {
             match &p.action {
                 Action::Flux(FluxAction::Drain { reason, .. }) => {
                     let kind = reasons::kind_of_reason(reason);
-                    in_flight
-                        .drains
-                        .extend(ranks.iter().map(|k| (k, Some(kind))));
+                    in_flight.intend(ranks, Intended::Drained(kind));
                 }
                 Action::Flux(FluxAction::Undrain { .. }) => {
-                    in_flight.drains.extend(ranks.iter().map(|k| (k, None)));
+                    in_flight.intend(ranks, Intended::Undrained);
                 }
                 Action::Flux(FluxAction::Shutdown { rank }) => {
                     in_flight.shutdowns.insert(*rank);
@@ -241,13 +259,13 @@ impl InFlight {
     /// stays whatever we have in flight.
     pub fn intended_drain(&self, k: u32, state: &RankState) -> Option<DrainKind> {
         let now = state.drain.as_ref().map(reasons::kind_of);
-        match (now, self.drains.get(&k).copied()) {
-            (Some(DrainKind::Admin), _) | (_, None) => now,
-            (Some(_), Some(None)) => None,
+        let pending = self.drains.get(k as usize).copied();
+        match (now, pending.unwrap_or(Intended::Untouched)) {
+            (Some(DrainKind::Admin), _) | (_, Intended::Untouched) => now,
+            (_, Intended::Undrained) => None,
             // Only our record of a retirement we saw is drained over (overwritten).
-            (Some(DrainKind::OursObserved), Some(intended)) => intended,
-            (Some(ours), Some(Some(_))) => Some(ours),
-            (None, Some(intended)) => intended,
+            (Some(DrainKind::OursObserved) | None, Intended::Drained(kind)) => Some(kind),
+            (Some(ours), Intended::Drained(_)) => Some(ours),
         }
     }
 
