@@ -21,6 +21,17 @@ pub struct IdSet {
     runs: Vec<(u32, u32)>,
 }
 
+/// Adds `id` to `runs` if it lies past the last run (extending it when adjacent);
+/// false, and nothing done, if it does not.
+fn append(runs: &mut Vec<(u32, u32)>, id: u32) -> bool {
+    match runs.last_mut() {
+        Some((_, hi)) if *hi >= id => return false,
+        Some((_, hi)) if *hi + 1 == id => *hi = id,
+        _ => runs.push((id, id)),
+    }
+    true
+}
+
 /// See [`IdSet::ascending`].
 pub struct Ascending<'a> {
     runs: &'a [(u32, u32)],
@@ -88,19 +99,8 @@ impl IdSet {
 
     pub fn insert(&mut self, id: u32) -> bool {
         // Ids mostly come in ascending order (a pass over the ranks): no search for those.
-        match self.runs.last_mut() {
-            Some((_, hi)) if *hi < id => {
-                match hi.checked_add(1) == Some(id) {
-                    true => *hi = id,
-                    false => self.runs.push((id, id)),
-                }
-                return true;
-            }
-            None => {
-                self.runs.push((id, id));
-                return true;
-            }
-            Some(_) => {}
+        if append(&mut self.runs, id) {
+            return true;
         }
         let i = self.run_at(id);
         let next = self.runs.get(i).copied();
@@ -358,14 +358,11 @@ impl FromIterator<u32> for IdSet {
         let mut runs: Vec<(u32, u32)> = Vec::new();
         let mut unordered = false;
         for id in iter {
-            match runs.last_mut() {
-                // Ids mostly come in ascending order: extend the last run in place.
-                Some((_, hi)) if hi.checked_add(1) == Some(id) => *hi = id,
-                Some(&mut (_, hi)) if id <= hi => {
-                    unordered = true;
-                    runs.push((id, id));
-                }
-                _ => runs.push((id, id)),
+            // Ids mostly come in ascending order: extend the last run in place. The others
+            // are sorted and merged once at the end.
+            if !append(&mut runs, id) {
+                unordered = true;
+                runs.push((id, id));
             }
         }
         if unordered {
