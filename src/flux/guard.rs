@@ -74,6 +74,17 @@ pub fn thread_cpu_time() -> Option<Duration> {
     (rc == 0).then(|| Duration::new(secs, nanos))
 }
 
+/// Runs `body`, and the CPU time this thread spent in it (`None` if the clock cannot be
+/// read).
+pub fn cpu_time_of<R>(body: impl FnOnce() -> R) -> (R, Option<Duration>) {
+    let started = thread_cpu_time();
+    let result = body();
+    let took = started
+        .zip(thread_cpu_time())
+        .map(|(started, ended)| ended.saturating_sub(started));
+    (result, took)
+}
+
 /// Holds off the cancellation of this thread while it lives.
 ///
 /// The broker cancels a module's thread (`pthread_cancel`) on `flux module remove
@@ -109,10 +120,8 @@ impl Drop for CancelOff {
 /// `context`.
 pub fn ffi_guard<R>(context: &'static str, fallback: R, body: impl FnOnce() -> R) -> R {
     let _cancel_off = CancelOff::hold();
-    let started = thread_cpu_time();
-    let result = contain(context, fallback, body);
-    if let (Some(started), Some(ended)) = (started, thread_cpu_time()) {
-        let took = ended.saturating_sub(started);
+    let (result, took) = cpu_time_of(|| contain(context, fallback, body));
+    if let Some(took) = took {
         COSTS.with_borrow_mut(|costs| costs.entry(context).or_default().add(took));
     }
     result

@@ -59,8 +59,7 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
         let topic = format!("{name}.{method}");
         MsgHandler::request(handle, &topic, access, move |handle, msg| {
             // The request handlers' callback cost, by method: which request is heavy.
-            let started = flux::thread_cpu_time();
-            {
+            let ((), took) = flux::cpu_time_of(|| {
                 let mut module = shared.borrow_mut();
                 module.counters.requests += 1;
                 module.now = handle.now();
@@ -72,11 +71,10 @@ pub(crate) fn register(handle: &Handle, module: &Rc<RefCell<Module>>) -> flux::R
                     // A resize, retire or reload may call for actions now.
                     super::state_changed(&shared, handle);
                 }
-            }
-            if let (Some(started), Some(ended)) = (started, flux::thread_cpu_time()) {
+            });
+            if let Some(took) = took {
                 let mut module = shared.borrow_mut();
-                let cost = module.request_costs.entry(method).or_default();
-                cost.add(ended.saturating_sub(started));
+                module.request_costs.entry(method).or_default().add(took);
             }
         })
         .map(|h| handlers.push(h))

@@ -224,8 +224,6 @@ impl Reconciler {
             let runs_in_live_pod = rank
                 .live_pod
                 .is_some_and(|pod| pod.phase == PodPhase::Running);
-            // The emptiness checks keep a pass over 10,000 quiet ranks from paying a look-up
-            // per rank in each of the (mostly empty) maps.
             rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {
                 self.seen_up.insert(k);
                 true
@@ -245,6 +243,8 @@ impl Reconciler {
                 (Some(_), false) if rank.online => self.startup_failures = 0,
                 _ => {}
             }
+            // The emptiness checks keep a pass over 10,000 quiet ranks from paying a look-up
+            // per rank in each of the (mostly empty) maps.
             if (rank.online || !rank.active) && !self.startup_failed.is_empty() {
                 self.startup_failed.remove(k);
             }
