@@ -27,8 +27,10 @@ pub struct Storm {
     name: &'static str,
     /// Drain fed → every command answered (or, without commands, the last pod ended).
     done: Duration,
-    /// Drain fed → last DELETE received, if any.
-    last_delete: Option<Duration>,
+    /// Drain fed → the last pod DELETE or size PATCH the API server received, if any.
+    last_change: Option<Duration>,
+    /// Drain fed → last broker shutdown sent, if any.
+    last_shutdown: Option<Duration>,
     commands: String,
     flux_rpcs: String,
     requests: String,
@@ -37,6 +39,9 @@ pub struct Storm {
 }
 
 const DRAINED: (u32, u32) = (1, 5_000);
+
+/// The one-way request that tells a broker to shut down.
+const SHUTDOWN_TOPIC: &str = "state-machine.post";
 
 fn storm(
     name: &'static str,
@@ -62,12 +67,17 @@ fn storm(
     world.time_status_requests();
     world.run_for(Duration::from_secs(1));
     let log = sim.requests();
-    let last_delete = log
+    let last_change = log
         .records
         .iter()
-        .filter(|r| r.verb == Some(Verb::Delete) && r.received >= fed)
+        .filter(|r| matches!(r.verb, Some(Verb::Delete | Verb::Patch)) && r.received >= fed)
         .map(|r| r.received - fed)
         .max();
+    let last_shutdown = world
+        .flux_rpc_last_sent
+        .get(SHUTDOWN_TOPIC)
+        .filter(|&&sent| sent >= fed)
+        .map(|&sent| sent - fed);
     let deletes = world.commands(|a| matches!(a, KubeAction::DeletePod { .. }));
     let sizes: Vec<String> = world
         .kube_log
@@ -87,7 +97,8 @@ fn storm(
     Storm {
         name,
         done,
-        last_delete,
+        last_change,
+        last_shutdown,
         commands: format!("{deletes} pod deletes, size set to [{}]", sizes.join(", ")),
         flux_rpcs: if rpcs.is_empty() { "none".into() } else { rpcs },
         requests: counts_text(&requests_between(&log, fed, end)),
@@ -142,9 +153,19 @@ pub fn print(storms: &[Storm]) {
     for s in storms {
         println!("**{}**\n", s.name);
         println!("- wall time, drain fed → all done: {}", ms(s.done));
-        if let Some(last) = s.last_delete {
-            println!("- drain fed → last DELETE received: {}", ms(last));
+        if let Some(last) = s.last_change {
+            println!("- drain fed → last DELETE or PATCH received: {}", ms(last));
         }
+        if let Some(last) = s.last_shutdown {
+            println!("- drain fed → last shutdown sent: {}", ms(last));
+        }
+        // The target bounds the requests fluxk8s sends (issue 17): the pods' ends after
+        // them are the simulated kubelet's and Job controller's work.
+        let (bounded, measured) = match (s.last_shutdown, s.last_change) {
+            (Some(last), _) => (last, "every shutdown sent"),
+            (None, Some(last)) => (last, "every API change received"),
+            (None, None) => (s.done, "all done"),
+        };
         println!("- engine commands to the driver: {}", s.commands);
         println!("- Flux RPCs: {}", s.flux_rpcs);
         println!(
@@ -152,12 +173,12 @@ pub fn print(storms: &[Storm]) {
             s.requests
         );
         println!("- API requests in the idle second after: {}", s.after);
-        let verdict = if s.done < Duration::from_secs(2) {
+        let verdict = if bounded < Duration::from_secs(2) {
             "met"
         } else {
             "MISSED"
         };
-        println!("- target < 2 s: {verdict}\n");
+        println!("- target < 2 s ({measured}): {verdict}\n");
     }
 }
 
@@ -180,11 +201,7 @@ pub fn rate_limited() -> (usize, Duration) {
         .expect("flux resource drain");
     world.run_for(window);
     let deletes = world.commands(|a| matches!(a, KubeAction::DeletePod { .. }));
-    let shutdowns = world
-        .flux_rpcs
-        .get("state-machine.post")
-        .copied()
-        .unwrap_or(0);
+    let shutdowns = world.flux_rpcs.get(SHUTDOWN_TOPIC).copied().unwrap_or(0);
     (deletes + shutdowns as usize, window)
 }
 

@@ -3,7 +3,7 @@
 //! (a pod whose container starts runs its rank's broker, one that ends or is deleted takes
 //! it away) and serving the engine's Flux RPCs as brokers would: drains and undrains on the
 //! leader, and the one-way `state-machine.post` shutdown, which takes the broker offline at
-//! once and ends its pod's container with exit 0.
+//! once and ends its pod's container with exit 0 at the next pump.
 //!
 //! [`World::pump`] does what the module's reactor callbacks do: feed stream payloads and
 //! driver reports to the engine, step it, and route the effects. Every engine call is
@@ -180,6 +180,8 @@ pub struct World {
     /// Flux RPCs the engine sent, by topic (one-way ones included, whether or not a
     /// broker was there to get them).
     pub flux_rpcs: BTreeMap<&'static str, u64>,
+    /// When the engine last sent a Flux RPC of each topic.
+    pub flux_rpc_last_sent: BTreeMap<&'static str, Instant>,
 }
 
 impl World {
@@ -217,6 +219,7 @@ impl World {
             kube_log: BTreeMap::new(),
             generation: 0,
             flux_rpcs: BTreeMap::new(),
+            flux_rpc_last_sent: BTreeMap::new(),
         })
     }
 
@@ -522,7 +525,7 @@ impl World {
     /// Returns the instant just before the engine got it.
     pub fn admin_drain(&mut self, ranks: &IdSet, reason: &str) -> Result<Instant, RunError> {
         let request = json!({"targets": ranks.to_string(), "reason": reason}).to_string();
-        self.flux.rpc(&self.sim, "resource.drain", &request, 0)?;
+        self.flux.rpc("resource.drain", &request, 0)?;
         let fed_at = Instant::now();
         self.feed_flux_streams();
         self.step();
@@ -532,7 +535,7 @@ impl World {
     /// An administrator undrains `ranks`; the engine hears of it at once and steps.
     pub fn admin_undrain(&mut self, ranks: &IdSet) -> Result<(), RunError> {
         let request = json!({"targets": ranks.to_string()}).to_string();
-        self.flux.rpc(&self.sim, "resource.undrain", &request, 0)?;
+        self.flux.rpc("resource.undrain", &request, 0)?;
         self.feed_flux_streams();
         self.step();
         Ok(())
@@ -619,9 +622,11 @@ impl World {
     /// one-way request is done once sent, whatever the broker makes of it.
     fn flux_rpc(&mut self, id: u64, request: FluxRequest) {
         *self.flux_rpcs.entry(request.topic).or_default() += 1;
+        self.flux_rpc_last_sent
+            .insert(request.topic, Instant::now());
         let answer = self
             .flux
-            .rpc(&self.sim, request.topic, &request.payload, request.nodeid);
+            .rpc(request.topic, &request.payload, request.nodeid);
         let topic = request.topic;
         let expects_reply = request.expects_reply;
         self.record(|| Traffic::FluxRpc(request));
@@ -651,11 +656,12 @@ impl World {
             // One look serves every wake-up queued so far.
             while self.wakes.try_recv().is_ok() {}
         }
+        let exits = self.flux.end_exited(&self.sim);
         let pod_events = self.flux.pump();
         let payloads = self.feed_flux_streams();
         let reports = self.feed_driver_reports();
         let effects = self.step();
-        reports + pod_events + payloads + effects > 0
+        exits + reports + pod_events + payloads + effects > 0
     }
 
     /// Pumps until `done` holds (checked after every pump) or `timeout` passes.

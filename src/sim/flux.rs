@@ -116,6 +116,9 @@ pub struct SimFlux {
     overlay: Option<VecDeque<String>>,
     /// Ranks whose broker a `state-machine.post` shutdown reached, in order.
     shut_down: Vec<u32>,
+    /// Pods whose broker exited 0 on a shutdown: their container ends at the next pump,
+    /// as a kubelet notices an exit after the fact, not inside the request that caused it.
+    exited: Vec<String>,
     jobs: SimJobs,
 }
 
@@ -146,6 +149,7 @@ impl SimFlux {
             journal: None,
             overlay: None,
             shut_down: Vec::new(),
+            exited: Vec::new(),
             jobs: SimJobs::default(),
         }
     }
@@ -218,6 +222,20 @@ impl SimFlux {
     /// Journal events since the leader started (each one event object).
     pub fn journal_history(&self) -> &[Value] {
         &self.history
+    }
+
+    /// Ends the containers of brokers that exited on a shutdown since the last call;
+    /// returns how many.
+    pub fn end_exited(&mut self, sim: &SimCluster) -> usize {
+        let exited = std::mem::take(&mut self.exited);
+        for pod in &exited {
+            if let Err(err) = sim.end_pod(&self.namespace, pod, 0) {
+                tracing::warn!(
+                    "sim flux: a broker exited 0 but its pod {pod} could not end: {err}"
+                );
+            }
+        }
+        exited.len()
     }
 
     /// Applies the pod events that arrived since the last call; returns how many there were.
@@ -480,14 +498,8 @@ impl SimFlux {
 
     /// Serves one request to broker `nodeid`: `resource.drain` and `resource.undrain` on
     /// rank 0, and a follower's `state-machine.post` shutdown: the broker shuts down
-    /// cleanly and exits 0, which ends its pod in `sim` with exit 0.
-    pub fn rpc(
-        &mut self,
-        sim: &SimCluster,
-        topic: &str,
-        payload: &str,
-        nodeid: u32,
-    ) -> Result<(), RpcFailure> {
+    /// cleanly and exits 0, which ends its pod with exit 0 at [`SimFlux::end_exited`].
+    pub fn rpc(&mut self, topic: &str, payload: &str, nodeid: u32) -> Result<(), RpcFailure> {
         if !self.leader_up() {
             return Err(RpcFailure::new("EHOSTUNREACH", "the leader is not up"));
         }
@@ -496,7 +508,7 @@ impl SimFlux {
         match (topic, nodeid) {
             ("resource.drain", 0) => self.drain_request(&request),
             ("resource.undrain", 0) => self.undrain_request(&request),
-            ("state-machine.post", _) => self.post_state_event(sim, nodeid, &request),
+            ("state-machine.post", _) => self.post_state_event(nodeid, &request),
             _ => Err(RpcFailure::new(
                 "ENOSYS",
                 format!("no service for {topic} on rank {nodeid}"),
@@ -639,7 +651,6 @@ impl SimFlux {
     /// down here: that would end the instance, and fluxk8s must never ask it.
     fn post_state_event(
         &mut self,
-        sim: &SimCluster,
         rank: u32,
         request: &Map<String, Value>,
     ) -> Result<(), RpcFailure> {
@@ -663,16 +674,9 @@ impl SimFlux {
         if broker.state != BrokerState::Up {
             return Ok(());
         }
-        let pod = broker.pod.clone();
+        self.exited.extend(broker.pod.clone());
         self.shut_down.push(rank);
         self.leave(rank, BrokerState::Offline);
-        if let Some(pod) = pod
-            && let Err(err) = sim.end_pod(&self.namespace, &pod, 0)
-        {
-            tracing::warn!(
-                "sim flux: broker {rank} exited 0 but its pod {pod} could not end: {err}"
-            );
-        }
         Ok(())
     }
 }
@@ -910,10 +914,9 @@ mod tests {
 
     #[test]
     fn drain_and_undrain_answer_as_flux_core_does() {
-        let sim = sim();
         let (mut flux, tx) = flux();
         let drain = |flux: &mut SimFlux, payload: Value| {
-            flux.rpc(&sim, "resource.drain", &payload.to_string(), 0)
+            flux.rpc("resource.drain", &payload.to_string(), 0)
         };
         assert_eq!(
             drain(&mut flux, json!({"targets": "1"})).unwrap_err().errno,
@@ -975,7 +978,7 @@ mod tests {
         }
 
         let undrain = |flux: &mut SimFlux, payload: Value| {
-            flux.rpc(&sim, "resource.undrain", &payload.to_string(), 0)
+            flux.rpc("resource.undrain", &payload.to_string(), 0)
         };
         assert_eq!(
             undrain(&mut flux, json!({"targets": "0-1"})).unwrap_err(),
@@ -989,13 +992,11 @@ mod tests {
             json!({"idset": "1-2", "nodelist": "demo-[1-2]", "overwrite": 0})
         );
         assert_eq!(
-            flux.rpc(&sim, "resource.bogus", "{}", 0).unwrap_err().errno,
+            flux.rpc("resource.bogus", "{}", 0).unwrap_err().errno,
             "ENOSYS"
         );
         assert_eq!(
-            flux.rpc(&sim, "resource.drain", "not json", 0)
-                .unwrap_err()
-                .errno,
+            flux.rpc("resource.drain", "not json", 0).unwrap_err().errno,
             "EPROTO"
         );
     }
@@ -1009,8 +1010,7 @@ mod tests {
         flux.pump();
         flux.subscribe_overlay().unwrap();
         let shutdown = json!({"event": "shutdown", "error": false}).to_string();
-        let post =
-            |flux: &mut SimFlux, rank: u32| flux.rpc(&sim, "state-machine.post", &shutdown, rank);
+        let post = |flux: &mut SimFlux, rank: u32| flux.rpc("state-machine.post", &shutdown, rank);
         assert_eq!(post(&mut flux, 0).unwrap_err().errno, "EPERM");
         assert_eq!(post(&mut flux, 9).unwrap_err().errno, "EHOSTUNREACH");
         // One-way: a broker that is not up never hears it.
@@ -1018,6 +1018,9 @@ mod tests {
         assert_eq!(flux.state(2), Some(BrokerState::NeverStarted));
         assert_eq!(post(&mut flux, 1), Ok(()));
         assert_eq!(flux.state(1), Some(BrokerState::Offline));
+        // The container's exit reaches Kubernetes after the request, once.
+        assert_eq!(flux.end_exited(&sim), 1);
+        assert_eq!(flux.end_exited(&sim), 0);
         let overlay = flux.take_overlay();
         assert!(
             overlay
@@ -1027,9 +1030,7 @@ mod tests {
         );
         let drain = json!({"targets": "1"}).to_string();
         assert_eq!(
-            flux.rpc(&sim, "resource.drain", &drain, 1)
-                .unwrap_err()
-                .errno,
+            flux.rpc("resource.drain", &drain, 1).unwrap_err().errno,
             "ENOSYS",
             "the resource service is rank 0's"
         );
@@ -1037,7 +1038,6 @@ mod tests {
 
     #[test]
     fn a_leader_restart_loses_drains_and_ends_the_streams() {
-        let sim = sim();
         let (mut flux, tx) = flux();
         start(&tx, 0);
         start(&tx, 1);
@@ -1047,7 +1047,7 @@ mod tests {
         flux.subscribe_journal().unwrap();
         flux.subscribe_overlay().unwrap();
         let drain = json!({"targets": "1", "reason": "keep me"}).to_string();
-        flux.rpc(&sim, "resource.drain", &drain, 0).unwrap();
+        flux.rpc("resource.drain", &drain, 0).unwrap();
         assert_eq!(flux.lost(), ids("2"));
 
         flux.restart_leader();
