@@ -93,7 +93,7 @@ pub enum PodPhase {
 }
 
 /// One pod of the Job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodView {
     pub name: String,
     pub uid: String,
