@@ -3,6 +3,7 @@
 //! to send, driver commands to queue) come out, each with an id whose result comes back
 //! through [`Engine::finished`]. Time comes in as `now`; nothing here blocks or does I/O.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ use crate::model::{
     Refusal, Report, Retry,
 };
 use crate::planner::{
-    AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError, ResizeAnswer,
-    RetireAnswer, Supply,
+    Assessment, AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError,
+    ResizeAnswer, RetireAnswer, Supply,
 };
 
 mod status;
@@ -184,6 +185,20 @@ pub struct Engine {
     counters: EngineCounters,
     /// What was seen and done, for `<name>.history` and the pictures.
     history: History,
+    /// The reconciler's last assessment for a status or a watcher, dropped by every
+    /// change to the engine: statuses asked while nothing changes put it into words again
+    /// instead of passing over every rank each time.
+    assessed: RefCell<Option<Assessed>>,
+}
+
+/// An assessment, and the times it holds for: from when it was made until the
+/// reconciler's next deadline.
+#[derive(Debug)]
+struct Assessed {
+    from: f64,
+    until: Option<f64>,
+    /// `None`: the views were not both synced.
+    assessment: Option<Arc<Assessment>>,
 }
 
 impl Engine {
@@ -202,21 +217,49 @@ impl Engine {
             problems: VecDeque::new(),
             counters: EngineCounters::default(),
             history: History::new(),
+            assessed: RefCell::new(None),
         }
     }
 
     /// New tunables from a configuration reload; requests and actions in flight stay.
     pub fn reconfigure(&mut self, planner: PlannerConfig, dry_run: bool) {
+        self.forget_assessment();
         self.reconciler.set_config(planner);
         self.dry_run = dry_run;
     }
 
     /// Turns autoscaling on (or retunes it) or off; idle times survive a retune.
     pub fn set_autoscale(&mut self, config: Option<AutoscaleConfig>) {
+        self.forget_assessment();
         match (config, self.autoscaler.as_mut()) {
             (Some(config), Some(autoscaler)) => autoscaler.set_config(config),
             (config, _) => self.autoscaler = config.map(Autoscaler::new),
         }
+    }
+
+    fn forget_assessment(&mut self) {
+        *self.assessed.get_mut() = None;
+    }
+
+    /// The reconciler's assessment at `now`: the last one while it holds.
+    fn assessment(&self, now: f64) -> Option<Arc<Assessment>> {
+        let mut assessed = self.assessed.borrow_mut();
+        if let Some(kept) = assessed.as_ref()
+            && kept.from <= now
+            && kept.until.is_none_or(|until| now < until)
+        {
+            return kept.assessment.clone();
+        }
+        let assessment = self
+            .reconciler
+            .assess(&self.flux, self.kube.synced(), now)
+            .map(Arc::new);
+        *assessed = Some(Assessed {
+            from: now,
+            until: self.reconciler.wake_at(),
+            assessment: assessment.clone(),
+        });
+        assessment
     }
 
     pub fn queue(&self) -> &QueueView {
@@ -261,11 +304,13 @@ impl Engine {
 
     /// A new `resource.journal` subscription starts: its backlog replays everything.
     pub fn journal_restarted(&mut self) {
+        self.forget_assessment();
         self.flux.restart_journal();
     }
 
     /// One `resource.journal` response. A bad one is reported and skipped, not fatal.
     pub fn journal(&mut self, payload: &str, now: f64) {
+        self.forget_assessment();
         self.counters.journal_events += 1;
         let applied = JournalResponse::parse(payload)
             .map_err(|e| e.to_string())
@@ -324,12 +369,14 @@ impl Engine {
     /// A new `job-manager.events-journal` subscription starts: its backlog resends every
     /// active job, and until it has, any rank may be running one.
     pub fn job_journal_restarted(&mut self) {
+        self.forget_assessment();
         self.queue.restart();
         self.follow_allocations();
     }
 
     /// One `job-manager.events-journal` response.
     pub fn job_journal(&mut self, payload: &str, now: f64) {
+        self.forget_assessment();
         self.counters.job_events += 1;
         let applied = JobJournalResponse::parse(payload)
             .map_err(|e| e.to_string())
@@ -342,6 +389,7 @@ impl Engine {
 
     /// There is no job-manager (its journal answers ENOSYS), so no job runs.
     pub fn no_job_manager(&mut self) {
+        self.forget_assessment();
         self.queue.restart();
         self.flux.set_occupancy(Occupancy::default());
         self.allocations_seen = self.queue.allocation_revision();
@@ -358,6 +406,7 @@ impl Engine {
 
     /// One `overlay.monitor` response.
     pub fn overlay(&mut self, payload: &str, now: f64) {
+        self.forget_assessment();
         self.counters.overlay_events += 1;
         if self.flux.size() == 0 {
             self.early_overlay.push(payload.to_owned());
@@ -381,11 +430,13 @@ impl Engine {
 
     /// Ranks running jobs, for a shell with no job-manager journal to follow.
     pub fn set_busy(&mut self, busy: IdSet) {
+        self.forget_assessment();
         self.flux.set_busy(busy);
     }
 
     /// One report from the Kubernetes driver.
     pub fn kube_report(&mut self, report: Report, now: f64) {
+        self.forget_assessment();
         self.counters.kube_reports += 1;
         match report {
             Report::View(mut view) => {
@@ -445,6 +496,7 @@ impl Engine {
 
     /// The outcome of effect `id`. Unknown ids (e.g. after a reload) are ignored.
     pub fn finished(&mut self, id: u64, outcome: Outcome, now: f64) {
+        self.forget_assessment();
         let Some(action) = self.in_flight.remove(&id) else {
             return;
         };
@@ -459,6 +511,7 @@ impl Engine {
     }
 
     pub fn request_size(&mut self, n: u32, now: f64) -> Result<ResizeAnswer, RequestError> {
+        self.forget_assessment();
         let answer = self
             .reconciler
             .request_size(n, &self.flux, self.kube.synced(), now)?;
@@ -478,6 +531,7 @@ impl Engine {
         ranks: &IdSet,
         now: f64,
     ) -> Result<RetireAnswer, RequestError> {
+        self.forget_assessment();
         let answer = self
             .reconciler
             .request_retire(ranks, &self.flux, self.kube.synced())?;
@@ -490,6 +544,7 @@ impl Engine {
     /// Plans and returns what to do now. In dry run every action is only logged and
     /// counted as done.
     pub fn step(&mut self, now: f64) -> Vec<Effect> {
+        self.forget_assessment();
         self.counters.plans += 1;
         self.autoscale(now);
         let mut actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
@@ -583,6 +638,7 @@ mod tests {
 
     use super::*;
     use crate::model::{JobView, MiniClusterView, PodPhase, PodView};
+    use crate::planner::{PlanStatus, RankPhase};
 
     const RESTART: &str = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-3","nodelist":"mc-[0-3]"}}]}"#;
     const BACKLOG_END: &str = r#"{"events":[]}"#;
@@ -645,6 +701,54 @@ mod tests {
             "progress at {n} ranks mid-shrink: {} bytes: {text}",
             text.len()
         );
+    }
+
+    /// The plan a status shows is what the reconciler says now, whether the engine
+    /// assessed afresh or put its kept assessment into words again.
+    fn plan_is_current(engine: &Engine, now: f64) -> PlanStatus {
+        let plan = engine.status(now, None).plan;
+        let current = engine
+            .reconciler
+            .status(&engine.flux, engine.kube.synced(), now);
+        assert_eq!(plan, current, "at {now}");
+        plan
+    }
+
+    fn assessed_at(engine: &Engine) -> Option<f64> {
+        engine.assessed.borrow().as_ref().map(|kept| kept.from)
+    }
+
+    #[test]
+    fn a_status_reuses_its_assessment_until_a_change_or_a_deadline() {
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        // Rank 3's pod runs but its broker has not come up: it is starting, with a
+        // start-up deadline 300 s after the first plan that saw it.
+        let restart = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-2","nodelist":"mc-[0-3]"}}]}"#;
+        engine.journal(restart, 0.0);
+        engine.journal(BACKLOG_END, 0.0);
+        engine.kube_report(Report::View(Box::new(kube(4))), 0.0);
+        engine.kube_report(Report::Synced, 0.0);
+        engine.step(10.0);
+        assert_eq!(engine.wake_at(), Some(310.0));
+
+        let starting = plan_is_current(&engine, 20.0);
+        assert_eq!(starting.ranks[3].phase, RankPhase::Starting);
+        assert_eq!(assessed_at(&engine), Some(20.0));
+        plan_is_current(&engine, 300.0);
+        assert_eq!(assessed_at(&engine), Some(20.0), "nothing changed: kept");
+
+        // The deadline passed without a plan: assessed again, and the rank timed out.
+        let late = plan_is_current(&engine, 311.0);
+        assert_eq!(assessed_at(&engine), Some(311.0));
+        assert_ne!(late.ranks[3], starting.ranks[3]);
+
+        // A request changes the reconciler: the next status does not use the old words.
+        engine.request_size(2, 312.0).expect("synced");
+        assert_eq!(assessed_at(&engine), None);
+        assert_eq!(plan_is_current(&engine, 312.0).desired_size, Some(2));
+        // So does a view.
+        engine.kube_report(Report::View(Box::new(kube(3))), 313.0);
+        assert_eq!(plan_is_current(&engine, 313.0).kube_size, Some(3));
     }
 
     fn drain_rank_2(engine: &mut Engine) {

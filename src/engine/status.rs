@@ -17,7 +17,7 @@ impl Engine {
     /// with `detail`, also each of those ranks on its own, with its pods.
     pub fn status(&self, now: f64, detail: Option<&IdSet>) -> Status<'_> {
         let flux = &self.flux;
-        let plan = self.reconciler.status(flux, self.kube.synced(), now);
+        let plan = self.plan_status(now);
         let detail = detail.map(|ranks| self.rank_detail(&plan, ranks));
         Status {
             real_size: flux.real_size(),
@@ -54,6 +54,12 @@ impl Engine {
             detail,
             shell: Map::new(),
         }
+    }
+
+    fn plan_status(&self, now: f64) -> PlanStatus {
+        let assessment = self.assessment(now);
+        self.reconciler
+            .status_of(&self.flux, self.kube.synced(), assessment.as_deref(), now)
     }
 
     /// Each of `ranks` in the instance, with the plan's word on it (none before both
@@ -97,7 +103,7 @@ impl Engine {
 
     /// The [`Progress`] now: what the status says of sizes and the plan.
     pub fn progress(&self, now: f64) -> Progress {
-        let plan = self.reconciler.status(&self.flux, self.kube.synced(), now);
+        let plan = self.plan_status(now);
         Progress {
             real_size: self.flux.real_size(),
             desired_size: plan.desired_size,

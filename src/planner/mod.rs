@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::model::IdSet;
 
 pub use autoscale::{AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, Supply};
-pub use reconciler::Reconciler;
+pub use reconciler::{Assessment, Reconciler};
 pub use status::{
     PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter, Why,
 };

@@ -11,8 +11,9 @@ use super::follow::Announcement;
 use super::pending::Issued;
 use super::rate::RateLimit;
 use super::reasons;
-use super::scene::RankTimes;
+use super::scene::{Frozen, RankTimes};
 use super::status::{PlanStatus, SizeWriter};
+use super::verdict::{Hold, Verdict};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::{Action, FluxView, IdSet, KubeAction, KubeView, Outcome};
 
@@ -61,6 +62,21 @@ pub struct Reconciler {
     /// When the last plan ran, and whether it left moves for the next pass.
     pub(super) planned_at: f64,
     pub(super) more_now: bool,
+}
+
+/// What a status decides before it is put into words: one scene of every rank and one
+/// pass of the policies, the costs that grow with the ranks. It holds until the views or
+/// the reconciler change or a deadline of [`Reconciler::wake_at`] passes, so a caller that
+/// tracks those (the engine) can put it into words again and again.
+#[derive(Debug)]
+pub struct Assessment {
+    expected_size: u32,
+    kube_size: u32,
+    max_size: u32,
+    frozen: Option<Frozen>,
+    verdicts: Vec<Verdict>,
+    holds: Vec<Hold>,
+    limits: Vec<SizeLimit>,
 }
 
 fn both_synced<'a>(flux: &FluxView, kube: Option<&'a KubeView>) -> Option<&'a KubeView> {
@@ -299,9 +315,38 @@ impl Reconciler {
 
     /// The current picture: sizes, each rank and why, pending actions, limits.
     pub fn status(&self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> PlanStatus {
+        let assessment = self.assess(flux, kube, now);
+        self.status_of(flux, kube, assessment.as_ref(), now)
+    }
+
+    /// The scene and the policies' verdicts a status puts into words; `None` until both
+    /// views are synced.
+    pub fn assess(&self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> Option<Assessment> {
+        let kube = both_synced(flux, kube)?;
+        let scene = self.scene(flux, kube);
+        let decisions = self.decide(&scene, now);
+        Some(Assessment {
+            expected_size: scene.counted(),
+            kube_size: scene.size,
+            max_size: scene.max,
+            frozen: scene.frozen,
+            verdicts: decisions.verdicts,
+            holds: decisions.holds,
+            limits: decisions.limits,
+        })
+    }
+
+    /// [`Self::status`] from an assessment of these views (`None`: not synced).
+    pub fn status_of(
+        &self,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        assessment: Option<&Assessment>,
+        now: f64,
+    ) -> PlanStatus {
         let pending = self.issued.pending_status();
         let refused = self.issued.refused_status();
-        let Some(kube) = both_synced(flux, kube) else {
+        let Some(assessment) = assessment else {
             return PlanStatus {
                 synced: false,
                 desired_size: self.desired,
@@ -319,21 +364,19 @@ impl Reconciler {
                 startup_failures: self.startup_failures,
             };
         };
-        let scene = self.scene(flux, kube);
-        let decisions = self.decide(&scene, now);
-        let frozen = scene.frozen.map(|frozen| self.frozen_words(frozen));
+        let frozen = assessment.frozen.map(|frozen| self.frozen_words(frozen));
         let frozen_text = frozen.as_deref();
         PlanStatus {
             synced: true,
             desired_size: self.desired,
             size_set_by: self.size_set_by.clone(),
             real_size: flux.real_size(),
-            expected_size: scene.counted(),
-            kube_size: Some(scene.size),
-            max_size: scene.max,
-            limits: decisions.limits,
-            waiting: self.hold_words(&decisions.holds, frozen_text),
-            ranks: self.rank_words(&decisions.verdicts, scene.occupancy, frozen_text, now),
+            expected_size: assessment.expected_size,
+            kube_size: Some(assessment.kube_size),
+            max_size: assessment.max_size,
+            limits: assessment.limits.clone(),
+            waiting: self.hold_words(&assessment.holds, frozen_text),
+            ranks: self.rank_words(&assessment.verdicts, flux.occupancy(), frozen_text, now),
             frozen,
             pending,
             refused,
