@@ -32,59 +32,125 @@ pub struct PodRecord {
     pub controller_uid: Option<String>,
 }
 
-/// Objects of one watch, replaced wholesale when a (re)list completes.
-#[derive(Debug)]
-struct Store<T> {
-    objects: BTreeMap<String, T>,
-    /// Objects of a list in progress; swapped in at `InitDone` so a relist never shows a
-    /// half-listed picture.
-    listing: Option<BTreeMap<String, T>>,
-    listed_once: bool,
+/// How a store files its objects: by name, or (pods) by completion index and name, so
+/// that a store of 10,000 pods is already in the order a view lists them.
+trait Filed {
+    type Key: Ord + Clone + std::fmt::Debug;
+    fn key(&self, name: &str) -> Self::Key;
 }
 
-impl<T> Default for Store<T> {
+impl Filed for JobView {
+    type Key = String;
+    fn key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+impl Filed for MiniClusterView {
+    type Key = String;
+    fn key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+impl Filed for PodRecord {
+    type Key = (u32, String);
+    fn key(&self, name: &str) -> (u32, String) {
+        (self.view.index, name.to_owned())
+    }
+}
+
+/// Objects filed by key, and each one's key by name (what watch events name).
+#[derive(Debug)]
+struct Filing<T: Filed> {
+    objects: BTreeMap<T::Key, T>,
+    keys: BTreeMap<String, T::Key>,
+}
+
+impl<T: Filed> Default for Filing<T> {
     fn default() -> Self {
         Self {
             objects: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Filed> Filing<T> {
+    fn insert(&mut self, name: String, value: T) {
+        let key = value.key(&name);
+        // Filed under another key before (a pod whose index label was edited).
+        if let Some(old) = self.keys.insert(name, key.clone())
+            && old != key
+        {
+            self.objects.remove(&old);
+        }
+        self.objects.insert(key, value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(key) = self.keys.remove(name) {
+            self.objects.remove(&key);
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&T> {
+        self.objects.get(self.keys.get(name)?)
+    }
+}
+
+/// Objects of one watch, replaced wholesale when a (re)list completes.
+#[derive(Debug)]
+struct Store<T: Filed> {
+    filed: Filing<T>,
+    /// Objects of a list in progress; swapped in at `InitDone` so a relist never shows a
+    /// half-listed picture.
+    listing: Option<Filing<T>>,
+    listed_once: bool,
+}
+
+impl<T: Filed> Default for Store<T> {
+    fn default() -> Self {
+        Self {
+            filed: Filing::default(),
             listing: None,
             listed_once: false,
         }
     }
 }
 
-impl<T> Store<T> {
-    /// Applies one watch event; `convert` gives the key and value, or `None` to skip an
+impl<T: Filed> Store<T> {
+    /// Applies one watch event; `convert` gives the name and value, or `None` to skip an
     /// object that cannot be used.
     fn apply<K>(&mut self, event: Event<K>, convert: impl Fn(&K) -> Option<(String, T)>)
     where
         K: ResourceExt,
     {
         match event {
-            Event::Init => self.listing = Some(BTreeMap::new()),
+            Event::Init => self.listing = Some(Filing::default()),
             Event::InitApply(obj) => {
-                if let (Some(listing), Some((key, value))) = (self.listing.as_mut(), convert(&obj))
+                if let (Some(listing), Some((name, value))) = (self.listing.as_mut(), convert(&obj))
                 {
-                    listing.insert(key, value);
+                    listing.insert(name, value);
                 }
             }
             Event::InitDone => {
                 if let Some(listing) = self.listing.take() {
-                    self.objects = listing;
+                    self.filed = listing;
                 }
                 self.listed_once = true;
             }
             Event::Apply(obj) => match convert(&obj) {
-                Some((key, value)) => {
-                    self.objects.insert(key, value);
-                }
-                None => {
-                    self.objects.remove(&obj.name_any());
-                }
+                Some((name, value)) => self.filed.insert(name, value),
+                None => self.filed.remove(&obj.name_any()),
             },
-            Event::Delete(obj) => {
-                self.objects.remove(&obj.name_any());
-            }
+            Event::Delete(obj) => self.filed.remove(&obj.name_any()),
         }
+    }
+
+    /// The objects in key order.
+    fn objects(&self) -> impl Iterator<Item = &T> {
+        self.filed.objects.values()
     }
 }
 
@@ -146,17 +212,17 @@ impl ClusterState {
 
     /// The Job, if it currently exists (the watch selects it by name, so at most one).
     pub fn job(&self) -> Option<&JobView> {
-        self.job.objects.values().next()
+        self.job.objects().next()
     }
 
     /// The pod of that name, as the pod watch last showed it.
     pub fn pod(&self, name: &str) -> Option<&PodRecord> {
-        self.pods.objects.get(name)
+        self.pods.filed.get(name)
     }
 
     /// The MiniCluster, if watched and present.
     pub fn minicluster(&self) -> Option<&MiniClusterView> {
-        self.minicluster.objects.values().next()
+        self.minicluster.objects().next()
     }
 
     /// A snapshot: the Job, its MiniCluster and the pods whose controller is this Job
@@ -164,14 +230,13 @@ impl ClusterState {
     /// Job does not exist.
     pub fn view(&self) -> Option<KubeView> {
         let job = self.job()?.clone();
-        let mut pods: Vec<Arc<PodView>> = self
+        // The pod store is filed by (index, name): the view needs no sort.
+        let pods = self
             .pods
-            .objects
-            .values()
+            .objects()
             .filter(|p| p.controller_uid.as_deref() == Some(job.uid.as_str()))
             .map(|p| Arc::clone(&p.view))
             .collect();
-        pods.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
         Some(KubeView {
             job,
             minicluster: self.minicluster().cloned(),
@@ -457,14 +522,40 @@ mod tests {
         state.apply_pod(Event::InitApply(pod(
             "services", "ps", None, "u1", "Running",
         )));
+        // By name, "j-10-*" comes before "j-2-a"; by index it comes after, and a
+        // replacement beside its predecessor is ordered by name.
+        for name in ["j-10-b", "j-10-a"] {
+            state.apply_pod(Event::InitApply(pod(name, name, Some(10), "u1", "Pending")));
+        }
         assert!(!state.synced(), "pods not listed yet");
         state.apply_pod(Event::InitDone);
         assert!(state.synced());
         let view = state.view().expect("job present");
         let names: Vec<_> = view.pods.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["j-0-a", "j-2-a"]);
+        assert_eq!(names, ["j-0-a", "j-2-a", "j-10-a", "j-10-b"]);
         assert!(view.pods[0].ready);
         assert_eq!(view.pods[1].phase, PodPhase::Running);
+    }
+
+    #[test]
+    fn a_pod_is_refiled_when_its_index_changes_and_found_by_name() {
+        let mut state = ClusterState::new(false);
+        state.apply_job(Event::Init);
+        state.apply_job(Event::InitApply(job("u1")));
+        state.apply_job(Event::InitDone);
+        state.apply_pod(Event::Init);
+        state.apply_pod(Event::InitDone);
+        state.apply_pod(Event::Apply(pod("j-x", "p", Some(1), "u1", "Running")));
+        state.apply_pod(Event::Apply(pod("j-x", "p", Some(3), "u1", "Running")));
+        let indexes = |state: &ClusterState| -> Vec<u32> {
+            let view = state.view().expect("job present");
+            view.pods.iter().map(|p| p.index).collect()
+        };
+        assert_eq!(indexes(&state), [3], "filed once, under its new index");
+        assert_eq!(state.pod("j-x").map(|p| p.view.index), Some(3));
+        state.apply_pod(Event::Delete(pod("j-x", "p", Some(3), "u1", "Running")));
+        assert!(indexes(&state).is_empty());
+        assert!(state.pod("j-x").is_none());
     }
 
     #[test]
