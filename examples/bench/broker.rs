@@ -65,10 +65,12 @@ pub fn run() -> Vec<Run> {
     }
     let idle_secs = env_number("BENCH_IDLE_SECS", 60);
     let cycles = env_number("BENCH_CYCLES", 100);
-    // `BENCH_SIZES` (a comma list) picks some of the sizes, to look at one closely.
+    // `BENCH_SIZES` (a comma list) picks some of the sizes, to look at one closely; empty,
+    // none (the memory run alone).
     let sizes: Vec<u32> = match std::env::var("BENCH_SIZES") {
         Ok(list) => list
             .split(',')
+            .filter(|n| !n.trim().is_empty())
             .map(|n| {
                 n.trim()
                     .parse()
@@ -206,6 +208,16 @@ pub fn print(runs: &[Run]) {
     let (sized, memory): (Vec<&Run>, Vec<&Run>) = runs
         .iter()
         .partition(|r| r.results["cycles"].as_array().is_none_or(Vec::is_empty));
+    if !sized.is_empty() {
+        print_sized(&sized);
+    }
+    for r in memory {
+        print_memory(r);
+    }
+}
+
+/// The table of the runs at each size, and each one's verdict on the 1 ms bound.
+fn print_sized(sized: &[&Run]) {
     println!(
         "\nReal broker (flux-core, N configured ranks with rank 0 up; module against the \
          sim; startup-timeout 30 s):\n"
@@ -323,11 +335,8 @@ pub fn print(runs: &[Run]) {
             });
         }
     }
-    for r in &sized {
+    for r in sized {
         print_longest(r);
-    }
-    for r in memory {
-        print_memory(r);
     }
 }
 
