@@ -444,7 +444,10 @@ impl Engine {
                 if !view.pods.is_sorted_by_key(|p| p.index) {
                     view.pods.sort_by_key(|p| p.index);
                 }
-                self.history.pods(now, view.pods.iter().map(Arc::as_ref));
+                match self.kube.view.as_ref() {
+                    Some(before) => self.history.pods_since(now, &before.pods, &view.pods),
+                    None => self.history.pods(now, view.pods.iter().map(Arc::as_ref)),
+                }
                 self.history.size(now, view.requested_size());
                 self.kube.view = Some(*view);
             }

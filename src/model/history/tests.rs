@@ -348,3 +348,53 @@ fn a_view_of_ten_thousand_pods_with_one_change_records_one_entry() {
         ]
     );
 }
+
+/// One pod per (index, suffix, phase) chosen, sorted as the driver sends them.
+fn view_of(pods: &[(u32, u8, u8)]) -> Vec<Arc<PodView>> {
+    let phases = [PodPhase::Pending, PodPhase::Running, PodPhase::Succeeded];
+    let mut view: Vec<Arc<PodView>> = pods
+        .iter()
+        .map(|&(index, suffix, phase)| {
+            Arc::new(PodView {
+                phase: phases[phase as usize % phases.len()],
+                ..PodView::running(format!("mc-{index}-{suffix}"), format!("u{suffix}"), index)
+            })
+        })
+        .collect();
+    view.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+    view.dedup_by(|a, b| a.name == b.name);
+    view
+}
+
+proptest::proptest! {
+    /// Following a view by what changed since the last records what looking at every
+    /// pod records: pods kept from `before` are shared, the others new.
+    #[test]
+    fn pods_since_the_last_view_records_what_a_full_look_records(
+        before in proptest::collection::vec((0u32..12, 0u8..3, 0u8..3), 0..20),
+        kept in proptest::collection::vec(proptest::bool::ANY, 20),
+        added in proptest::collection::vec((0u32..12, 3u8..5, 0u8..3), 0..6),
+    ) {
+        let before = view_of(&before);
+        // Some of `before`'s pods stay as they were (the very same), the rest go or
+        // come back changed; new ones come.
+        let mut after: Vec<Arc<PodView>> = Vec::new();
+        for (pod, &keep) in before.iter().zip(kept.iter().cycle()) {
+            if keep {
+                after.push(Arc::clone(pod));
+            } else if pod.index % 2 == 0 {
+                after.push(Arc::new(PodView { ready: !pod.ready, phase: PodPhase::Failed, ..(**pod).clone() }));
+            }
+        }
+        after.extend(view_of(&added));
+        after.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+
+        let mut full = History::new();
+        let mut followed = History::new();
+        full.pods(1.0, before.iter().map(Arc::as_ref));
+        followed.pods(1.0, before.iter().map(Arc::as_ref));
+        full.pods(2.0, after.iter().map(Arc::as_ref));
+        followed.pods_since(2.0, &before, &after);
+        proptest::prop_assert_eq!(changes(&full), changes(&followed));
+    }
+}
