@@ -224,14 +224,20 @@ impl Reconciler {
             let runs_in_live_pod = rank
                 .live_pod
                 .is_some_and(|pod| pod.phase == PodPhase::Running);
+            // `rank.seen_up` is still what the set held when the scene was made: the set
+            // changes only for ranks that change, not with a look-up per rank each pass.
             rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {
-                self.seen_up.insert(k);
+                if !rank.seen_up {
+                    self.seen_up.insert(k);
+                }
                 true
             } else if !rank.active {
-                self.seen_up.remove(k);
+                if rank.seen_up {
+                    self.seen_up.remove(k);
+                }
                 false
             } else {
-                self.seen_up.contains(k)
+                rank.seen_up
             };
             let starting = rank.active
                 && k != 0
