@@ -122,6 +122,8 @@ pub struct EngineCost {
     report: Vec<Duration>,
     /// `Engine::status` serialized, as the status handler answers it.
     status: Vec<Duration>,
+    /// The same status asked again at once, nothing changed between.
+    status_again: Vec<Duration>,
     status_bytes: usize,
 }
 
@@ -155,6 +157,7 @@ pub fn engine_costs() -> Vec<EngineCost> {
                 },
                 report: Vec::with_capacity(RUNS),
                 status: Vec::with_capacity(RUNS),
+                status_again: Vec::with_capacity(RUNS),
                 status_bytes: 0,
             };
             for run in 0..RUNS {
@@ -173,6 +176,9 @@ pub fn engine_costs() -> Vec<EngineCost> {
                 let text = status_text(&engine, now);
                 cost.status.push(started.elapsed());
                 cost.status_bytes = text.len();
+                let started = Instant::now();
+                status_text(&engine, now + 0.5);
+                cost.status_again.push(started.elapsed());
             }
             cost
         })
@@ -193,22 +199,28 @@ fn status_text(engine: &Engine, now: f64) -> String {
 
 pub fn print_engine_costs(costs: &[EngineCost]) {
     println!(
-        "\n| ranks | situation | driver report and step: median / max | plain status: median / max | status bytes |"
+        "\n| ranks | situation | driver report and step: median / max | plain status: median / max | the same status again: median / max | status bytes |"
     );
-    println!("|---:|---|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|");
     for c in costs {
         println!(
-            "| {} | {} | {} / {} | {} / {} | {} |",
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} |",
             c.ranks,
             c.situation,
             ms(percentile(&c.report, 50.0)),
             ms(*c.report.iter().max().expect("runs")),
             ms(percentile(&c.status, 50.0)),
             ms(*c.status.iter().max().expect("runs")),
+            ms(percentile(&c.status_again, 50.0)),
+            ms(*c.status_again.iter().max().expect("runs")),
             c.status_bytes
         );
     }
-    println!("\n{RUNS} of each, one engine per size, on one thread (wall time, not CPU).");
+    println!(
+        "\n{RUNS} of each, one engine per size, on one thread (wall time, not CPU). The status \
+         asked again half a second later, with nothing changed, puts the kept assessment into \
+         words."
+    );
 }
 
 pub fn run() -> Vec<Planning> {
