@@ -491,13 +491,19 @@ mod tests {
         assert_eq!((bare.max_size, bare.complete_workers), (3, false));
     }
 
-    #[test]
-    fn view_keeps_only_pods_the_job_controls_sorted_by_index() {
+    /// A state whose Job (uid `u1`) is listed, and whose pod list has begun.
+    fn listing_pods() -> ClusterState {
         let mut state = ClusterState::new(false);
         state.apply_job(Event::Init);
         state.apply_job(Event::InitApply(job("u1")));
         state.apply_job(Event::InitDone);
         state.apply_pod(Event::Init);
+        state
+    }
+
+    #[test]
+    fn view_keeps_only_pods_the_job_controls_sorted_by_index() {
+        let mut state = listing_pods();
         state.apply_pod(Event::InitApply(pod(
             "j-2-a",
             "p2",
@@ -539,11 +545,7 @@ mod tests {
 
     #[test]
     fn a_pod_is_refiled_when_its_index_changes_and_found_by_name() {
-        let mut state = ClusterState::new(false);
-        state.apply_job(Event::Init);
-        state.apply_job(Event::InitApply(job("u1")));
-        state.apply_job(Event::InitDone);
-        state.apply_pod(Event::Init);
+        let mut state = listing_pods();
         state.apply_pod(Event::InitDone);
         state.apply_pod(Event::Apply(pod("j-x", "p", Some(1), "u1", "Running")));
         state.apply_pod(Event::Apply(pod("j-x", "p", Some(3), "u1", "Running")));
