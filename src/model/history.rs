@@ -194,7 +194,7 @@ impl States {
     }
 }
 
-/// The state an index shows when it has pods in both: the livelier one.
+/// Of the states of two pods of one index, the one the index shows: the livelier.
 fn livelier(a: PodState, b: PodState) -> PodState {
     if b.liveliness() > a.liveliness() {
         b
