@@ -229,8 +229,15 @@ impl Driver {
     pub fn try_recv(&self) -> Option<Report> {
         match self.views.take() {
             Some(view) => Some(Report::View(Box::new(view))),
-            None => self.reports.try_recv().ok(),
+            None => self.try_recv_queued(),
         }
+    }
+
+    /// The next report other than a view, if one is waiting; never blocks. A caller that
+    /// has taken a view stops taking views with this: the driver makes a new one while
+    /// the last is applied, and a loop that takes each would chase it.
+    pub fn try_recv_queued(&self) -> Option<Report> {
+        self.reports.try_recv().ok()
     }
 
     /// Stops the worker and waits for its thread to end.

@@ -8,7 +8,7 @@ use super::Module;
 use crate::engine::{Effect, FluxFailure};
 use crate::flux::{Handle, Rpc, RpcError};
 use crate::k8s::Command;
-use crate::model::Retry;
+use crate::model::{Report, Retry};
 
 pub(crate) fn run(shared: &Rc<RefCell<Module>>, handle: &Handle, effects: Vec<Effect>) {
     for effect in effects {
@@ -88,15 +88,23 @@ fn rpc_answered(
     super::state_changed(shared, handle);
 }
 
-/// Takes every waiting report from the driver.
+/// Takes the waiting reports from the driver, with one view at most: a view made while
+/// this one is applied waits for the next callback (the driver's wake-up brings it), so a
+/// callback applies one snapshot of the pods, not as many as the driver makes meanwhile.
 pub(crate) fn drain_reports(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     let mut changed = false;
+    let mut took_view = false;
     loop {
         let mut module = shared.borrow_mut();
-        let Some(report) = module.driver.as_ref().and_then(|d| d.try_recv()) else {
+        let next = module.driver.as_ref().and_then(|driver| match took_view {
+            false => driver.try_recv(),
+            true => driver.try_recv_queued(),
+        });
+        let Some(report) = next else {
             break;
         };
         changed = true;
+        took_view |= matches!(report, Report::View(_));
         module.now = handle.now();
         let now = module.now;
         module.engine.kube_report(report, now);
