@@ -441,12 +441,12 @@ impl Engine {
         match report {
             Report::View(mut view) => {
                 // Sorted by index (the driver sends them so): a rank's pods are a slice.
-                if !view.pods.is_sorted_by_key(|p| p.index) {
-                    view.pods.sort_by_key(|p| p.index);
+                if !view.pods().is_sorted_by_key(|p| p.index) {
+                    view.pods_mut().sort_by_key(|p| p.index);
                 }
                 match self.kube.view.as_ref() {
-                    Some(before) => self.history.pods_since(now, &before.pods, &view.pods),
-                    None => self.history.pods(now, view.pods.iter().map(Arc::as_ref)),
+                    Some(before) => self.history.pods_since(now, before.pods(), view.pods()),
+                    None => self.history.pods(now, view.pods().iter().map(Arc::as_ref)),
                 }
                 self.history.size(now, view.requested_size());
                 self.kube.view = Some(*view);
@@ -647,12 +647,12 @@ mod tests {
     const BACKLOG_END: &str = r#"{"events":[]}"#;
 
     fn kube(size: u32) -> KubeView {
-        KubeView {
-            job: JobView {
+        KubeView::new(
+            JobView {
                 active: size,
                 ..JobView::new("mc", "job", size)
             },
-            minicluster: Some(MiniClusterView {
+            Some(MiniClusterView {
                 name: "mc".into(),
                 uid: "mc".into(),
                 size,
@@ -661,11 +661,11 @@ mod tests {
                 size_manager: None,
                 desired_size: None,
             }),
-            pods: (0..size)
+            (0..size)
                 .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
                 .map(Arc::new)
                 .collect(),
-        }
+        )
     }
 
     /// An engine with both views synced: 4 ranks online, 4 pods running.
@@ -804,7 +804,7 @@ mod tests {
         };
         engine.finished(id, Retry::Unreachable("EHOSTUNREACH".into()).into(), 1.5);
         let mut view = kube(4);
-        view.pods[2] = Arc::new(PodView {
+        view.pods_mut()[2] = Arc::new(PodView {
             phase: PodPhase::Succeeded,
             ..PodView::running("mc-2".into(), "uid-2".into(), 2)
         });
@@ -1010,10 +1010,10 @@ mod tests {
     fn the_detail_lists_each_asked_rank_with_its_own_pods_whatever_the_view_order() {
         let mut engine = synced(false);
         let mut view = kube(4);
-        view.pods.reverse();
+        view.pods_mut().reverse();
         // A second live pod at index 2, out of order too.
         let replacement = PodView::running("mc-2-new".into(), "uid-2-new".into(), 2);
-        view.pods.insert(1, Arc::new(replacement));
+        view.pods_mut().insert(1, Arc::new(replacement));
         engine.kube_report(Report::View(Box::new(view)), 1.0);
         let status =
             serde_json::to_value(engine.status(1.0, Some(&"1-2,9".parse().unwrap()))).unwrap();

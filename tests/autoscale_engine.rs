@@ -294,12 +294,12 @@ fn a_four_node_job_grows_two_ranks_to_four_then_idle_ranks_shrink_back_to_min_si
 
 /// A synced view of `size` running pods (no driver), for the dry-run test.
 fn kube_view(size: u32, max: u32) -> KubeView {
-    KubeView {
-        job: JobView {
+    KubeView::new(
+        JobView {
             active: size,
             ..JobView::new(NAME, "job", size)
         },
-        minicluster: Some(MiniClusterView {
+        Some(MiniClusterView {
             name: NAME.into(),
             uid: "mc".into(),
             size,
@@ -308,11 +308,11 @@ fn kube_view(size: u32, max: u32) -> KubeView {
             size_manager: None,
             desired_size: None,
         }),
-        pods: (0..size)
+        (0..size)
             .map(|index| PodView::running(format!("{NAME}-{index}"), format!("uid-{index}"), index))
             .map(Arc::new)
             .collect(),
-    }
+    )
 }
 
 #[test]

@@ -219,8 +219,8 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
         .prop_map(
             |(size, per_index, completed, failed, minicluster, mut pods)| {
                 pods.sort_by_key(|p| p.index);
-                KubeView {
-                    job: JobView {
+                KubeView::new(
+                    JobView {
                         name: "job".into(),
                         uid: "job-uid".into(),
                         parallelism: size,
@@ -236,7 +236,7 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                         size_manager: None,
                         desired_size: None,
                     },
-                    minicluster: minicluster.map(|(mc_size, max, complete_workers)| {
+                    minicluster.map(|(mc_size, max, complete_workers)| {
                         fluxk8s::model::MiniClusterView {
                             name: "job".into(),
                             uid: "mc-uid".into(),
@@ -247,8 +247,8 @@ fn kube_view() -> impl Strategy<Value = KubeView> {
                             desired_size: None,
                         }
                     }),
-                    pods: pods.into_iter().map(Arc::new).collect(),
-                }
+                    pods.into_iter().map(Arc::new).collect(),
+                )
             },
         )
 }

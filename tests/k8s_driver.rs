@@ -243,10 +243,10 @@ fn minicluster_is_found_from_the_hostname_through_a_kubeconfig_file() {
     assert_eq!(view.job.name, "flux-sample");
     assert_eq!((view.job.parallelism, view.job.completions), (3, 3));
     assert_eq!(view.job.backoff_limit, 100, "operator default backoffLimit");
-    let indexes: Vec<u32> = view.pods.iter().map(|p| p.index).collect();
+    let indexes: Vec<u32> = view.pods().iter().map(|p| p.index).collect();
     assert_eq!(indexes, [0, 1, 2]);
     let sim_pods = sim.pod_views(NS, "flux-sample");
-    for pod in &view.pods {
+    for pod in view.pods() {
         let twin = sim_pods
             .iter()
             .find(|p| p.name == pod.name)
@@ -366,7 +366,7 @@ fn delete_removes_the_pod_and_records_a_retired_rank_event() {
     assert_eq!(module.outcome(id), Outcome::Done);
     // The old pod leaves the view (terminating, then gone).
     module.wait_view("old pod 2 no longer live", |v| {
-        !v.pods.iter().any(|p| p.uid == uid && p.is_live())
+        !v.pods().iter().any(|p| p.uid == uid && p.is_live())
     });
     let log = sim.requests();
     let deletes: Vec<_> = log
@@ -407,7 +407,7 @@ fn evict_mode_removes_the_pod_through_the_eviction_api() {
     let id = module.apply(action);
     assert_eq!(module.outcome(id), Outcome::Done);
     module.wait_view("evicted pod 2 no longer live", |v| {
-        !v.pods.iter().any(|p| p.uid == uid && p.is_live())
+        !v.pods().iter().any(|p| p.uid == uid && p.is_live())
     });
     let log = sim.requests();
     assert_eq!(log.count(Verb::Create, "pods/eviction"), 1);

@@ -55,8 +55,8 @@ fn flux_view(ranks: u32, drained: Option<(u32, u32)>) -> FluxView {
 }
 
 fn kube_view(ranks: u32) -> KubeView {
-    KubeView {
-        job: JobView {
+    KubeView::new(
+        JobView {
             name: "r".into(),
             uid: "job-uid".into(),
             parallelism: ranks,
@@ -72,8 +72,8 @@ fn kube_view(ranks: u32) -> KubeView {
             size_manager: None,
             desired_size: None,
         },
-        minicluster: None,
-        pods: (0..ranks)
+        None,
+        (0..ranks)
             .map(|k| PodView {
                 name: format!("r-{k}-abcde"),
                 uid: format!("uid-{k}"),
@@ -84,7 +84,7 @@ fn kube_view(ranks: u32) -> KubeView {
             })
             .map(Arc::new)
             .collect(),
-    }
+    )
 }
 
 /// Times `plan` on a fresh reconciler prepared by `prepare` (so every run decides).
@@ -137,7 +137,7 @@ pub fn engine_costs() -> Vec<EngineCost> {
             }
             let mut kube = kube_view(ranks);
             if starting {
-                for pod in kube.pods.iter_mut().skip(1) {
+                for pod in kube.pods_mut().iter_mut().skip(1) {
                     *pod = Arc::new(PodView {
                         phase: PodPhase::Pending,
                         ready: false,
@@ -163,11 +163,13 @@ pub fn engine_costs() -> Vec<EngineCost> {
             for run in 0..RUNS {
                 // Pod `run` flips readiness: a change the planner has nothing to do about.
                 let mut view = kube.clone();
-                let pod = &mut view.pods[run];
+                let pod = &mut view.pods_mut()[run];
                 *pod = Arc::new(PodView {
                     ready: run % 2 == 0,
                     ..PodView::clone(pod)
                 });
+                // The driver makes a view's pod index on its own thread before sending it.
+                view.pod_index();
                 let now = 2.0 + run as f64;
                 let started = Instant::now();
                 report_and_step(&mut engine, view, now);

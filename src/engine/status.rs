@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{Engine, EngineCounters};
 use crate::model::flux::RankSets;
-use crate::model::idset::group_by_key;
-use crate::model::{IdSet, JobView, KubeView, MiniClusterView, PodPhase, PodView, Problem};
+use crate::model::{IdSet, JobView, KubeView, MiniClusterView, PodGroup, PodView, Problem};
 use crate::planner::{AutoscaleStatus, Autoscaler, PlanStatus, RankPhase, Why};
 
 impl Engine {
@@ -65,7 +64,7 @@ impl Engine {
     /// Each of `ranks` in the instance, with the plan's word on it (none before both
     /// views are synced) and its pods.
     fn rank_detail<'a>(&'a self, plan: &PlanStatus, ranks: &IdSet) -> Vec<RankDetail<'a>> {
-        let pods: &[Arc<PodView>] = self.kube.view.as_ref().map_or(&[], |view| &view.pods);
+        let pods: &[Arc<PodView>] = self.kube.view.as_ref().map_or(&[], KubeView::pods);
         // The view's pods are sorted by index (see `kube_report`).
         let pods_of = |k: u32| {
             let from = pods.partition_point(|p| p.index < k);
@@ -196,39 +195,15 @@ fn view_with_pod_groups<S: serde::Serializer>(
     struct ViewStatus<'a> {
         job: &'a JobView,
         minicluster: Option<&'a MiniClusterView>,
-        pods: Vec<PodGroup>,
-    }
-    /// Pods in one state, by completion index; `count` also counts an index twice when
-    /// it has two such pods.
-    #[derive(Serialize)]
-    struct PodGroup {
-        indexes: IdSet,
-        phase: PodPhase,
-        ready: bool,
-        terminating: bool,
-        count: usize,
+        pods: &'a [PodGroup],
     }
     let Some(view) = view else {
         return s.serialize_none();
     };
-    let by_state = view
-        .pods
-        .iter()
-        .map(|pod| ((pod.phase, pod.ready, pod.terminating), pod.index));
-    let pods = group_by_key(by_state)
-        .into_iter()
-        .map(|group| PodGroup {
-            indexes: group.ids,
-            phase: group.key.0,
-            ready: group.key.1,
-            terminating: group.key.2,
-            count: group.count,
-        })
-        .collect();
     s.serialize_some(&ViewStatus {
         job: &view.job,
         minicluster: view.minicluster.as_ref(),
-        pods,
+        pods: view.pod_index().groups(),
     })
 }
 

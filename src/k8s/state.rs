@@ -237,11 +237,7 @@ impl ClusterState {
             .filter(|p| p.controller_uid.as_deref() == Some(job.uid.as_str()))
             .map(|p| Arc::clone(&p.view))
             .collect();
-        Some(KubeView {
-            job,
-            minicluster: self.minicluster().cloned(),
-            pods,
-        })
+        Some(KubeView::new(job, self.minicluster().cloned(), pods))
     }
 }
 
@@ -537,10 +533,10 @@ mod tests {
         state.apply_pod(Event::InitDone);
         assert!(state.synced());
         let view = state.view().expect("job present");
-        let names: Vec<_> = view.pods.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<_> = view.pods().iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["j-0-a", "j-2-a", "j-10-a", "j-10-b"]);
-        assert!(view.pods[0].ready);
-        assert_eq!(view.pods[1].phase, PodPhase::Running);
+        assert!(view.pods()[0].ready);
+        assert_eq!(view.pods()[1].phase, PodPhase::Running);
     }
 
     #[test]
@@ -551,7 +547,7 @@ mod tests {
         state.apply_pod(Event::Apply(pod("j-x", "p", Some(3), "u1", "Running")));
         let indexes = |state: &ClusterState| -> Vec<u32> {
             let view = state.view().expect("job present");
-            view.pods.iter().map(|p| p.index).collect()
+            view.pods().iter().map(|p| p.index).collect()
         };
         assert_eq!(indexes(&state), [3], "filed once, under its new index");
         assert_eq!(state.pod("j-x").map(|p| p.view.index), Some(3));
@@ -576,12 +572,12 @@ mod tests {
             "Pending",
         )));
         let during = state.view().unwrap();
-        assert_eq!(during.pods.len(), 1);
-        assert_eq!(during.pods[0].name, "j-1-a");
+        assert_eq!(during.pods().len(), 1);
+        assert_eq!(during.pods()[0].name, "j-1-a");
         state.apply_pod(Event::InitDone);
         let after = state.view().unwrap();
-        assert_eq!(after.pods.len(), 1);
-        assert_eq!(after.pods[0].name, "j-2-a");
+        assert_eq!(after.pods().len(), 1);
+        assert_eq!(after.pods()[0].name, "j-2-a");
     }
 
     #[test]

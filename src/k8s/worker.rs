@@ -65,8 +65,10 @@ impl Reporter {
         }
     }
 
-    /// Leaves `view` for the module, replacing one it has not taken yet.
+    /// Leaves `view` for the module, replacing one it has not taken yet. Its pod index is
+    /// made here, so that the module's thread reads it and does not make it.
     pub fn view(&self, view: KubeView) {
+        view.pod_index();
         let unseen = self.views.lock().replace(view);
         drop(unseen);
         (self.wake)();

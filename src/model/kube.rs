@@ -3,11 +3,11 @@
 //!
 //! The driver (`crate::k8s`) fills a [`KubeView`] from watches; the planner reads it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use super::idset::IdSet;
+use super::idset::{IdSet, group_by_key};
 
 /// The Indexed Job that runs the brokers: pod with completion index N runs rank N.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,10 +133,129 @@ pub struct KubeView {
     /// terminating beside its replacement). Shared with the driver's own records: a new
     /// view costs the broker's thread a reference count per pod, not two strings
     /// allocated on the driver's thread and freed on the broker's.
-    pub pods: Vec<Arc<PodView>>,
+    pods: Vec<Arc<PodView>>,
+    /// Made from `pods` when first asked, and dropped with any change to them.
+    #[serde(skip)]
+    index: PodIndexCell,
+}
+
+/// What plans and statuses read of every pod, made once per view (by the driver, on its
+/// own thread, before it sends the view): each index's live pod in one dense table, so a
+/// pass over 10,000 ranks reads it in order instead of following a pointer per pod, and
+/// the pods in groups of one state, as a status lists them.
+#[derive(Debug, Clone, Default)]
+pub struct PodIndex {
+    /// By completion index: its first live pod (see [`PodView::is_live`]), if any.
+    live: Vec<Option<LivePod>>,
+    groups: Vec<PodGroup>,
+}
+
+/// An index's live pod: where it is in the view's pods, and whether it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivePod {
+    at: u32,
+    pub running: bool,
+}
+
+/// Pods in one state, by completion index; `count` also counts an index twice when it has
+/// two such pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodGroup {
+    pub indexes: IdSet,
+    pub phase: PodPhase,
+    pub ready: bool,
+    pub terminating: bool,
+    pub count: usize,
+}
+
+impl PodIndex {
+    fn of(pods: &[Arc<PodView>]) -> PodIndex {
+        let mut live: Vec<Option<LivePod>> = Vec::new();
+        for (at, pod) in pods.iter().enumerate().filter(|(_, p)| p.is_live()) {
+            let k = pod.index as usize;
+            if live.len() <= k {
+                live.resize(k + 1, None);
+            }
+            live[k].get_or_insert(LivePod {
+                at: at as u32,
+                running: pod.phase == PodPhase::Running,
+            });
+        }
+        let by_state = pods
+            .iter()
+            .map(|pod| ((pod.phase, pod.ready, pod.terminating), pod.index));
+        let groups = group_by_key(by_state)
+            .into_iter()
+            .map(|group| PodGroup {
+                indexes: group.ids,
+                phase: group.key.0,
+                ready: group.key.1,
+                terminating: group.key.2,
+                count: group.count,
+            })
+            .collect();
+        PodIndex { live, groups }
+    }
+
+    /// The live pod of index `k`, if any.
+    pub fn live(&self, k: u32) -> Option<LivePod> {
+        self.live.get(k as usize).copied().flatten()
+    }
+
+    /// Every pod, in groups of one (phase, ready, terminating), in the order each state
+    /// first comes by index.
+    pub fn groups(&self) -> &[PodGroup] {
+        &self.groups
+    }
+}
+
+/// The [`PodIndex`] of a view once made. It follows from the pods, so two views with the
+/// same pods are equal whether or not either has made it.
+#[derive(Debug, Clone, Default)]
+struct PodIndexCell(OnceLock<PodIndex>);
+
+impl PartialEq for PodIndexCell {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl KubeView {
+    /// A view of these objects; `pods` sorted by index.
+    pub fn new(
+        job: JobView,
+        minicluster: Option<MiniClusterView>,
+        pods: Vec<Arc<PodView>>,
+    ) -> Self {
+        KubeView {
+            job,
+            minicluster,
+            pods,
+            index: PodIndexCell::default(),
+        }
+    }
+
+    /// The pods of the Job, sorted by index.
+    pub fn pods(&self) -> &[Arc<PodView>] {
+        &self.pods
+    }
+
+    /// The pods to change; the index is made again when next asked.
+    pub fn pods_mut(&mut self) -> &mut Vec<Arc<PodView>> {
+        self.index = PodIndexCell::default();
+        &mut self.pods
+    }
+
+    /// The pods' [`PodIndex`], made on first use.
+    pub fn pod_index(&self) -> &PodIndex {
+        self.index.0.get_or_init(|| PodIndex::of(&self.pods))
+    }
+
+    /// The pod a [`LivePod`] of this view's index stands for.
+    pub fn pod_at(&self, live: LivePod) -> &PodView {
+        &self.pods[live.at as usize]
+    }
+
     /// The size Kubernetes is asked to run: the MiniCluster's `spec.size` when an
     /// operator manages the Job, else the Job's completions.
     pub fn requested_size(&self) -> u32 {
@@ -169,14 +288,70 @@ impl KubeView {
 
     /// The live pod at `index`, if any.
     pub fn live_pod(&self, index: u32) -> Option<&PodView> {
-        self.pods
-            .iter()
-            .find(|p| p.index == index && p.is_live())
-            .map(Arc::as_ref)
+        self.pod_index().live(index).map(|live| self.pod_at(live))
     }
 
     /// Indexes the Job will not recreate while they stay below completions.
     pub fn finished_indexes(&self) -> IdSet {
         self.job.completed_indexes.union(&self.job.failed_indexes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(index: u32, name: &str, phase: PodPhase, terminating: bool) -> Arc<PodView> {
+        Arc::new(PodView {
+            phase,
+            terminating,
+            ..PodView::running(name.into(), format!("uid-{name}"), index)
+        })
+    }
+
+    #[test]
+    fn the_pod_index_finds_each_live_pod_and_is_made_again_after_a_change() {
+        let mut view = KubeView::new(
+            JobView::new("j", "job-uid", 4),
+            None,
+            vec![
+                pod(0, "j-0", PodPhase::Running, false),
+                pod(1, "j-1-old", PodPhase::Running, true),
+                pod(1, "j-1-new", PodPhase::Pending, false),
+                pod(2, "j-2", PodPhase::Succeeded, false),
+                pod(3, "j-3", PodPhase::Running, false),
+            ],
+        );
+        let live = |view: &KubeView, k| view.live_pod(k).map(|p| p.name.clone());
+        assert_eq!(live(&view, 0).as_deref(), Some("j-0"));
+        // The terminating pod is not the index's live one; its replacement is, and waits.
+        assert_eq!(live(&view, 1).as_deref(), Some("j-1-new"));
+        assert!(!view.pod_index().live(1).unwrap().running);
+        assert!(view.pod_index().live(0).unwrap().running);
+        assert_eq!(live(&view, 2), None);
+        assert_eq!(live(&view, 9), None);
+        let groups: Vec<(String, PodPhase, bool, usize)> = view
+            .pod_index()
+            .groups()
+            .iter()
+            .map(|g| (g.indexes.to_string(), g.phase, g.terminating, g.count))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("0,3".into(), PodPhase::Running, false, 2),
+                ("1".into(), PodPhase::Running, true, 1),
+                ("1".into(), PodPhase::Pending, false, 1),
+                ("2".into(), PodPhase::Succeeded, false, 1),
+            ]
+        );
+
+        // A view equals one with the same pods whether or not its index was made.
+        let unindexed = KubeView::new(view.job.clone(), None, view.pods().to_vec());
+        assert_eq!(view, unindexed);
+
+        view.pods_mut()[4] = pod(3, "j-3", PodPhase::Failed, false);
+        assert_eq!(live(&view, 3), None);
+        assert_ne!(view, unindexed);
     }
 }

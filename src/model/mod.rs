@@ -14,6 +14,7 @@ pub use action::{Action, DRAIN_REASON_PREFIX, FIELD_MANAGER, FluxAction, KubeAct
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
 pub use idset::IdSet;
 pub use kube::{
-    Annotation, DESIRED_SIZE_ANNOTATION, JobView, KubeView, MiniClusterView, PodPhase, PodView,
+    Annotation, DESIRED_SIZE_ANNOTATION, JobView, KubeView, LivePod, MiniClusterView, PodGroup,
+    PodIndex, PodPhase, PodView,
 };
 pub use report::{Outcome, Problem, Refusal, RefusalKind, Report, Retry};

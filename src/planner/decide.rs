@@ -340,7 +340,7 @@ impl Reconciler {
             return Leaving::PodCompleting;
         }
         let per_index_zero = scene.kube.job.backoff_limit_per_index == Some(0);
-        match rank.live_pod {
+        match rank.live_pod.map(|live| scene.kube.pod_at(live)) {
             Some(pod) if per_index_zero => {
                 remove(Action::Kube(KubeAction::DeletePod {
                     index: k,
@@ -531,7 +531,7 @@ impl Reconciler {
 /// Adds `rank` to the drain for `reason`, copying the reason only for its first rank. A
 /// rank held by our record of a retirement we only saw has that record overwritten
 /// (`update` would leave it, and the rank would be drained again every pass).
-fn add_drain(drains: &mut BTreeMap<String, [IdSet; 2]>, reason: &str, rank: &Rank<'_>) {
+fn add_drain(drains: &mut BTreeMap<String, [IdSet; 2]>, reason: &str, rank: &Rank) {
     let overwrite = usize::from(rank.drain == Some(DrainKind::OursObserved));
     match drains.get_mut(reason) {
         Some(sets) => {

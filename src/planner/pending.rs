@@ -309,7 +309,7 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
         // The index is compared first: a plan with a delete pending stays a pass of
         // integer compares, not a hash of every pod's uid.
         Action::Kube(KubeAction::DeletePod { index, uid, .. }) => !kube
-            .pods
+            .pods()
             .iter()
             .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),

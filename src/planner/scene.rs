@@ -1,18 +1,16 @@
 //! Both views reduced to what the policies need, one [`Rank`] per rank with the actions
 //! in flight folded in; and what the reconciler notes from each scene.
 
-use std::sync::Arc;
-
 use super::pending::InFlight;
 use super::reasons::DrainKind;
 use super::reconciler::Reconciler;
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
-use crate::model::{FluxView, KubeView, PodPhase, PodView};
+use crate::model::{FluxView, KubeView, LivePod};
 
 /// What is known of one rank, with actions in flight folded in.
 #[derive(Debug, Clone)]
-pub(super) struct Rank<'a> {
+pub(super) struct Rank {
     pub k: u32,
     /// Below the size and not completed/failed: Kubernetes runs (or recreates) a pod.
     pub active: bool,
@@ -33,7 +31,7 @@ pub(super) struct Rank<'a> {
     pub retire: bool,
     /// Expected to run: active and not on its way out.
     pub counted: bool,
-    pub live_pod: Option<&'a PodView>,
+    pub live_pod: Option<LivePod>,
 }
 
 /// Why an index below the size does not run.
@@ -58,7 +56,7 @@ pub(super) struct Scene<'a> {
     pub size: u32,
     /// The most ranks there can be: broker size and MiniCluster `maxSize`.
     pub max: u32,
-    pub ranks: Vec<Rank<'a>>,
+    pub ranks: Vec<Rank>,
     pub frozen: Option<Frozen>,
     pub in_flight: InFlight,
     /// Which ranks run jobs, and until when.
@@ -92,7 +90,7 @@ impl RankTimes {
     }
 }
 
-impl Rank<'_> {
+impl Rank {
     /// Was seen up while active and is gone (lost, or offline).
     pub fn down(&self) -> bool {
         self.seen_up && (self.lost || !self.online)
@@ -126,13 +124,7 @@ impl Reconciler {
             .as_ref()
             .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
         let size = kube.requested_size();
-        // One pass over the pods, not one per rank: plans stay linear in the size.
-        let mut live_pods: Vec<Option<&PodView>> = vec![None; max as usize];
-        for pod in kube.pods.iter().map(Arc::as_ref).filter(|p| p.is_live()) {
-            if let Some(slot @ None) = live_pods.get_mut(pod.index as usize) {
-                *slot = Some(pod);
-            }
-        }
+        let pods = kube.pod_index();
         let unknown = RankState::default();
         let in_flight = self.issued.in_flight();
         let occupancy = flux.occupancy();
@@ -183,7 +175,7 @@ impl Reconciler {
                     drain,
                     protected,
                     retire,
-                    live_pod: live_pods[k as usize],
+                    live_pod: pods.live(k),
                 }
             })
             .collect();
@@ -200,7 +192,7 @@ impl Reconciler {
     }
 
     /// Whether removals are suspended: too many ranks lost at once looks like an outage.
-    fn frozen(&self, ranks: &[Rank<'_>]) -> Option<Frozen> {
+    fn frozen(&self, ranks: &[Rank]) -> Option<Frozen> {
         let active = ranks.iter().filter(|r| r.active).count();
         let lost = ranks
             .iter()
@@ -221,9 +213,7 @@ impl Reconciler {
             // The broker must be its running pod's: after a size lowered and raised again,
             // the old pod's broker may still be online beside a new pod that is pending, and
             // its end is not a lost pod.
-            let runs_in_live_pod = rank
-                .live_pod
-                .is_some_and(|pod| pod.phase == PodPhase::Running);
+            let runs_in_live_pod = rank.live_pod.is_some_and(|pod| pod.running);
             // `rank.seen_up` is still what the set held when the scene was made: the set
             // changes only for ranks that change, not with a look-up per rank each pass.
             rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {

@@ -83,18 +83,18 @@ fn kube_view(kind: Kind, size: u32, max: u32, live: &str) -> KubeView {
             desired_size: None,
         }),
     };
-    KubeView {
-        job: JobView {
+    KubeView::new(
+        JobView {
             backoff_limit_per_index: matches!(kind, Kind::PerIndexZero).then_some(0),
             ..JobView::new("mc", "job-uid", size)
         },
         minicluster,
-        pods: ids(live)
+        ids(live)
             .iter()
             .map(|index| PodView::running(format!("mc-{index}"), format!("uid-{index}"), index))
             .map(Arc::new)
             .collect(),
-    }
+    )
 }
 
 fn drain_action(ranks: &str, reason: &str) -> Action {
@@ -777,7 +777,7 @@ fn after_a_refusal_the_plan_follows_the_views_it_now_has() {
     // The view now shows the pod that replaced it: that one is deleted, at once.
     let mut now_kube = kube.clone();
     let new_pod = PodView::running("mc-1".into(), "uid-1b".into(), 1);
-    now_kube.pods[1] = Arc::new(new_pod);
+    now_kube.pods_mut()[1] = Arc::new(new_pod);
     let again = reconciler.plan(&flux, Some(&now_kube), 2.0);
     assert!(
         matches!(

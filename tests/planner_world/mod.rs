@@ -68,11 +68,7 @@ impl World {
         let mut world = World {
             kind,
             flux: FluxView::new(),
-            kube: KubeView {
-                job,
-                minicluster,
-                pods: Vec::new(),
-            },
+            kube: KubeView::new(job, minicluster, Vec::new()),
             now: 1000.0,
             dry_run: false,
             next_uid: 0,
@@ -141,7 +137,7 @@ impl World {
     }
 
     fn remove_pod(&mut self, index: u32) {
-        self.kube.pods.retain(|p| p.index != index);
+        self.kube.pods_mut().retain(|p| p.index != index);
     }
 
     /// One round of the controllers: the operator copies `spec.size`, the Job controller
@@ -158,7 +154,7 @@ impl World {
         self.kube.job.failed_indexes = keep_below(&self.kube.job.failed_indexes);
         let above: Vec<u32> = self
             .kube
-            .pods
+            .pods()
             .iter()
             .filter(|p| p.index >= size)
             .map(|p| p.index)
@@ -168,7 +164,7 @@ impl World {
             self.remove_pod(index);
         }
         let mut joined = IdSet::new();
-        for pod in self.kube.pods.iter_mut().map(Arc::make_mut) {
+        for pod in self.kube.pods_mut().iter_mut().map(Arc::make_mut) {
             if pod.phase == PodPhase::Pending {
                 pod.phase = PodPhase::Running;
                 pod.ready = true;
@@ -180,10 +176,11 @@ impl World {
             self.overlay(index, "full");
         }
         let finished = self.kube.finished_indexes();
+        let live = self.live_indexes();
         for index in 0..size {
-            if !finished.contains(index) && self.kube.live_pod(index).is_none() {
+            if !finished.contains(index) && !live.contains(index) {
                 self.next_uid += 1;
-                self.kube.pods.push(Arc::new(PodView {
+                self.kube.pods_mut().push(Arc::new(PodView {
                     name: format!("mc-{index}-{}", self.next_uid),
                     uid: format!("uid-{}", self.next_uid),
                     index,
@@ -193,8 +190,8 @@ impl World {
                 }));
             }
         }
-        self.kube.pods.sort_by_key(|p| p.index);
-        self.kube.job.active = self.kube.pods.iter().filter(|p| p.is_live()).count() as u32;
+        self.kube.pods_mut().sort_by_key(|p| p.index);
+        self.kube.job.active = self.kube.pods().iter().filter(|p| p.is_live()).count() as u32;
     }
 
     /// Ticks until nothing is pending.
@@ -247,7 +244,7 @@ impl World {
                 self.kube.job.succeeded += 1;
             }
             Action::Kube(KubeAction::DeletePod { index, uid, .. }) => {
-                if !self.kube.pods.iter().any(|p| &p.uid == uid) {
+                if !self.kube.pods().iter().any(|p| &p.uid == uid) {
                     // The uid precondition fails: nothing is deleted.
                     return Refusal::Replaced { current_uid: None }.into();
                 }
@@ -361,7 +358,7 @@ impl World {
     /// Indexes with a live pod.
     pub fn live_indexes(&self) -> IdSet {
         self.kube
-            .pods
+            .pods()
             .iter()
             .filter(|p| p.is_live())
             .map(|p| p.index)
