@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fluxk8s::sim::{MiniClusterSpec, RequestLog};
 use serde_json::Value;
 
-use crate::measure::{ms, percentile};
+use crate::measure::{clock_floor, ms, percentile};
 use crate::report::{counts_text, progress, requests_between};
 use fluxk8s::scenario::flux_core::{Scratch, flux_or_skip, leader_only_start, transcript};
 use fluxk8s::scenario::{NAMESPACE, default_sim};
@@ -326,8 +326,12 @@ fn print_sized(sized: &[&Run]) {
                 if cost.is_null() {
                     "-".to_owned()
                 } else {
+                    let over = match cost.get("calls_over_1ms") {
+                        Some(over) => format!(", {over} over 1 ms"),
+                        None => String::new(),
+                    };
                     format!(
-                        "{} ({} calls)",
+                        "{} ({} calls{over})",
                         ms(millis(&cost["cpu_ms_longest"])),
                         cost["calls"]
                     )
@@ -338,6 +342,22 @@ fn print_sized(sized: &[&Run]) {
     for r in sized {
         print_longest(r);
     }
+    // As many samples as the largest run had callbacks, each about a quiet status's work.
+    let callbacks = sized
+        .iter()
+        .filter_map(|r| r.results["callbacks"].as_object())
+        .map(|c| c.values().filter_map(|k| k["calls"].as_u64()).sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let floor = clock_floor(Duration::from_micros(100), callbacks.max(10_000) as usize);
+    println!(
+        "\nThe clock's floor: the same clock (this thread's CPU time) around a fixed \
+         computation, {} times on this machine just after: median {}, longest {}, {} over 1 ms.",
+        floor.runs,
+        ms(floor.median),
+        ms(floor.longest),
+        floor.over_1ms
+    );
 }
 
 fn phase_requests(run: &Run, phase: &str) -> String {

@@ -42,3 +42,50 @@ pub fn uid_guarded(uid: String) -> kube::api::DeleteParams {
         ..kube::api::DeleteParams::default()
     }
 }
+
+/// What the module's clock (this thread's CPU time) reads around the same fixed work,
+/// done `runs` times: a floor under any "longest callback". On a virtual machine the
+/// thread is also charged for what interrupts it (this kernel keeps no separate IRQ
+/// time), so a rare sample of the same work reads several times its median.
+pub struct ClockFloor {
+    pub runs: usize,
+    pub median: Duration,
+    pub longest: Duration,
+    pub over_1ms: usize,
+}
+
+/// Times a fixed computation of about `work` (calibrated first) `runs` times with the
+/// clock the module's callback costs use.
+pub fn clock_floor(work: Duration, runs: usize) -> ClockFloor {
+    let table: Vec<u64> = (0..16_384u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect();
+    let step = |rounds: u64| {
+        let mut sum = 0u64;
+        for i in 0..rounds {
+            sum = sum.wrapping_add(table[(sum as usize ^ i as usize) & (table.len() - 1)]);
+        }
+        std::hint::black_box(sum)
+    };
+    let cpu = |rounds: u64| {
+        fluxk8s::flux::cpu_time_of(|| step(rounds))
+            .1
+            .unwrap_or_default()
+    };
+    let mut rounds = 1_000u64;
+    while cpu(rounds) < work {
+        rounds *= 2;
+    }
+    let mut times: Vec<Duration> = (0..runs).map(|_| cpu(rounds)).collect();
+    let over_1ms = times
+        .iter()
+        .filter(|t| **t > Duration::from_millis(1))
+        .count();
+    times.sort();
+    ClockFloor {
+        runs,
+        median: times[runs / 2],
+        longest: times[runs - 1],
+        over_1ms,
+    }
+}

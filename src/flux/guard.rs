@@ -33,7 +33,13 @@ pub struct CallbackCost {
     pub total: Duration,
     /// CPU time of the longest one.
     pub longest: Duration,
+    /// Callbacks that took over [`CALLBACK_BOUND`]: one long callback is told apart from
+    /// many.
+    pub over_bound: u64,
 }
+
+/// What a reactor callback should stay under: the broker's other work waits while it runs.
+pub const CALLBACK_BOUND: Duration = Duration::from_millis(1);
 
 impl CallbackCost {
     /// Counts one callback that took `took`.
@@ -41,6 +47,7 @@ impl CallbackCost {
         self.calls += 1;
         self.total += took;
         self.longest = self.longest.max(took);
+        self.over_bound += u64::from(took > CALLBACK_BOUND);
     }
 }
 
@@ -48,8 +55,9 @@ impl serde::Serialize for CallbackCost {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let mut fields = s.serialize_struct("CallbackCost", 3)?;
+        let mut fields = s.serialize_struct("CallbackCost", 4)?;
         fields.serialize_field("calls", &self.calls)?;
+        fields.serialize_field("calls_over_1ms", &self.over_bound)?;
         fields.serialize_field("cpu_ms_total", &ms(self.total))?;
         fields.serialize_field("cpu_ms_longest", &ms(self.longest))?;
         fields.end()
@@ -193,6 +201,10 @@ mod tests {
         .unwrap();
         let (spin, idle, panicked) = (costs["spin"], costs["idle"], costs["panicked"]);
         assert_eq!((spin.calls, idle.calls, panicked.calls), (2, 2, 1));
+        assert!(
+            spin.over_bound >= 1,
+            "the 3 ms one is over the bound: {spin:?}"
+        );
         assert!(spin.longest >= Duration::from_millis(3), "{spin:?}");
         assert!(spin.total >= spin.longest, "{spin:?}");
         assert!(idle.longest < spin.longest, "{idle:?} {spin:?}");
@@ -203,6 +215,7 @@ mod tests {
         let json = serde_json::to_value(spin).unwrap();
         assert!(json["cpu_ms_longest"].as_f64().unwrap() >= 3.0, "{json}");
         assert_eq!(json["calls"], 2);
+        assert_eq!(json["calls_over_1ms"], spin.over_bound);
     }
 
     #[test]
