@@ -4,6 +4,7 @@
 //! [`super::pending`] and [`super::rate`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::autoscale::Supply;
 use super::decide::{Effect, Planned};
@@ -39,7 +40,7 @@ pub struct Reconciler {
     pub(super) announcements: Vec<Announcement>,
     /// Ranks chosen to retire (resize victims, retire requests), with the drain reason to
     /// use. Once drained, the drain itself carries the intent across restarts.
-    pub(super) retiring: BTreeMap<u32, String>,
+    pub(super) retiring: BTreeMap<u32, Arc<str>>,
     /// Actions pending until the views show them, and those refused.
     pub(super) issued: Issued,
     /// Ranks seen up while their index was active; one that goes down after that was
@@ -257,8 +258,9 @@ impl Reconciler {
                 min_size: self.config.min_size,
             });
         }
+        let reason: Arc<str> = reason.into();
         for k in accepted.iter() {
-            self.retiring.insert(k, reason.clone());
+            self.retiring.insert(k, Arc::clone(&reason));
         }
         if let Some(desired) = self.desired.as_mut() {
             *desired = desired.saturating_sub(leaving).max(self.config.min_size);

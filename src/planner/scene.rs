@@ -1,6 +1,8 @@
 //! Both views reduced to what the policies need, one [`Rank`] per rank with the actions
 //! in flight folded in; and what the reconciler notes from each scene.
 
+use std::collections::BTreeMap;
+
 use super::pending::InFlight;
 use super::reasons::DrainKind;
 use super::reconciler::Reconciler;
@@ -69,6 +71,18 @@ pub(super) struct Scene<'a> {
 #[derive(Debug, Clone, Default)]
 pub(super) struct RankTimes(Vec<(u32, f64)>);
 
+/// The entry of each rank asked, for ranks asked in ascending order: a pass over the
+/// ranks steps along the map once instead of searching it per rank.
+pub(super) fn ascending<'a, V>(map: &'a BTreeMap<u32, V>) -> impl FnMut(u32) -> Option<&'a V> {
+    let mut rest = map.iter().peekable();
+    move |k| {
+        while rest.next_if(|&(&first, _)| first < k).is_some() {}
+        rest.peek()
+            .filter(|&&(&first, _)| first == k)
+            .map(|&(_, v)| v)
+    }
+}
+
 impl RankTimes {
     pub fn times(&self) -> impl Iterator<Item = f64> + '_ {
         self.0.iter().map(|&(_, t)| t)
@@ -128,6 +142,7 @@ impl Reconciler {
         let unknown = RankState::default();
         let in_flight = self.issued.in_flight();
         let occupancy = flux.occupancy();
+        let mut retiring = ascending(&self.retiring);
         let (mut seen_up, mut completed, mut failed, mut protect, mut busy) = (
             self.seen_up.ascending(),
             kube.job.completed_indexes.ascending(),
@@ -155,7 +170,7 @@ impl Reconciler {
                     && k != 0
                     && !protected
                     && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
-                        || self.retiring.contains_key(&k));
+                        || retiring(k).is_some());
                 Rank {
                     k,
                     active,
@@ -246,18 +261,16 @@ impl Reconciler {
             }
             if rank.retire && rank.busy {
                 self.busy_since.entry(k).or_insert(now);
-            } else if !self.busy_since.is_empty() {
-                self.busy_since.remove(&k);
-            }
-            if !rank.active {
-                if !self.retiring.is_empty() {
-                    self.retiring.remove(&k);
-                }
-                if !self.shutdowns.is_empty() {
-                    self.shutdowns.remove(&k);
-                }
             }
         }
+        // What no longer applies is dropped by walking each map once, not by a search per
+        // rank: after a shrink, thousands of ranks stop being active in one pass.
+        let ranks = &scene.ranks;
+        let kept = |k: u32, keep: fn(&Rank) -> bool| ranks.get(k as usize).is_none_or(keep);
+        self.busy_since
+            .retain(|&k, _| kept(k, |r| r.retire && r.busy));
+        self.retiring.retain(|&k, _| kept(k, |r| r.active));
+        self.shutdowns.retain(|&k, _| kept(k, |r| r.active));
         self.waiting_since = RankTimes(waiting);
         scene.frozen = self.frozen(&scene.ranks);
     }
@@ -265,7 +278,29 @@ impl Reconciler {
 
 #[cfg(test)]
 mod tests {
-    use super::RankTimes;
+    use std::collections::BTreeMap;
+
+    use super::{RankTimes, ascending};
+
+    #[test]
+    fn a_map_answers_ascending_ranks_by_stepping() {
+        let map = BTreeMap::from([(2, "a"), (3, "b"), (7, "c")]);
+        let mut entry = ascending(&map);
+        let asked: Vec<Option<&&str>> = [0, 2, 3, 5, 7, 7, 9].into_iter().map(&mut entry).collect();
+        assert_eq!(
+            asked,
+            [
+                None,
+                Some(&"a"),
+                Some(&"b"),
+                None,
+                Some(&"c"),
+                Some(&"c"),
+                None
+            ]
+        );
+        assert_eq!(ascending(&BTreeMap::<u32, ()>::new())(0), None);
+    }
 
     #[test]
     fn rank_times_answer_ascending_ranks_by_stepping() {
