@@ -87,7 +87,10 @@ proptest! {
     fn hostlist_text_expands_within_bounds_and_encodes_back_or_is_refused(
         text in hostlist_text(),
     ) {
-        match hostlist::expand(&text) {
+        let expanded = hostlist::expand(&text);
+        // Counting checks what expanding checks, and counts what it makes.
+        prop_assert_eq!(hostlist::count(&text), expanded.as_ref().map(Vec::len).map_err(Clone::clone));
+        match expanded {
             Ok(hosts) => {
                 prop_assert!(hosts.len() <= MAX_HOSTS);
                 let encoded = hostlist::encode(&hosts);

@@ -39,7 +39,6 @@ fn check_view(view: &FluxView) -> Result<(), TestCaseError> {
     prop_assert!(sets.online.intersection(&sets.offline).is_empty());
     prop_assert!(sets.drained_by_fluxk8s.difference(&sets.drained).is_empty());
     prop_assert!(view.real_size() as usize <= sets.online.len());
-    prop_assert!(view.hostnames().is_empty() || view.hostnames().len() == size as usize);
     Ok(())
 }
 

@@ -39,7 +39,9 @@ pub enum JournalEvent {
     Restart {
         ranks: IdSet,
         online: IdSet,
-        nodelist: Vec<String>,
+        /// How many hosts its nodelist names (0: none given). fluxk8s keeps no host
+        /// names: it checks that the list fits the ranks.
+        hosts: usize,
     },
     ResourceDefine {
         method: Option<String>,
@@ -50,7 +52,6 @@ pub enum JournalEvent {
     Lively(IdSet),
     Drain {
         ranks: IdSet,
-        nodelist: Option<Vec<String>>,
         reason: Option<String>,
         /// 0 = plain, 1 = overwrite the reason, 2 = overwrite reason and timestamp.
         overwrite: u8,
@@ -148,7 +149,7 @@ fn parse_entry(path: &str, value: &Value) -> Result<JournalEntry, PayloadError> 
         "restart" => JournalEvent::Restart {
             ranks: context.idset("ranks")?,
             online: context.idset("online")?,
-            nodelist: context.hostlist("nodelist")?,
+            hosts: context.host_count("nodelist")?,
         },
         "resource-define" => JournalEvent::ResourceDefine {
             method: context.optional_string("method")?.map(str::to_owned),
@@ -157,15 +158,18 @@ fn parse_entry(path: &str, value: &Value) -> Result<JournalEntry, PayloadError> 
         "offline" => JournalEvent::Offline(context.idset("idset")?),
         "torpid" => JournalEvent::Torpid(context.idset("idset")?),
         "lively" => JournalEvent::Lively(context.idset("idset")?),
-        "drain" => JournalEvent::Drain {
-            ranks: context.idset("idset")?,
-            nodelist: match context.map.contains_key("nodelist") {
-                true => Some(context.hostlist("nodelist")?),
-                false => None,
-            },
-            reason: context.optional_string("reason")?.map(str::to_owned),
-            overwrite: context.overwrite()?,
-        },
+        "drain" => {
+            let ranks = context.idset("idset")?;
+            // Checked like any field, and not kept: the idset names the same ranks.
+            if context.map.contains_key("nodelist") {
+                context.host_count("nodelist")?;
+            }
+            JournalEvent::Drain {
+                ranks,
+                reason: context.optional_string("reason")?.map(str::to_owned),
+                overwrite: context.overwrite()?,
+            }
+        }
         "undrain" => JournalEvent::Undrain {
             ranks: context.idset("idset")?,
             reason: context.optional_string("reason")?.map(str::to_owned),
@@ -261,8 +265,8 @@ impl<'a> Fields<'a> {
             .map_err(|e: super::idset::IdSetError| self.fail(key, e.to_string()))
     }
 
-    fn hostlist(&self, key: &str) -> Result<Vec<String>, PayloadError> {
-        hostlist::expand(self.string(key)?).map_err(|e| self.fail(key, e.to_string()))
+    fn host_count(&self, key: &str) -> Result<usize, PayloadError> {
+        hostlist::count(self.string(key)?).map_err(|e| self.fail(key, e.to_string()))
     }
 
     fn overwrite(&self) -> Result<u8, PayloadError> {
@@ -374,7 +378,6 @@ pub struct RankSets {
 /// The Flux side: every configured rank, 0..size.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FluxView {
-    hostnames: Vec<String>,
     ranks: Vec<RankState>,
     synced: bool,
     occupancy: Occupancy,
@@ -395,11 +398,6 @@ impl FluxView {
     pub fn size(&self) -> u32 {
         // `ranks` is built from an idset of u32 ranks, so its length fits.
         self.ranks.len() as u32
-    }
-
-    /// Host names in rank order (empty if the restart event had no nodelist).
-    pub fn hostnames(&self) -> &[String] {
-        &self.hostnames
     }
 
     /// State of rank `k`, if it exists.
@@ -486,8 +484,8 @@ impl FluxView {
             JournalEvent::Restart {
                 ranks,
                 online,
-                nodelist,
-            } => self.restart(ranks, online, nodelist)?,
+                hosts,
+            } => self.restart(ranks, online, *hosts)?,
             JournalEvent::Online(ids) => self.update(ids, |r| {
                 r.online = true;
                 r.ever_online = true;
@@ -552,18 +550,10 @@ impl FluxView {
 
     /// Rebuilds journal-derived state. Overlay-derived `lost` and the `ever_online`
     /// history survive, since a resubscription does not replay them.
-    fn restart(
-        &mut self,
-        ranks: &IdSet,
-        online: &IdSet,
-        nodelist: &[String],
-    ) -> Result<(), ApplyError> {
+    fn restart(&mut self, ranks: &IdSet, online: &IdSet, hosts: usize) -> Result<(), ApplyError> {
         let size = ranks.last().map_or(0, |last| last as usize + 1);
-        if !nodelist.is_empty() && nodelist.len() != size {
-            return Err(ApplyError::NodelistMismatch {
-                ranks: size,
-                hosts: nodelist.len(),
-            });
+        if hosts != 0 && hosts != size {
+            return Err(ApplyError::NodelistMismatch { ranks: size, hosts });
         }
         if let Some(last) = online.last()
             && last as usize >= size
@@ -587,7 +577,6 @@ impl FluxView {
                 }
             })
             .collect();
-        self.hostnames = nodelist.to_vec();
         Ok(())
     }
 
@@ -663,7 +652,6 @@ mod tests {
     #[test]
     fn parses_the_captured_backlog() {
         let restart = JournalResponse::parse(BACKLOG[0]).unwrap();
-        let hosts: Vec<String> = (0..10).map(|i| format!("flux-sample-{i}")).collect();
         assert_eq!(
             restart.entries,
             vec![JournalEntry {
@@ -671,7 +659,7 @@ mod tests {
                 event: JournalEvent::Restart {
                     ranks: IdSet::range(0, 9),
                     online: IdSet::new(),
-                    nodelist: hosts,
+                    hosts: 10,
                 },
             }]
         );
@@ -699,7 +687,6 @@ mod tests {
             event(DRAIN),
             JournalEvent::Drain {
                 ranks: ids("2"),
-                nodelist: Some(vec!["flux-sample-2".into()]),
                 reason: Some("scenario drain".into()),
                 overwrite: 0,
             }
@@ -822,7 +809,6 @@ mod tests {
         apply(&mut view, &BACKLOG[2..]);
         assert!(view.synced());
         assert_eq!(view.size(), 10);
-        assert_eq!(view.hostnames()[3], "flux-sample-3");
         assert_eq!(view.rank_sets().never_started, IdSet::range(0, 9));
 
         apply(&mut view, &[ONLINE, DRAIN]);

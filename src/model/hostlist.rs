@@ -27,13 +27,66 @@ pub enum HostlistError {
 /// Expands a hostlist into host names, in the written order.
 pub fn expand(input: &str) -> Result<Vec<String>, HostlistError> {
     let mut hosts = Vec::new();
-    if input.trim().is_empty() {
-        return Ok(hosts);
-    }
-    for entry in split_entries(input)? {
-        expand_entry(input, entry.trim(), &mut hosts)?;
-    }
+    walk(input, |span| match span {
+        Span::Host(host) => hosts.push(host.to_owned()),
+        Span::Range(range) => hosts.extend((range.lo..=range.hi).map(|n| {
+            let (prefix, width, suffix) = (range.prefix, range.width, range.suffix);
+            format!("{prefix}{n:0width$}{suffix}")
+        })),
+    })?;
     Ok(hosts)
+}
+
+/// How many hosts a hostlist names, checked as [`expand`] checks it but without making
+/// their names: a journal event names every host of a 10,000-rank drain.
+pub fn count(input: &str) -> Result<usize, HostlistError> {
+    let mut hosts = 0;
+    walk(input, |span| hosts += span.len())?;
+    Ok(hosts)
+}
+
+/// Hosts as a hostlist writes them: one name, or a numbered range.
+enum Span<'a> {
+    Host(&'a str),
+    Range(Range<'a>),
+}
+
+struct Range<'a> {
+    prefix: &'a str,
+    lo: u64,
+    hi: u64,
+    /// Digits of every number, zero-padded (`[01-10]`); 0: as they come.
+    width: usize,
+    suffix: &'a str,
+}
+
+impl Span<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Span::Host(_) => 1,
+            Span::Range(range) => usize::try_from(range.hi - range.lo + 1).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// Checks `input` and hands its spans to `visit` in the written order.
+fn walk<'a>(input: &'a str, mut visit: impl FnMut(Span<'a>)) -> Result<(), HostlistError> {
+    if input.trim().is_empty() {
+        return Ok(());
+    }
+    let mut hosts = 0usize;
+    for entry in split_entries(input)? {
+        for span in entry_spans(input, entry.trim())? {
+            if span.len() > MAX_HOSTS - hosts {
+                return Err(HostlistError::TooLarge {
+                    input: input.to_owned(),
+                });
+            }
+            hosts += span.len();
+            visit(span);
+        }
+    }
+    Ok(())
 }
 
 /// Splits at commas outside brackets.
@@ -63,14 +116,14 @@ fn split_entries(input: &str) -> Result<Vec<&str>, HostlistError> {
     Ok(entries)
 }
 
-fn expand_entry(input: &str, entry: &str, hosts: &mut Vec<String>) -> Result<(), HostlistError> {
+fn entry_spans<'a>(input: &str, entry: &'a str) -> Result<Vec<Span<'a>>, HostlistError> {
     if entry.is_empty() {
         return Err(HostlistError::EmptyEntry {
             input: input.to_owned(),
         });
     }
     let Some((prefix, rest)) = entry.split_once('[') else {
-        return push_host(input, hosts, entry.to_owned());
+        return Ok(vec![Span::Host(entry)]);
     };
     // split_entries guarantees a matching `]` after every `[`.
     let (ranges, suffix) = rest.split_once(']').unwrap_or((rest, ""));
@@ -80,6 +133,7 @@ fn expand_entry(input: &str, entry: &str, hosts: &mut Vec<String>) -> Result<(),
             entry: entry.to_owned(),
         });
     }
+    let mut spans = Vec::new();
     for range in ranges.split(',') {
         let bad = || HostlistError::BadRange {
             input: input.to_owned(),
@@ -99,27 +153,15 @@ fn expand_entry(input: &str, entry: &str, hosts: &mut Vec<String>) -> Result<(),
         } else {
             0
         };
-        let count = usize::try_from(hi - lo + 1).unwrap_or(usize::MAX);
-        if count > MAX_HOSTS - hosts.len() {
-            return Err(HostlistError::TooLarge {
-                input: input.to_owned(),
-            });
-        }
-        for n in lo..=hi {
-            hosts.push(format!("{prefix}{n:0width$}{suffix}"));
-        }
+        spans.push(Span::Range(Range {
+            prefix,
+            lo,
+            hi,
+            width,
+            suffix,
+        }));
     }
-    Ok(())
-}
-
-fn push_host(input: &str, hosts: &mut Vec<String>, host: String) -> Result<(), HostlistError> {
-    if hosts.len() >= MAX_HOSTS {
-        return Err(HostlistError::TooLarge {
-            input: input.to_owned(),
-        });
-    }
-    hosts.push(host);
-    Ok(())
+    Ok(spans)
 }
 
 fn parse_number(text: &str) -> Option<u64> {

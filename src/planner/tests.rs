@@ -29,7 +29,7 @@ fn flux_view(size: u32, online: &str) -> FluxView {
         JournalEvent::Restart {
             ranks: IdSet::range(0, size - 1),
             online: ids(online),
-            nodelist: Vec::new(),
+            hosts: 0,
         },
     );
     flux.apply_journal(&crate::model::JournalResponse {
@@ -45,7 +45,6 @@ fn drain(flux: &mut FluxView, ranks: &str, reason: &str) {
         flux,
         JournalEvent::Drain {
             ranks: ids(ranks),
-            nodelist: None,
             reason: Some(reason.into()),
             overwrite: 0,
         },
@@ -320,7 +319,6 @@ fn a_lost_rank_held_by_our_record_of_a_retirement_is_drained_over_once() {
         &mut flux,
         JournalEvent::Drain {
             ranks: ids("2"),
-            nodelist: None,
             reason: Some("fluxk8s: pod lost".into()),
             overwrite: 1,
         },

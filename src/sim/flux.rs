@@ -820,7 +820,7 @@ mod tests {
         apply(&mut view, &mut flux);
         assert!(view.synced());
         assert_eq!(view.rank_sets().online, ids("0-2"));
-        assert_eq!(view.hostnames()[2], "demo-2");
+        assert_eq!(flux.hostnames()[2], "demo-2");
 
         // Deleted: lost. Its replacement starts while the old pod is still ending.
         event(&tx, 2, "demo-2-a", PodEventKind::Terminating);
