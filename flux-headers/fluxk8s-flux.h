@@ -87,6 +87,9 @@ flux_watcher_t *flux_timer_watcher_create (flux_reactor_t *r,
                                            flux_watcher_f cb,
                                            void *arg);
 void flux_timer_watcher_reset (flux_watcher_t *w, double after, double repeat);
+flux_watcher_t *flux_prepare_watcher_create (flux_reactor_t *r,
+                                             flux_watcher_f cb,
+                                             void *arg);
 void flux_watcher_start (flux_watcher_t *w);
 void flux_watcher_stop (flux_watcher_t *w);
 void flux_watcher_destroy (flux_watcher_t *w);

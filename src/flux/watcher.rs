@@ -1,4 +1,4 @@
-//! Reactor watchers: file descriptors and timers.
+//! Reactor watchers: file descriptors, timers, and the reactor's own turn.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -71,6 +71,26 @@ impl Watcher {
             )
         };
         Self::start(check_ptr(raw, "flux_timer_watcher_create")?, slot)
+    }
+
+    /// Calls `callback` each time the reactor is about to wait for events (a libev
+    /// prepare watcher): after the callbacks of one pass, before the next wait. `name`
+    /// says what for.
+    pub fn before_wait(
+        handle: &Handle,
+        name: &'static str,
+        callback: impl FnMut(&Handle) + 'static,
+    ) -> Result<Watcher> {
+        let slot = Self::slot(handle, name, callback);
+        // SAFETY: the handle and its reactor are live; the slot outlives the watcher.
+        let raw = unsafe {
+            sys::flux_prepare_watcher_create(
+                sys::flux_get_reactor(handle.as_ptr()),
+                Some(watch_trampoline),
+                slot_arg(&slot),
+            )
+        };
+        Self::start(check_ptr(raw, "flux_prepare_watcher_create")?, slot)
     }
 
     fn slot(

@@ -31,7 +31,7 @@ pub(crate) struct Module {
     pub(crate) config: Config,
     pub(crate) loaded_at: f64,
     pub(crate) counters: Counters,
-    /// What each request method's handlers cost, the step after it included.
+    /// What each request method's handlers cost (the plan after it is the `plan` kind's).
     pub(crate) request_costs: BTreeMap<&'static str, crate::flux::CallbackCost>,
     pub(crate) engine: Engine,
     /// `None` when no Kubernetes configuration could be found (see the problems).
@@ -41,6 +41,8 @@ pub(crate) struct Module {
     pub(crate) flux_rpcs: BTreeMap<u64, Rpc>,
     /// The timer for autoscaling's next look without an event.
     pub(crate) wake_timer: wake_timer::WakeTimer,
+    /// Set while a plan waits for the end of this reactor pass (see [`state_changed`]).
+    plan_pending: Option<Watcher>,
     pub(crate) watches: watch::Watches,
     pub(crate) history_followers: history::Followers,
     logs: ForwardedLogs,
@@ -86,9 +88,37 @@ fn autoscale_config(config: &Config) -> Option<AutoscaleConfig> {
     })
 }
 
-/// Something changed (a stream event, a Kubernetes report, a request, a reload): plan,
-/// and carry out what the plan says.
+/// Something changed (a stream event, a Kubernetes report, a request, a reload): plan
+/// once this pass of the reactor has run its callbacks, before it waits again. Events that
+/// come together (a driver report, a burst of journal events, the answers to a storm of
+/// requests) share one plan, and each callback only takes in its event.
 pub(crate) fn state_changed(shared: &Rc<RefCell<Module>>, handle: &Handle) {
+    let mut module = shared.borrow_mut();
+    if module.plan_pending.is_some() {
+        return;
+    }
+    let weak = Rc::downgrade(shared);
+    let watcher = Watcher::before_wait(handle, "plan", move |handle| {
+        if let Some(shared) = weak.upgrade() {
+            // Dropped here, inside its own callback (see flux::callback): a plan runs once.
+            let pending = shared.borrow_mut().plan_pending.take();
+            plan(&shared, handle);
+            drop(pending);
+        }
+    });
+    match watcher {
+        Ok(watcher) => module.plan_pending = Some(watcher),
+        Err(err) => {
+            // Planning is never skipped: without the watcher, plan in this callback.
+            module.note_problem(format!("plan watcher: {err}"));
+            drop(module);
+            plan(shared, handle);
+        }
+    }
+}
+
+/// Plans, and carries out what the plan says.
+fn plan(shared: &Rc<RefCell<Module>>, handle: &Handle) {
     let effects = {
         let mut module = shared.borrow_mut();
         module.now = handle.now();
@@ -170,6 +200,7 @@ impl BrokerModule for Fluxk8s {
             streams: streams::Streams::default(),
             flux_rpcs: BTreeMap::new(),
             wake_timer: wake_timer::WakeTimer::default(),
+            plan_pending: None,
             watches: watch::Watches::default(),
             history_followers: history::Followers::default(),
             logs: forwarded_logs,

@@ -201,6 +201,13 @@ unsafe extern "C" {
     pub fn flux_timer_watcher_reset(w: *mut flux_watcher_t, after: f64, repeat: f64);
 }
 unsafe extern "C" {
+    pub fn flux_prepare_watcher_create(
+        r: *mut flux_reactor_t,
+        cb: flux_watcher_f,
+        arg: *mut ::std::os::raw::c_void,
+    ) -> *mut flux_watcher_t;
+}
+unsafe extern "C" {
     pub fn flux_watcher_start(w: *mut flux_watcher_t);
 }
 unsafe extern "C" {

@@ -54,6 +54,8 @@ struct Handler {
 
 struct Watcher {
     id: usize,
+    /// Called before the reactor waits (a libev prepare watcher), not on a time or fd.
+    prepare: bool,
     fd: Option<RawFd>,
     due: f64,
     repeat: f64,
@@ -367,7 +369,7 @@ fn next_work(h: &mut Host) -> Option<Work> {
     }
     let t = now(h);
     for w in h.watchers.iter_mut() {
-        if w.active && w.fd.is_none() && w.due <= t {
+        if w.active && !w.prepare && w.fd.is_none() && w.due <= t {
             if w.repeat > 0.0 {
                 w.due = t + w.repeat;
             } else {
@@ -382,6 +384,9 @@ fn next_work(h: &mut Host) -> Option<Work> {
 #[unsafe(no_mangle)]
 pub extern "C" fn flux_reactor_run(_r: *mut c_void, _flags: c_int) -> c_int {
     host().running = true;
+    // Like libev: prepare watchers run once each time there is nothing left to do, and
+    // the reactor waits only if they made no new work.
+    let mut prepared = false;
     loop {
         let work = {
             let mut h = host();
@@ -407,8 +412,26 @@ pub extern "C" fn flux_reactor_run(_r: *mut c_void, _flags: c_int) -> c_int {
             Some(Work::Watch(cb, arg)) => unsafe {
                 cb(ptr::null_mut(), ptr::null_mut(), 1, arg as *mut c_void)
             },
+            None if !prepared => {
+                prepared = true;
+                let ready: Vec<(WatcherCb, usize)> = host()
+                    .watchers
+                    .iter()
+                    .filter(|w| w.active && w.prepare)
+                    .map(|w| (w.cb, w.arg))
+                    .collect();
+                for (cb, arg) in ready {
+                    // Each may destroy itself or another: check it still exists.
+                    let live = host().watchers.iter().any(|w| w.arg == arg && w.active);
+                    if live {
+                        unsafe { cb(ptr::null_mut(), ptr::null_mut(), 1, arg as *mut c_void) };
+                    }
+                }
+                continue;
+            }
             None => poll_once(),
         }
+        prepared = false;
     }
 }
 
@@ -435,7 +458,7 @@ fn poll_once() {
         let next_timer = h
             .watchers
             .iter()
-            .filter(|w| w.active && w.fd.is_none())
+            .filter(|w| w.active && !w.prepare && w.fd.is_none())
             .map(|w| ((w.due - t).max(0.0) * 1000.0) as i32)
             .min();
         (fds, owners, next_timer.unwrap_or(100).min(100))
@@ -483,6 +506,7 @@ pub extern "C" fn flux_get_reactor(_h: *mut c_void) -> *mut c_void {
 // ---- watchers ----
 
 fn add_watcher(
+    prepare: bool,
     fd: Option<RawFd>,
     after: f64,
     repeat: f64,
@@ -495,6 +519,7 @@ fn add_watcher(
     let due = now(&h) + after;
     h.watchers.push(Watcher {
         id,
+        prepare,
         fd,
         due,
         repeat,
@@ -513,7 +538,7 @@ pub extern "C" fn flux_fd_watcher_create(
     cb: Option<WatcherCb>,
     arg: *mut c_void,
 ) -> *mut c_void {
-    add_watcher(Some(fd), 0.0, 0.0, cb, arg)
+    add_watcher(false, Some(fd), 0.0, 0.0, cb, arg)
 }
 
 #[unsafe(no_mangle)]
@@ -524,7 +549,16 @@ pub extern "C" fn flux_timer_watcher_create(
     cb: Option<WatcherCb>,
     arg: *mut c_void,
 ) -> *mut c_void {
-    add_watcher(None, after, repeat, cb, arg)
+    add_watcher(false, None, after, repeat, cb, arg)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn flux_prepare_watcher_create(
+    _r: *mut c_void,
+    cb: Option<WatcherCb>,
+    arg: *mut c_void,
+) -> *mut c_void {
+    add_watcher(true, None, 0.0, 0.0, cb, arg)
 }
 
 fn with_watcher(w: *mut c_void, f: impl FnOnce(&mut Watcher, f64)) {
