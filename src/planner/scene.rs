@@ -1,7 +1,7 @@
 //! Both views reduced to what the policies need, one [`Rank`] per rank with the actions
 //! in flight folded in; and what the reconciler notes from each scene.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
 
 use super::pending::InFlight;
 use super::reasons::DrainKind;
@@ -71,14 +71,17 @@ pub(super) struct Scene<'a> {
 #[derive(Debug, Clone, Default)]
 pub(super) struct RankTimes(Vec<(u32, f64)>);
 
-/// The entry of each rank asked, for ranks asked in ascending order: a pass over the
-/// ranks steps along the map once instead of searching it per rank.
-pub(super) fn ascending<'a, V>(map: &'a BTreeMap<u32, V>) -> impl FnMut(u32) -> Option<&'a V> {
-    let mut rest = map.iter().peekable();
+/// The value of each rank asked, from entries sorted by rank, for ranks asked in ascending
+/// order: a pass over the ranks steps along the entries once instead of searching them per
+/// rank.
+pub(super) fn ascending<K: Borrow<u32>, V: Copy>(
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> impl FnMut(u32) -> Option<V> {
+    let mut rest = entries.into_iter().peekable();
     move |k| {
-        while rest.next_if(|&(&first, _)| first < k).is_some() {}
+        while rest.next_if(|(first, _)| *first.borrow() < k).is_some() {}
         rest.peek()
-            .filter(|&&(&first, _)| first == k)
+            .filter(|(first, _)| *first.borrow() == k)
             .map(|&(_, v)| v)
     }
 }
@@ -90,17 +93,7 @@ impl RankTimes {
 
     /// The time of each rank asked, for ranks asked in ascending order.
     pub fn ascending(&self) -> impl FnMut(u32) -> Option<f64> + '_ {
-        let mut rest = self.0.as_slice();
-        move |k| {
-            while let [(first, _), tail @ ..] = rest
-                && *first < k
-            {
-                rest = tail;
-            }
-            rest.first()
-                .filter(|&&(first, _)| first == k)
-                .map(|&(_, t)| t)
-        }
+        ascending(self.0.iter().copied())
     }
 }
 
