@@ -397,7 +397,7 @@ fn print_longest(run: &Run) {
         .map(|(kind, cost)| (kind, millis(&cost["cpu_ms_longest"])))
         .max_by_key(|(_, longest)| *longest)
     {
-        let verdict = if longest < Duration::from_millis(1) {
+        let verdict = if longest < fluxk8s::flux::CALLBACK_BOUND {
             "met"
         } else {
             "MISSED"

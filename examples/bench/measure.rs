@@ -79,7 +79,7 @@ pub fn clock_floor(work: Duration, runs: usize) -> ClockFloor {
     let mut times: Vec<Duration> = (0..runs).map(|_| cpu(rounds)).collect();
     let over_1ms = times
         .iter()
-        .filter(|t| **t > Duration::from_millis(1))
+        .filter(|t| **t > fluxk8s::flux::CALLBACK_BOUND)
         .count();
     times.sort();
     ClockFloor {

@@ -114,7 +114,7 @@ pub fn print_engine_calls(timings: &CallTimings) {
         );
     }
     if let Some((kind, longest)) = timings.longest_cpu() {
-        let verdict = if longest < Duration::from_millis(1) {
+        let verdict = if longest < fluxk8s::flux::CALLBACK_BOUND {
             "met"
         } else {
             "MISSED"

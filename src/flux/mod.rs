@@ -21,8 +21,8 @@ pub(crate) use entry::flux_module;
 pub use entry::{BrokerModule, LoadError, ReactorEnd, module_main};
 pub use error::{FluxError, Result};
 pub use guard::{
-    CallbackCost, callback_costs, cpu_time_of, ffi_guard, panic_message, panics_caught,
-    thread_cpu_time,
+    CALLBACK_BOUND, CallbackCost, callback_costs, cpu_time_of, ffi_guard, panic_message,
+    panics_caught, thread_cpu_time,
 };
 pub use handle::{Handle, LogLevel};
 pub use log::{ForwardedLogs, LogFilter, LogLine, dispatcher};
