@@ -439,11 +439,7 @@ impl Engine {
         self.forget_assessment();
         self.counters.kube_reports += 1;
         match report {
-            Report::View(mut view) => {
-                // Sorted by index (the driver sends them so): a rank's pods are a slice.
-                if !view.pods().is_sorted_by_key(|p| p.index) {
-                    view.pods_mut().sort_by_key(|p| p.index);
-                }
+            Report::View(view) => {
                 match self.kube.view.as_ref() {
                     Some(before) => self.history.pods_since(now, before.pods(), view.pods()),
                     None => self.history.pods(now, view.pods().iter().map(Arc::as_ref)),
@@ -804,9 +800,11 @@ mod tests {
         };
         engine.finished(id, Retry::Unreachable("EHOSTUNREACH".into()).into(), 1.5);
         let mut view = kube(4);
-        view.pods_mut()[2] = Arc::new(PodView {
-            phase: PodPhase::Succeeded,
-            ..PodView::running("mc-2".into(), "uid-2".into(), 2)
+        view.edit_pods(|pods| {
+            pods[2] = Arc::new(PodView {
+                phase: PodPhase::Succeeded,
+                ..PodView::running("mc-2".into(), "uid-2".into(), 2)
+            })
         });
         engine.kube_report(Report::View(Box::new(view)), 2.0);
         engine.request_retire(&"3".parse().unwrap(), 3.0).unwrap();
@@ -1010,10 +1008,12 @@ mod tests {
     fn the_detail_lists_each_asked_rank_with_its_own_pods_whatever_the_view_order() {
         let mut engine = synced(false);
         let mut view = kube(4);
-        view.pods_mut().reverse();
         // A second live pod at index 2, out of order too.
         let replacement = PodView::running("mc-2-new".into(), "uid-2-new".into(), 2);
-        view.pods_mut().insert(1, Arc::new(replacement));
+        view.edit_pods(|pods| {
+            pods.reverse();
+            pods.insert(1, Arc::new(replacement));
+        });
         engine.kube_report(Report::View(Box::new(view)), 1.0);
         let status =
             serde_json::to_value(engine.status(1.0, Some(&"1-2,9".parse().unwrap()))).unwrap();

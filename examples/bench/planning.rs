@@ -137,13 +137,15 @@ pub fn engine_costs() -> Vec<EngineCost> {
             }
             let mut kube = kube_view(ranks);
             if starting {
-                for pod in kube.pods_mut().iter_mut().skip(1) {
-                    *pod = Arc::new(PodView {
-                        phase: PodPhase::Pending,
-                        ready: false,
-                        ..PodView::clone(pod)
-                    });
-                }
+                kube.edit_pods(|pods| {
+                    for pod in pods.iter_mut().skip(1) {
+                        *pod = Arc::new(PodView {
+                            phase: PodPhase::Pending,
+                            ready: false,
+                            ..PodView::clone(pod)
+                        });
+                    }
+                });
             }
             engine.kube_report(Report::View(Box::new(kube.clone())), 1.0);
             engine.kube_report(Report::Synced, 1.0);
@@ -163,10 +165,11 @@ pub fn engine_costs() -> Vec<EngineCost> {
             for run in 0..RUNS {
                 // Pod `run` flips readiness: a change the planner has nothing to do about.
                 let mut view = kube.clone();
-                let pod = &mut view.pods_mut()[run];
-                *pod = Arc::new(PodView {
-                    ready: run % 2 == 0,
-                    ..PodView::clone(pod)
+                view.edit_pods(|pods| {
+                    pods[run] = Arc::new(PodView {
+                        ready: run % 2 == 0,
+                        ..PodView::clone(&pods[run])
+                    })
                 });
                 // The driver makes a view's pod index on its own thread before sending it.
                 view.pod_index();

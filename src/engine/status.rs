@@ -64,12 +64,8 @@ impl Engine {
     /// Each of `ranks` in the instance, with the plan's word on it (none before both
     /// views are synced) and its pods.
     fn rank_detail<'a>(&'a self, plan: &PlanStatus, ranks: &IdSet) -> Vec<RankDetail<'a>> {
-        let pods: &[Arc<PodView>] = self.kube.view.as_ref().map_or(&[], KubeView::pods);
-        // The view's pods are sorted by index (see `kube_report`).
-        let pods_of = |k: u32| {
-            let from = pods.partition_point(|p| p.index < k);
-            let to = from + pods[from..].partition_point(|p| p.index == k);
-            &pods[from..to]
+        let pods_of = |k: u32| -> &[Arc<PodView>] {
+            self.kube.view.as_ref().map_or(&[], |view| view.pods_of(k))
         };
         let in_instance = IdSet::range(0, self.flux.size().saturating_sub(1));
         ranks

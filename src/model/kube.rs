@@ -129,8 +129,9 @@ impl PodView {
 pub struct KubeView {
     pub job: JobView,
     pub minicluster: Option<MiniClusterView>,
-    /// Pods of the Job, sorted by index; an index may briefly have two (an old one
-    /// terminating beside its replacement). Shared with the driver's own records: a new
+    /// Pods of the Job, sorted by index (the constructors keep it so: a rank's pods are a
+    /// slice); an index may briefly have two (an old one terminating beside its
+    /// replacement). Shared with the driver's own records: a new
     /// view costs the broker's thread a reference count per pod, not two strings
     /// allocated on the driver's thread and freed on the broker's.
     pods: Vec<Arc<PodView>>,
@@ -221,12 +222,14 @@ impl PartialEq for PodIndexCell {
 }
 
 impl KubeView {
-    /// A view of these objects; `pods` sorted by index.
+    /// A view of these objects. The pods are sorted by index here, where the view is made
+    /// (the driver's thread), so whoever reads it never checks.
     pub fn new(
         job: JobView,
         minicluster: Option<MiniClusterView>,
-        pods: Vec<Arc<PodView>>,
+        mut pods: Vec<Arc<PodView>>,
     ) -> Self {
+        sort_by_index(&mut pods);
         KubeView {
             job,
             minicluster,
@@ -240,10 +243,20 @@ impl KubeView {
         &self.pods
     }
 
-    /// The pods to change; the index is made again when next asked.
-    pub fn pods_mut(&mut self) -> &mut Vec<Arc<PodView>> {
+    /// The pods of index `k`, found by binary search: a few pods read, not every one.
+    pub fn pods_of(&self, k: u32) -> &[Arc<PodView>] {
+        let from = self.pods.partition_point(|p| p.index < k);
+        let to = from + self.pods[from..].partition_point(|p| p.index == k);
+        &self.pods[from..to]
+    }
+
+    /// Changes the pods; they are sorted by index again after, and the index is made again
+    /// when next asked.
+    pub fn edit_pods<R>(&mut self, edit: impl FnOnce(&mut Vec<Arc<PodView>>) -> R) -> R {
         self.index = PodIndexCell::default();
-        &mut self.pods
+        let result = edit(&mut self.pods);
+        sort_by_index(&mut self.pods);
+        result
     }
 
     /// The pods' [`PodIndex`], made on first use.
@@ -294,6 +307,13 @@ impl KubeView {
     /// Indexes the Job will not recreate while they stay below completions.
     pub fn finished_indexes(&self) -> IdSet {
         self.job.completed_indexes.union(&self.job.failed_indexes)
+    }
+}
+
+/// A stable sort: pods of one index keep the order they came in (the driver's, by name).
+fn sort_by_index(pods: &mut [Arc<PodView>]) {
+    if !pods.is_sorted_by_key(|p| p.index) {
+        pods.sort_by_key(|p| p.index);
     }
 }
 
@@ -350,8 +370,36 @@ mod tests {
         let unindexed = KubeView::new(view.job.clone(), None, view.pods().to_vec());
         assert_eq!(view, unindexed);
 
-        view.pods_mut()[4] = pod(3, "j-3", PodPhase::Failed, false);
+        view.edit_pods(|pods| pods[4] = pod(3, "j-3", PodPhase::Failed, false));
         assert_eq!(live(&view, 3), None);
         assert_ne!(view, unindexed);
+    }
+
+    #[test]
+    fn a_view_keeps_its_pods_sorted_by_index_and_an_index_pods_in_their_order() {
+        let names = |view: &KubeView| -> Vec<String> {
+            view.pods().iter().map(|p| p.name.clone()).collect()
+        };
+        let mut view = KubeView::new(
+            JobView::new("j", "job-uid", 4),
+            None,
+            vec![
+                pod(3, "j-3", PodPhase::Running, false),
+                pod(1, "j-1-old", PodPhase::Running, true),
+                pod(0, "j-0", PodPhase::Running, false),
+                pod(1, "j-1-new", PodPhase::Pending, false),
+            ],
+        );
+        assert_eq!(names(&view), ["j-0", "j-1-old", "j-1-new", "j-3"]);
+        view.edit_pods(|pods| {
+            pods.reverse();
+            pods.push(pod(2, "j-2", PodPhase::Pending, false));
+        });
+        assert_eq!(names(&view), ["j-0", "j-1-new", "j-1-old", "j-2", "j-3"]);
+        assert_eq!(view.live_pod(2).map(|p| p.name.as_str()), Some("j-2"));
+        let of = |k| -> Vec<&str> { view.pods_of(k).iter().map(|p| p.name.as_str()).collect() };
+        assert_eq!(of(1), ["j-1-new", "j-1-old"]);
+        assert_eq!(of(3), ["j-3"]);
+        assert!(of(4).is_empty());
     }
 }

@@ -306,12 +306,12 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
                 .is_some_and(|d| d.ours)
         }),
         Action::Flux(FluxAction::Shutdown { rank }) => !flux.rank(*rank).is_some_and(|r| r.online),
-        // The index is compared first: a plan with a delete pending stays a pass of
-        // integer compares, not a hash of every pod's uid.
+        // Only the index's own pods are read: a plan with deletes pending reads a few pods
+        // each, not every pod of the view.
         Action::Kube(KubeAction::DeletePod { index, uid, .. }) => !kube
-            .pods()
+            .pods_of(*index)
             .iter()
-            .any(|p| p.index == *index && p.uid == *uid && p.is_live()),
+            .any(|p| p.uid == *uid && p.is_live()),
         Action::Kube(KubeAction::SetSize { size, .. }) => settled_at(kube, *size),
         Action::Kube(KubeAction::RecordEvent { .. }) => true,
         Action::Kube(KubeAction::RecordDesiredSize { size }) => kube.records_desired_size(*size),

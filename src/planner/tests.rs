@@ -775,7 +775,7 @@ fn after_a_refusal_the_plan_follows_the_views_it_now_has() {
     // The view now shows the pod that replaced it: that one is deleted, at once.
     let mut now_kube = kube.clone();
     let new_pod = PodView::running("mc-1".into(), "uid-1b".into(), 1);
-    now_kube.pods_mut()[1] = Arc::new(new_pod);
+    now_kube.edit_pods(|pods| pods[1] = Arc::new(new_pod));
     let again = reconciler.plan(&flux, Some(&now_kube), 2.0);
     assert!(
         matches!(

@@ -137,7 +137,8 @@ impl World {
     }
 
     fn remove_pod(&mut self, index: u32) {
-        self.kube.pods_mut().retain(|p| p.index != index);
+        self.kube
+            .edit_pods(|pods| pods.retain(|p| p.index != index));
     }
 
     /// One round of the controllers: the operator copies `spec.size`, the Job controller
@@ -164,23 +165,28 @@ impl World {
             self.remove_pod(index);
         }
         let mut joined = IdSet::new();
-        for pod in self.kube.pods_mut().iter_mut().map(Arc::make_mut) {
-            if pod.phase == PodPhase::Pending {
-                pod.phase = PodPhase::Running;
-                pod.ready = true;
-                joined.insert(pod.index);
+        self.kube.edit_pods(|pods| {
+            for pod in pods.iter_mut().map(Arc::make_mut) {
+                if pod.phase == PodPhase::Pending {
+                    pod.phase = PodPhase::Running;
+                    pod.ready = true;
+                    joined.insert(pod.index);
+                }
             }
-        }
+        });
         for index in joined.iter() {
             self.journal("online", &format!(r#"{{"idset":"{index}"}}"#));
             self.overlay(index, "full");
         }
         let finished = self.kube.finished_indexes();
         let live = self.live_indexes();
-        for index in 0..size {
-            if !finished.contains(index) && !live.contains(index) {
+        let missing: Vec<u32> = (0..size)
+            .filter(|&k| !finished.contains(k) && !live.contains(k))
+            .collect();
+        self.kube.edit_pods(|pods| {
+            for index in missing {
                 self.next_uid += 1;
-                self.kube.pods_mut().push(Arc::new(PodView {
+                pods.push(Arc::new(PodView {
                     name: format!("mc-{index}-{}", self.next_uid),
                     uid: format!("uid-{}", self.next_uid),
                     index,
@@ -189,8 +195,7 @@ impl World {
                     terminating: false,
                 }));
             }
-        }
-        self.kube.pods_mut().sort_by_key(|p| p.index);
+        });
         self.kube.job.active = self.kube.pods().iter().filter(|p| p.is_live()).count() as u32;
     }
 
