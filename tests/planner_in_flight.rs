@@ -155,7 +155,7 @@ proptest! {
             if rank.phase == RankPhase::Up {
                 prop_assert!(state.drain.is_none(), "rank {} up but drained: {:?}", rank.rank, state);
             }
-            let lost_drain = state.drain.as_ref().is_some_and(|d| d.reason == "fluxk8s: pod lost");
+            let lost_drain = state.drain.as_ref().is_some_and(|d| &*d.reason == "fluxk8s: pod lost");
             prop_assert!(!(lost_drain && state.online), "rank {} online with a lost drain", rank.rank);
         }
         let quiet = late.reconciler.plan(&late.world.flux, Some(&late.world.kube), late.world.now);

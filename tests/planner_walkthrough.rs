@@ -36,7 +36,7 @@ fn walkthrough(kind: JobKind) -> (World, Reconciler) {
     world.run(&mut reconciler, 20);
     let drain = world.flux.rank(2).unwrap().drain.clone().unwrap();
     assert_eq!(
-        drain.reason, "bad memory",
+        &*drain.reason, "bad memory",
         "the admin drain is left as it is"
     );
 

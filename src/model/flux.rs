@@ -4,6 +4,8 @@
 //! tells a crash (`lost`) from a clean exit (`offline`), so the two are merged here
 //! (docs/flux-core.md §2).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -327,18 +329,19 @@ impl OverlayStatus {
 /// A drain as Flux holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Drain {
-    pub reason: String,
+    /// Shared by every rank one event drained: a drain of 10,000 ranks keeps one string,
+    /// and a pass over the ranks reads that one instead of one per rank.
+    pub reason: Arc<str>,
     pub timestamp: f64,
     /// Set by fluxk8s (the reason starts with [`DRAIN_REASON_PREFIX`]).
     pub ours: bool,
 }
 
 impl Drain {
-    fn new(reason: Option<&str>, timestamp: f64) -> Self {
-        let reason = reason.unwrap_or_default().to_owned();
+    fn new(reason: &Arc<str>, timestamp: f64) -> Self {
         Self {
             ours: reason.starts_with(DRAIN_REASON_PREFIX),
-            reason,
+            reason: Arc::clone(reason),
             timestamp,
         }
     }
@@ -505,14 +508,15 @@ impl FluxView {
                 reason,
                 overwrite,
                 ..
-            } => self.update(ranks, |r| match (&mut r.drain, overwrite) {
-                (None, _) => r.drain = Some(Drain::new(reason.as_deref(), entry.timestamp)),
-                (Some(_), 0) => {}
-                (Some(old), 1) => {
-                    *old = Drain::new(reason.as_deref(), old.timestamp);
-                }
-                (Some(old), _) => *old = Drain::new(reason.as_deref(), entry.timestamp),
-            }),
+            } => {
+                let reason: Arc<str> = reason.as_deref().unwrap_or_default().into();
+                self.update(ranks, |r| match (&mut r.drain, overwrite) {
+                    (None, _) => r.drain = Some(Drain::new(&reason, entry.timestamp)),
+                    (Some(_), 0) => {}
+                    (Some(old), 1) => *old = Drain::new(&reason, old.timestamp),
+                    (Some(old), _) => *old = Drain::new(&reason, entry.timestamp),
+                })
+            }
             JournalEvent::Undrain { ranks, .. } => self.update(ranks, |r| r.drain = None),
             JournalEvent::ResourceDefine { .. }
             | JournalEvent::ResourceUpdate
@@ -825,7 +829,7 @@ mod tests {
         assert_eq!(view.real_size(), 2);
         let drain = view.rank(2).unwrap().drain.clone().unwrap();
         assert_eq!(
-            (drain.reason.as_str(), drain.timestamp),
+            (&*drain.reason, drain.timestamp),
             ("scenario drain", 1795393306.5007591)
         );
 
@@ -884,7 +888,19 @@ mod tests {
             },
             ids("6")
         );
-        assert_eq!(view.rank(6).unwrap().drain.as_ref().unwrap().reason, "");
+        assert_eq!(&*view.rank(6).unwrap().drain.as_ref().unwrap().reason, "");
+    }
+
+    #[test]
+    fn the_ranks_of_one_drain_share_its_reason() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        let context = r#"{"idset":"1-3","reason":"fluxk8s: retired by resize to 1"}"#;
+        apply(&mut view, &[&journal_event(2.0, "drain", context)]);
+        let reason = |k| Arc::clone(&view.rank(k).unwrap().drain.as_ref().unwrap().reason);
+        assert_eq!(&*reason(1), "fluxk8s: retired by resize to 1");
+        assert!(Arc::ptr_eq(&reason(1), &reason(3)));
+        assert!(view.rank(2).unwrap().drain.as_ref().unwrap().ours);
     }
 
     #[test]
@@ -900,7 +916,7 @@ mod tests {
         };
         let state = |view: &FluxView| {
             let d = view.rank(1).unwrap().drain.clone().unwrap();
-            (d.reason, d.timestamp)
+            (d.reason.to_string(), d.timestamp)
         };
         apply(
             &mut view,
@@ -965,7 +981,7 @@ mod tests {
             assert_eq!(view.rank_sets().online, ids("0-2"));
             assert_eq!(view.rank_sets().drained, ids("2"));
             assert_eq!(
-                view.rank(2).unwrap().drain.as_ref().unwrap().reason,
+                &*view.rank(2).unwrap().drain.as_ref().unwrap().reason,
                 "keep me"
             );
         }

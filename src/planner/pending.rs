@@ -297,7 +297,7 @@ fn took_effect(pending: &Pending, flux: &FluxView, kube: &KubeView) -> bool {
         }) => ranks.iter().all(|k| {
             flux.rank(k)
                 .and_then(|r| r.drain.as_ref())
-                .is_some_and(|d| d.reason == *reason)
+                .is_some_and(|d| *d.reason == **reason)
         }),
         Action::Flux(FluxAction::Drain { .. }) => ranks.iter().all(drained),
         Action::Flux(FluxAction::Undrain { .. }) => !ranks.iter().any(|k| {
