@@ -434,8 +434,9 @@ impl Engine {
         self.flux.set_busy(busy);
     }
 
-    /// One report from the Kubernetes driver.
-    pub fn kube_report(&mut self, report: Report, now: f64) {
+    /// One report from the Kubernetes driver. Returns the view a new one replaced, for the
+    /// caller to free where freeing is cheap (see `Driver::release`).
+    pub fn kube_report(&mut self, report: Report, now: f64) -> Option<KubeView> {
         self.forget_assessment();
         self.counters.kube_reports += 1;
         match report {
@@ -445,7 +446,7 @@ impl Engine {
                     None => self.history.pods(now, view.pods().iter().map(Arc::as_ref)),
                 }
                 self.history.size(now, view.requested_size());
-                self.kube.view = Some(*view);
+                return self.kube.view.replace(*view);
             }
             Report::Synced => {
                 self.kube.synced = true;
@@ -482,6 +483,7 @@ impl Engine {
                 }
             }
         }
+        None
     }
 
     /// The answer to the Flux request of effect `id`.
@@ -672,6 +674,20 @@ mod tests {
         engine.kube_report(Report::View(Box::new(kube(4))), 0.0);
         engine.kube_report(Report::Synced, 0.0);
         engine
+    }
+
+    #[test]
+    fn a_new_view_hands_back_the_one_it_replaced() {
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        assert!(
+            engine
+                .kube_report(Report::View(Box::new(kube(4))), 0.0)
+                .is_none()
+        );
+        let replaced = engine.kube_report(Report::View(Box::new(kube(3))), 1.0);
+        assert_eq!(replaced.map(|view| view.requested_size()), Some(4));
+        assert_eq!(engine.kube().map(KubeView::requested_size), Some(3));
+        assert!(engine.kube_report(Report::Synced, 1.0).is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigEr
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::model::KubeAction;
+use crate::model::{KubeAction, KubeView};
 pub use crate::model::{Outcome, Problem, Report};
 use target::{Lookup, LookupError};
 
@@ -92,6 +92,9 @@ impl Default for Tuning {
 pub enum Command {
     /// Carry out `action`; answered by exactly one [`Report::Finished`] with the same `id`.
     Apply { id: u64, action: KubeAction },
+    /// A view the module is done with, for the worker to free: its pods are shared with
+    /// the worker's records, so their reference counts live in the worker's cache.
+    Release(Box<KubeView>),
     /// Makes the worker panic, to prove such a panic is contained and reported. Only the
     /// module's `test-panic` request sends it, and that exists only under
     /// `FLUXK8S_TEST_PANIC`.
@@ -222,6 +225,14 @@ impl Driver {
     /// Queues a command; never blocks.
     pub fn send(&self, command: Command) -> Result<(), K8sError> {
         self.commands.send(command).map_err(|_| K8sError::Stopped)
+    }
+
+    /// Hands a replaced view to the worker to free. Freeing it here would write the
+    /// reference count of each of its pods (10,000 at 10,000 ranks), each a cache line the
+    /// worker last wrote: a miss per pod on the module's thread.
+    pub fn release(&self, view: KubeView) {
+        // A stopped worker returns the command, and the view is freed here after all.
+        let _ = self.commands.send(Command::Release(Box::new(view)));
     }
 
     /// The next report, if one is waiting; never blocks. The latest view comes first:

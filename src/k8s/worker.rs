@@ -471,6 +471,7 @@ pub async fn run(
             }
             command = commands.recv() => match command {
                 Some(Command::Apply { id, action }) => actions.submit(id, action),
+                Some(Command::Release(view)) => drop(view),
                 Some(Command::Panic) => panic_on_request(),
                 None => {
                     actions.abandon_all(&ctx.reporter);
@@ -521,6 +522,7 @@ pub async fn run(
             _ = &mut *stop => break,
             command = commands.recv() => match command {
                 Some(Command::Apply { id, action }) => actions.submit(id, action),
+                Some(Command::Release(view)) => drop(view),
                 Some(Command::Panic) => panic_on_request(),
                 None => break,
             },

@@ -107,7 +107,10 @@ pub(crate) fn drain_reports(shared: &Rc<RefCell<Module>>, handle: &Handle) {
         took_view |= matches!(report, Report::View(_));
         module.now = handle.now();
         let now = module.now;
-        module.engine.kube_report(report, now);
+        let replaced = module.engine.kube_report(report, now);
+        if let (Some(view), Some(driver)) = (replaced, module.driver.as_ref()) {
+            driver.release(view);
+        }
     }
     if changed {
         super::state_changed(shared, handle);

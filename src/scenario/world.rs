@@ -514,8 +514,12 @@ impl World {
                 }
             }
             let now = self.started.elapsed().as_secs_f64();
-            self.timings
+            let replaced = self
+                .timings
                 .time("kube_report", || k.engine.kube_report(report, now));
+            if let Some(view) = replaced {
+                k.driver.release(view);
+            }
         }
         reports
     }
