@@ -97,6 +97,25 @@ impl RankTimes {
     }
 }
 
+/// Active ranks, and those of them lost, counted as a pass makes them: what
+/// [`Reconciler::frozen`] weighs, without passes of its own.
+#[derive(Debug, Default, Clone, Copy)]
+struct LossTally {
+    lost: usize,
+    active: usize,
+}
+
+impl LossTally {
+    fn count(&mut self, rank: &Rank) {
+        if rank.active {
+            self.active += 1;
+            if rank.k != 0 && rank.down() && !rank.retire {
+                self.lost += 1;
+            }
+        }
+    }
+}
+
 impl Rank {
     /// Was seen up while active and is gone (lost, or offline).
     pub fn down(&self) -> bool {
@@ -143,6 +162,7 @@ impl Reconciler {
             self.config.protect.ascending(),
             occupancy.may_be_busy(),
         );
+        let mut tally = LossTally::default();
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
                 let state = flux.rank(k).unwrap_or(&unknown);
@@ -164,7 +184,7 @@ impl Reconciler {
                     && !protected
                     && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
                         || retiring(k).is_some());
-                Rank {
+                let rank = Rank {
                     k,
                     active,
                     finished,
@@ -184,10 +204,12 @@ impl Reconciler {
                     protected,
                     retire,
                     live_pod: pods.live(k),
-                }
+                };
+                tally.count(&rank);
+                rank
             })
             .collect();
-        let frozen = self.frozen(&ranks);
+        let frozen = self.frozen(tally);
         Scene {
             kube,
             size,
@@ -200,12 +222,7 @@ impl Reconciler {
     }
 
     /// Whether removals are suspended: too many ranks lost at once looks like an outage.
-    fn frozen(&self, ranks: &[Rank]) -> Option<Frozen> {
-        let active = ranks.iter().filter(|r| r.active).count();
-        let lost = ranks
-            .iter()
-            .filter(|r| r.active && r.k != 0 && r.down() && !r.retire)
-            .count();
+    fn frozen(&self, LossTally { lost, active }: LossTally) -> Option<Frozen> {
         (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64)
             .then_some(Frozen { lost, active })
     }
@@ -216,6 +233,7 @@ impl Reconciler {
         let was_waiting = std::mem::take(&mut self.waiting_since);
         let mut was_waiting_since = was_waiting.ascending();
         let mut waiting = Vec::new();
+        let mut tally = LossTally::default();
         for rank in &mut scene.ranks {
             let k = rank.k;
             // The broker must be its running pod's: after a size lowered and raised again,
@@ -255,6 +273,7 @@ impl Reconciler {
             if rank.retire && rank.busy {
                 self.busy_since.entry(k).or_insert(now);
             }
+            tally.count(rank);
         }
         // What no longer applies is dropped by walking each map once, not by a search per
         // rank: after a shrink, thousands of ranks stop being active in one pass.
@@ -265,7 +284,7 @@ impl Reconciler {
         self.retiring.retain(|&k, _| kept(k, |r| r.active));
         self.shutdowns.retain(|&k, _| kept(k, |r| r.active));
         self.waiting_since = RankTimes(waiting);
-        scene.frozen = self.frozen(&scene.ranks);
+        scene.frozen = self.frozen(tally);
     }
 }
 
