@@ -189,6 +189,10 @@ pub struct Engine {
     /// change to the engine: statuses asked while nothing changes put it into words again
     /// instead of passing over every rank each time.
     assessed: RefCell<Option<Assessed>>,
+    /// Something the planner reads changed since the last plan. Without it a step plans
+    /// only once a deadline of [`Engine::wake_at`] has come: a plan on the same inputs
+    /// decides what the last one did.
+    unplanned: bool,
 }
 
 /// An assessment, and the times it holds for: from when it was made until the
@@ -218,19 +222,20 @@ impl Engine {
             counters: EngineCounters::default(),
             history: History::new(),
             assessed: RefCell::new(None),
+            unplanned: true,
         }
     }
 
     /// New tunables from a configuration reload; requests and actions in flight stay.
     pub fn reconfigure(&mut self, planner: PlannerConfig, dry_run: bool) {
-        self.forget_assessment();
+        self.changed();
         self.reconciler.set_config(planner);
         self.dry_run = dry_run;
     }
 
     /// Turns autoscaling on (or retunes it) or off; idle times survive a retune.
     pub fn set_autoscale(&mut self, config: Option<AutoscaleConfig>) {
-        self.forget_assessment();
+        self.changed();
         match (config, self.autoscaler.as_mut()) {
             (Some(config), Some(autoscaler)) => autoscaler.set_config(config),
             (config, _) => self.autoscaler = config.map(Autoscaler::new),
@@ -239,6 +244,13 @@ impl Engine {
 
     fn forget_assessment(&mut self) {
         *self.assessed.get_mut() = None;
+    }
+
+    /// Something the planner reads changed: the assessment no longer holds, and the next
+    /// step plans.
+    fn changed(&mut self) {
+        self.forget_assessment();
+        self.unplanned = true;
     }
 
     /// The reconciler's assessment at `now`: the last one while it holds.
@@ -304,13 +316,13 @@ impl Engine {
 
     /// A new `resource.journal` subscription starts: its backlog replays everything.
     pub fn journal_restarted(&mut self) {
-        self.forget_assessment();
+        self.changed();
         self.flux.restart_journal();
     }
 
     /// One `resource.journal` response. A bad one is reported and skipped, not fatal.
     pub fn journal(&mut self, payload: &str, now: f64) {
-        self.forget_assessment();
+        self.changed();
         self.counters.journal_events += 1;
         let applied = JournalResponse::parse(payload)
             .map_err(|e| e.to_string())
@@ -369,14 +381,14 @@ impl Engine {
     /// A new `job-manager.events-journal` subscription starts: its backlog resends every
     /// active job, and until it has, any rank may be running one.
     pub fn job_journal_restarted(&mut self) {
-        self.forget_assessment();
+        self.changed();
         self.queue.restart();
         self.follow_allocations();
     }
 
     /// One `job-manager.events-journal` response.
     pub fn job_journal(&mut self, payload: &str, now: f64) {
-        self.forget_assessment();
+        self.changed();
         self.counters.job_events += 1;
         let applied = JobJournalResponse::parse(payload)
             .map_err(|e| e.to_string())
@@ -389,7 +401,7 @@ impl Engine {
 
     /// There is no job-manager (its journal answers ENOSYS), so no job runs.
     pub fn no_job_manager(&mut self) {
-        self.forget_assessment();
+        self.changed();
         self.queue.restart();
         self.flux.set_occupancy(Occupancy::default());
         self.allocations_seen = self.queue.allocation_revision();
@@ -406,7 +418,7 @@ impl Engine {
 
     /// One `overlay.monitor` response.
     pub fn overlay(&mut self, payload: &str, now: f64) {
-        self.forget_assessment();
+        self.changed();
         self.counters.overlay_events += 1;
         if self.flux.size() == 0 {
             self.early_overlay.push(payload.to_owned());
@@ -430,14 +442,22 @@ impl Engine {
 
     /// Ranks running jobs, for a shell with no job-manager journal to follow.
     pub fn set_busy(&mut self, busy: IdSet) {
-        self.forget_assessment();
+        self.changed();
         self.flux.set_busy(busy);
     }
 
     /// One report from the Kubernetes driver. Returns the view a new one replaced, for the
     /// caller to free where freeing is cheap (see `Driver::release`).
     pub fn kube_report(&mut self, report: Report, now: f64) -> Option<KubeView> {
-        self.forget_assessment();
+        // A view that differs only in what the planner does not read (a pod's readiness,
+        // the Job's pod counts) changes no plan: it is kept for the status, not planned on.
+        let plans_alike = match (&report, &self.kube.view) {
+            (Report::View(view), Some(before)) => before.plans_like(view),
+            _ => false,
+        };
+        if !plans_alike {
+            self.changed();
+        }
         self.counters.kube_reports += 1;
         match report {
             Report::View(view) => {
@@ -497,7 +517,7 @@ impl Engine {
 
     /// The outcome of effect `id`. Unknown ids (e.g. after a reload) are ignored.
     pub fn finished(&mut self, id: u64, outcome: Outcome, now: f64) {
-        self.forget_assessment();
+        self.changed();
         let Some(action) = self.in_flight.remove(&id) else {
             return;
         };
@@ -512,7 +532,7 @@ impl Engine {
     }
 
     pub fn request_size(&mut self, n: u32, now: f64) -> Result<ResizeAnswer, RequestError> {
-        self.forget_assessment();
+        self.changed();
         let answer = self
             .reconciler
             .request_size(n, &self.flux, self.kube.synced(), now)?;
@@ -532,7 +552,7 @@ impl Engine {
         ranks: &IdSet,
         now: f64,
     ) -> Result<RetireAnswer, RequestError> {
-        self.forget_assessment();
+        self.changed();
         let answer = self
             .reconciler
             .request_retire(ranks, &self.flux, self.kube.synced())?;
@@ -543,8 +563,13 @@ impl Engine {
     }
 
     /// Plans and returns what to do now. In dry run every action is only logged and
-    /// counted as done.
+    /// counted as done. With nothing changed since the last plan and no deadline come, it
+    /// returns nothing without planning.
     pub fn step(&mut self, now: f64) -> Vec<Effect> {
+        let due = self.wake_at().is_some_and(|at| at <= now);
+        if !std::mem::take(&mut self.unplanned) && !due {
+            return Vec::new();
+        }
         self.forget_assessment();
         self.counters.plans += 1;
         self.autoscale(now);
@@ -764,6 +789,64 @@ mod tests {
         // So does a view.
         engine.kube_report(Report::View(Box::new(kube(3))), 313.0);
         assert_eq!(plan_is_current(&engine, 313.0).kube_size, Some(3));
+    }
+
+    #[test]
+    fn a_step_plans_after_a_change_the_planner_reads_or_at_a_deadline() {
+        let mut engine = Engine::new(PlannerConfig::default(), false);
+        // Rank 3 is starting, with a start-up deadline 300 s after the first plan.
+        let restart = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-2","nodelist":"mc-[0-3]"}}]}"#;
+        engine.journal(restart, 0.0);
+        engine.journal(BACKLOG_END, 0.0);
+        engine.kube_report(Report::View(Box::new(kube(4))), 0.0);
+        engine.kube_report(Report::Synced, 0.0);
+        engine.step(10.0);
+        let plans = |engine: &Engine| engine.counters().plans;
+        assert_eq!(plans(&engine), 1);
+        engine.step(11.0);
+        assert_eq!(plans(&engine), 1, "nothing changed, no deadline: no plan");
+
+        // Rank 3's pod turns unready and the Job counts pods anew: nothing the planner
+        // reads, so neither a plan nor the kept assessment goes.
+        plan_is_current(&engine, 12.0);
+        let mut view = kube(4);
+        view.job.active = 3;
+        view.edit_pods(|pods| {
+            pods[3] = Arc::new(PodView {
+                ready: false,
+                ..PodView::clone(&pods[3])
+            })
+        });
+        engine.kube_report(Report::View(Box::new(view.clone())), 13.0);
+        assert_eq!(assessed_at(&engine), Some(12.0));
+        engine.step(13.0);
+        assert_eq!(plans(&engine), 1);
+        plan_is_current(&engine, 13.0);
+
+        // Its pod ends: planned on at once.
+        view.edit_pods(|pods| {
+            pods[3] = Arc::new(PodView {
+                phase: PodPhase::Failed,
+                ..PodView::clone(&pods[3])
+            })
+        });
+        engine.kube_report(Report::View(Box::new(view)), 14.0);
+        assert_eq!(assessed_at(&engine), None);
+        engine.step(14.0);
+        assert_eq!(plans(&engine), 2);
+
+        // The start-up deadline comes with no event: the step plans, and drains rank 3.
+        engine.step(200.0);
+        assert_eq!(plans(&engine), 2);
+        let late = engine.step(311.0);
+        assert_eq!(plans(&engine), 3);
+        assert!(
+            late.iter().any(|effect| matches!(
+                effect,
+                Effect::FluxRpc { request, .. } if request.topic == "resource.drain"
+            )),
+            "{late:?}"
+        );
     }
 
     fn drain_rank_2(engine: &mut Engine) {

@@ -54,6 +54,40 @@ impl JobView {
     }
 }
 
+impl JobView {
+    /// Equal but for the pod counts (`active`, `succeeded`, `failed`), which the planner
+    /// does not read: the Job's status changes with every pod that starts or ends.
+    fn plans_like(&self, other: &JobView) -> bool {
+        let JobView {
+            name,
+            uid,
+            parallelism,
+            completions,
+            backoff_limit,
+            backoff_limit_per_index,
+            has_pod_failure_policy,
+            completed_indexes,
+            failed_indexes,
+            active: _,
+            succeeded: _,
+            failed: _,
+            size_manager,
+            desired_size,
+        } = self;
+        *name == other.name
+            && *uid == other.uid
+            && *parallelism == other.parallelism
+            && *completions == other.completions
+            && *backoff_limit == other.backoff_limit
+            && *backoff_limit_per_index == other.backoff_limit_per_index
+            && *has_pod_failure_policy == other.has_pod_failure_policy
+            && *completed_indexes == other.completed_indexes
+            && *failed_indexes == other.failed_indexes
+            && *size_manager == other.size_manager
+            && *desired_size == other.desired_size
+    }
+}
+
 /// The Flux Operator MiniCluster that owns the Job. Its `spec.size` drives the Job's
 /// parallelism and completions, so sizes are changed here when it exists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,6 +140,23 @@ pub struct PodView {
 }
 
 impl PodView {
+    /// Equal but for readiness, which the planner does not read.
+    fn plans_like(&self, other: &PodView) -> bool {
+        let PodView {
+            name,
+            uid,
+            index,
+            phase,
+            ready: _,
+            terminating,
+        } = self;
+        *name == other.name
+            && *uid == other.uid
+            && *index == other.index
+            && *phase == other.phase
+            && *terminating == other.terminating
+    }
+
     /// A running, ready pod.
     pub fn running(name: String, uid: String, index: u32) -> Self {
         PodView {
@@ -259,6 +310,20 @@ impl KubeView {
         result
     }
 
+    /// Whether the planner sees the same in `other`: the same Job and MiniCluster but for
+    /// the Job's pod counts, and the same pods but for their readiness. Pods that did not
+    /// change are the same shared records, so they cost a pointer compare each.
+    pub fn plans_like(&self, other: &KubeView) -> bool {
+        self.job.plans_like(&other.job)
+            && self.minicluster == other.minicluster
+            && self.pods.len() == other.pods.len()
+            && self
+                .pods
+                .iter()
+                .zip(&other.pods)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.plans_like(b))
+    }
+
     /// The pods' [`PodIndex`], made on first use.
     pub fn pod_index(&self) -> &PodIndex {
         self.index.0.get_or_init(|| PodIndex::of(&self.pods))
@@ -401,5 +466,39 @@ mod tests {
         assert_eq!(of(1), ["j-1-new", "j-1-old"]);
         assert_eq!(of(3), ["j-3"]);
         assert!(of(4).is_empty());
+    }
+
+    #[test]
+    fn the_planner_sees_no_change_in_readiness_or_pod_counts_and_every_other() {
+        let view = KubeView::new(
+            JobView::new("j", "job-uid", 2),
+            None,
+            vec![
+                pod(0, "j-0", PodPhase::Running, false),
+                pod(1, "j-1", PodPhase::Running, false),
+            ],
+        );
+        let changed = |change: &dyn Fn(&mut KubeView)| {
+            let mut other = view.clone();
+            change(&mut other);
+            !view.plans_like(&other)
+        };
+        assert!(!changed(&|_| {}));
+        assert!(!changed(&|v| v.job.active = 1));
+        assert!(!changed(&|v| v.job.succeeded = 1));
+        let edit_pod_1 = |edit: fn(&mut PodView)| {
+            move |v: &mut KubeView| {
+                v.edit_pods(|pods| edit(Arc::make_mut(&mut pods[1])));
+            }
+        };
+        assert!(!changed(&edit_pod_1(|p| p.ready = false)));
+        assert!(changed(&edit_pod_1(|p| p.phase = PodPhase::Failed)));
+        assert!(changed(&edit_pod_1(|p| p.terminating = true)));
+        assert!(changed(&edit_pod_1(|p| p.uid = "new".into())));
+        assert!(changed(&|v| v.job.completions = 1));
+        assert!(changed(&|v| {
+            v.job.failed_indexes.insert(1);
+        }));
+        assert!(changed(&|v| v.edit_pods(|pods| pods.truncate(1))));
     }
 }
