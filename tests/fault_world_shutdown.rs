@@ -27,7 +27,8 @@ fn drained_middle_ranks_go_offline_at_their_one_shutdown_and_their_indexes_compl
         .expect("fluxk8s is loaded")
         .flux()
         .rank_sets()
-        .online;
+        .online
+        .clone();
     assert!(
         online.intersection(&drained).is_empty(),
         "the engine saw every broker go offline within the step that shut it down: {online}"

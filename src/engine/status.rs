@@ -160,7 +160,7 @@ pub struct FluxStatus<'a> {
     pub synced: bool,
     pub size: u32,
     #[serde(flatten)]
-    pub ranks: RankSets,
+    pub ranks: &'a RankSets,
     pub busy: &'a IdSet,
     /// The job-manager's allocations are known (else any rank may be busy).
     pub busy_known: bool,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::action::DRAIN_REASON_PREFIX;
+use super::derived::Derived;
 use super::hostlist;
 use super::idset::IdSet;
 use super::queue::Occupancy;
@@ -381,7 +382,10 @@ pub struct RankSets {
 /// The Flux side: every configured rank, 0..size.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FluxView {
+    /// Changed only through [`FluxView::ranks_mut`], which drops `sets`.
     ranks: Vec<RankState>,
+    /// The ranks in each state: statuses read them far more often than ranks change.
+    sets: Derived<RankSets>,
     synced: bool,
     occupancy: Occupancy,
     /// Set by [`FluxView::restart_journal`] until the backlog's `restart` event arrives.
@@ -529,7 +533,7 @@ impl FluxView {
     /// Applies one `overlay.monitor` response.
     pub fn apply_overlay(&mut self, status: &OverlayStatus) -> Result<(), ApplyError> {
         self.check_range("overlay", Some(status.rank))?;
-        let rank = &mut self.ranks[status.rank as usize];
+        let rank = &mut self.ranks_mut()[status.rank as usize];
         rank.lost = status.status == ChildStatus::Lost;
         rank.torpid = status.torpid;
         Ok(())
@@ -547,9 +551,16 @@ impl FluxView {
     }
 
     fn update(&mut self, ids: &IdSet, change: impl Fn(&mut RankState)) {
+        let ranks = self.ranks_mut();
         for k in ids.iter() {
-            change(&mut self.ranks[k as usize]);
+            change(&mut ranks[k as usize]);
         }
+    }
+
+    /// The ranks, to change: the sets made from them are made again when next asked.
+    fn ranks_mut(&mut self) -> &mut Vec<RankState> {
+        self.sets.reset();
+        &mut self.ranks
     }
 
     /// Rebuilds journal-derived state. Overlay-derived `lost` and the `ever_online`
@@ -567,7 +578,7 @@ impl FluxView {
                 last: ranks.last().unwrap_or(0),
             });
         }
-        let previous = std::mem::take(&mut self.ranks);
+        let previous = std::mem::take(self.ranks_mut());
         self.ranks = (0..size)
             .map(|k| {
                 let before = previous.get(k).cloned().unwrap_or_default();
@@ -584,8 +595,12 @@ impl FluxView {
         Ok(())
     }
 
-    /// The ranks in each state, in one pass: a status at 10,000 ranks reads them all.
-    pub fn rank_sets(&self) -> RankSets {
+    /// The ranks in each state, made in one pass when first asked after a change.
+    pub fn rank_sets(&self) -> &RankSets {
+        self.sets.get_or_make(|| self.make_rank_sets())
+    }
+
+    fn make_rank_sets(&self) -> RankSets {
         let mut sets = RankSets::default();
         for (k, rank) in (0u32..).zip(&self.ranks) {
             let mark = |set: &mut IdSet, yes: bool| {
@@ -889,6 +904,21 @@ mod tests {
             ids("6")
         );
         assert_eq!(&*view.rank(6).unwrap().drain.as_ref().unwrap().reason, "");
+    }
+
+    #[test]
+    fn the_rank_sets_are_made_again_after_each_change() {
+        let mut view = FluxView::new();
+        apply(&mut view, &BACKLOG);
+        assert!(view.rank_sets().online.is_empty());
+        apply(&mut view, &[ONLINE]);
+        assert_eq!(view.rank_sets().online, ids("1-3"));
+        apply(&mut view, &[DRAIN]);
+        assert_eq!(view.rank_sets().drained, ids("2"));
+        let lost = OverlayStatus::parse(r#"{"rank":3,"status":"lost","torpid":false}"#).unwrap();
+        view.apply_overlay(&lost).unwrap();
+        assert_eq!(view.rank_sets().lost, ids("3"));
+        assert_eq!(view.rank_sets().clone(), view.make_rank_sets());
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! The driver (`crate::k8s`) fills a [`KubeView`] from watches; the planner reads it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::derived::Derived;
 use super::idset::{IdSet, group_by_key};
 
 /// The Indexed Job that runs the brokers: pod with completion index N runs rank N.
@@ -188,7 +189,7 @@ pub struct KubeView {
     pods: Vec<Arc<PodView>>,
     /// Made from `pods` when first asked, and dropped with any change to them.
     #[serde(skip)]
-    index: PodIndexCell,
+    index: Derived<PodIndex>,
 }
 
 /// What plans and statuses read of every pod, made once per view (by the driver, on its
@@ -261,17 +262,6 @@ impl PodIndex {
     }
 }
 
-/// The [`PodIndex`] of a view once made. It follows from the pods, so two views with the
-/// same pods are equal whether or not either has made it.
-#[derive(Debug, Clone, Default)]
-struct PodIndexCell(OnceLock<PodIndex>);
-
-impl PartialEq for PodIndexCell {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 impl KubeView {
     /// A view of these objects. The pods are sorted by index here, where the view is made
     /// (the driver's thread), so whoever reads it never checks.
@@ -285,7 +275,7 @@ impl KubeView {
             job,
             minicluster,
             pods,
-            index: PodIndexCell::default(),
+            index: Derived::default(),
         }
     }
 
@@ -304,7 +294,7 @@ impl KubeView {
     /// Changes the pods; they are sorted by index again after, and the index is made again
     /// when next asked.
     pub fn edit_pods<R>(&mut self, edit: impl FnOnce(&mut Vec<Arc<PodView>>) -> R) -> R {
-        self.index = PodIndexCell::default();
+        self.index.reset();
         let result = edit(&mut self.pods);
         sort_by_index(&mut self.pods);
         result
@@ -326,7 +316,7 @@ impl KubeView {
 
     /// The pods' [`PodIndex`], made on first use.
     pub fn pod_index(&self) -> &PodIndex {
-        self.index.0.get_or_init(|| PodIndex::of(&self.pods))
+        self.index.get_or_make(|| PodIndex::of(&self.pods))
     }
 
     /// The pod a [`LivePod`] of this view's index stands for.

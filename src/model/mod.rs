@@ -2,6 +2,7 @@
 //! join them and how they end. No I/O.
 
 pub mod action;
+mod derived;
 pub mod flux;
 pub mod history;
 pub mod hostlist;

@@ -118,7 +118,7 @@ impl World {
 
     /// The leader lost its drains (`kill -9` without a persistent statedir).
     pub fn forget_drains(&mut self) {
-        let online = self.flux.rank_sets().online;
+        let online = self.flux.rank_sets().online.clone();
         self.replay_backlog(&online);
     }
 
