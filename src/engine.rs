@@ -772,7 +772,7 @@ mod tests {
         assert_eq!(engine.wake_at(), Some(310.0));
 
         let starting = plan_is_current(&engine, 20.0);
-        assert_eq!(starting.ranks[3].phase, RankPhase::Starting);
+        assert_eq!(starting.ranks.get(3).unwrap().phase, RankPhase::Starting);
         assert_eq!(assessed_at(&engine), Some(20.0));
         plan_is_current(&engine, 300.0);
         assert_eq!(assessed_at(&engine), Some(20.0), "nothing changed: kept");
@@ -780,7 +780,7 @@ mod tests {
         // The deadline passed without a plan: assessed again, and the rank timed out.
         let late = plan_is_current(&engine, 311.0);
         assert_eq!(assessed_at(&engine), Some(311.0));
-        assert_ne!(late.ranks[3], starting.ranks[3]);
+        assert_ne!(late.ranks.get(3).unwrap(), starting.ranks.get(3).unwrap());
 
         // A request changes the reconciler: the next status does not use the old words.
         engine.request_size(2, 312.0).expect("synced");

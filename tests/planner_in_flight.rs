@@ -150,7 +150,7 @@ proptest! {
         }
         // The wanted drain state: a rank the plan calls up is undrained, and a rank that
         // fluxk8s holds drained for a lost pod is not online.
-        for rank in &status.ranks {
+        for rank in status.ranks.iter() {
             let state = late.world.flux.rank(rank.rank).expect("configured rank");
             if rank.phase == RankPhase::Up {
                 prop_assert!(state.drain.is_none(), "rank {} up but drained: {:?}", rank.rank, state);

@@ -121,7 +121,7 @@ fn step(world: &mut World, reconciler: &mut Reconciler) -> Result<(), TestCaseEr
     }
     let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
     let finished = world.kube.finished_indexes();
-    for rank in &status.ranks {
+    for rank in status.ranks.iter() {
         let expects_pod = matches!(rank.phase, RankPhase::Up | RankPhase::Starting);
         prop_assert!(
             !(expects_pod

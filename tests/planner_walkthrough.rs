@@ -74,9 +74,9 @@ fn shutdown_retires_rank_2(kind: JobKind) {
     assert!(!world.live_indexes().contains(2));
     let status = reconciler.status(&world.flux, Some(&world.kube), world.now);
     assert_eq!((status.real_size, status.expected_size), (6, 6));
-    assert_eq!(status.ranks[2].phase, RankPhase::Retired);
+    assert_eq!(status.ranks.get(2).unwrap().phase, RankPhase::Retired);
     assert_eq!(
-        status.ranks[2].why,
+        status.ranks.get(2).unwrap().why,
         "retired: index completed, drained by others"
     );
 

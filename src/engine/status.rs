@@ -72,16 +72,11 @@ impl Engine {
             .intersection(&in_instance)
             .iter()
             .map(|k| {
-                // The plan lists ranks in order.
-                let planned = plan
-                    .ranks
-                    .binary_search_by_key(&k, |r| r.rank)
-                    .ok()
-                    .map(|at| &plan.ranks[at]);
+                let planned = plan.ranks.get(k);
                 RankDetail {
                     rank: k,
-                    phase: planned.map(|r| r.phase),
-                    why: planned.map_or_else(|| Why::from(""), |r| r.why.clone()),
+                    phase: planned.as_ref().map(|r| r.phase),
+                    why: planned.map_or_else(|| Why::from(""), |r| r.why),
                     pods: pods_of(k),
                 }
             })

@@ -132,6 +132,20 @@ impl IdSet {
         true
     }
 
+    /// Adds `lo..=hi`. Ranges mostly come in ascending order (the runs of a status): those
+    /// extend or follow the last run, with no search.
+    pub fn insert_range(&mut self, lo: u32, hi: u32) {
+        match self.runs.last_mut() {
+            _ if lo > hi => {}
+            // Already in: a pod group sees an index once per pod.
+            Some((first, last)) if *first <= lo && hi <= *last => {}
+            Some((_, last)) if *last >= lo => *self = self.union(&IdSet::range(lo, hi)),
+            // `last < lo` here, so `+ 1` cannot wrap.
+            Some((_, last)) if *last + 1 == lo => *last = hi,
+            _ => self.runs.push((lo, hi)),
+        }
+    }
+
     pub fn remove(&mut self, id: u32) -> bool {
         let i = self.run_at(id);
         let Some(&(lo, hi)) = self.runs.get(i).filter(|&&(lo, _)| lo <= id) else {
@@ -263,12 +277,19 @@ pub struct IdGroup<K> {
 pub fn group_by_key<K: Eq + Hash + Clone>(
     items: impl IntoIterator<Item = (K, u32)>,
 ) -> Vec<IdGroup<K>> {
+    group_runs_by_key(items.into_iter().map(|(key, id)| (key, id, id)))
+}
+
+/// [`group_by_key`] of `(key, lo, hi)` items, each the ids `lo..=hi`.
+pub fn group_runs_by_key<K: Eq + Hash + Clone>(
+    items: impl IntoIterator<Item = (K, u32, u32)>,
+) -> Vec<IdGroup<K>> {
     let mut groups: Vec<IdGroup<K>> = Vec::new();
     let mut index: HashMap<K, usize> = HashMap::new();
     // Neighbours mostly share a key (10,000 ranks fall in a handful of runs): comparing
     // with the last group's key spares hashing each item.
     let mut last: Option<usize> = None;
-    for (key, id) in items {
+    for (key, lo, hi) in items {
         let at = match last {
             Some(at) if groups[at].key == key => at,
             _ => *index.entry(key).or_insert_with_key(|key| {
@@ -281,8 +302,8 @@ pub fn group_by_key<K: Eq + Hash + Clone>(
             }),
         };
         last = Some(at);
-        groups[at].ids.insert(id);
-        groups[at].count += 1;
+        groups[at].ids.insert_range(lo, hi);
+        groups[at].count += (hi - lo) as usize + 1;
     }
     groups
 }
@@ -398,6 +419,30 @@ impl<'de> serde::Deserialize<'de> for IdSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_insert_like_their_ids_in_any_order() {
+        let ranges = [
+            (5, 7),
+            (8, 8),
+            (10, 12),
+            (11, 11),
+            (0, 2),
+            (3, 4),
+            (20, 19),
+            (6, 15),
+        ];
+        let mut by_range = IdSet::new();
+        let mut by_id = IdSet::new();
+        for (lo, hi) in ranges {
+            by_range.insert_range(lo, hi);
+            for id in lo..=hi {
+                by_id.insert(id);
+            }
+            assert_eq!(by_range, by_id, "after {lo}-{hi}");
+        }
+        assert_eq!(by_range.to_string(), "0-15");
+    }
 
     #[test]
     fn ascending_lookups_agree_with_contains() {

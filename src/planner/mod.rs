@@ -35,7 +35,7 @@ use crate::model::IdSet;
 pub use autoscale::{AutoscaleConfig, AutoscaleStatus, Autoscaler, Decision, Supply};
 pub use reconciler::{Assessment, Reconciler};
 pub use status::{
-    PendingStatus, PlanStatus, RankPhase, RankStatus, RefusedStatus, SizeWriter, Why,
+    PendingStatus, PlanStatus, RankPhase, RankRuns, RankStatus, RefusedStatus, SizeWriter, Why,
 };
 
 /// Tunables of the policies.

@@ -13,7 +13,7 @@ use super::pending::Issued;
 use super::rate::RateLimit;
 use super::reasons;
 use super::scene::{Frozen, RankTimes};
-use super::status::{PlanStatus, SizeWriter};
+use super::status::{PlanStatus, RankRuns, SizeWriter};
 use super::verdict::{Hold, Verdict};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
 use crate::model::{Action, FluxView, IdSet, KubeAction, KubeView, Outcome};
@@ -360,7 +360,7 @@ impl Reconciler {
                 frozen: None,
                 limits: Vec::new(),
                 waiting: vec!["waiting for both views to sync".into()],
-                ranks: Vec::new(),
+                ranks: RankRuns::default(),
                 pending,
                 refused,
                 startup_failures: self.startup_failures,

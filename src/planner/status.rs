@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::SizeLimit;
-use crate::model::idset::group_by_key;
+use crate::model::idset::group_runs_by_key;
 use crate::model::{Action, IdSet, RefusalKind};
 
 /// Where a rank stands.
@@ -133,11 +133,8 @@ pub struct PlanStatus {
     pub limits: Vec<SizeLimit>,
     /// Why actions are being held back right now (cooldown, rate limit, backoff, ...).
     pub waiting: Vec<String>,
-    /// Every rank, in order. Serialized as groups of ranks in the same phase for the same
-    /// reason, the way `flux resource status` writes states: a handful of entries at
-    /// 1,000 ranks instead of a thousand.
-    #[serde(serialize_with = "rank_groups")]
-    pub ranks: Vec<RankStatus>,
+    /// Every rank, in order.
+    pub ranks: RankRuns,
     pub pending: Vec<PendingStatus>,
     /// Left out while there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -154,6 +151,67 @@ pub struct SizeWriter {
     pub size: u32,
 }
 
+/// Every rank's phase and reason, in order, kept as runs of neighbours that read the
+/// same: 10,000 ranks in a handful of runs, not 10,000 entries. Serialized as groups of
+/// ranks in the same phase for the same reason, the way `flux resource status` writes
+/// states.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RankRuns(Vec<RankRun>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct RankRun {
+    first: u32,
+    last: u32,
+    phase: RankPhase,
+    why: Why,
+}
+
+impl RankRuns {
+    /// Adds rank `k`, the one after the last added.
+    pub(super) fn push(&mut self, k: u32, phase: RankPhase, why: Why) {
+        match self.0.last_mut() {
+            Some(run) if run.last + 1 == k && run.phase == phase && run.why == why => {
+                run.last = k;
+            }
+            _ => self.0.push(RankRun {
+                first: k,
+                last: k,
+                phase,
+                why,
+            }),
+        }
+    }
+
+    /// Adds rank `k`, the one after the last added, as the last added reads.
+    pub(super) fn repeat(&mut self, k: u32) {
+        if let Some(run) = self.0.last_mut() {
+            run.last = k;
+        }
+    }
+
+    /// Rank `k`'s phase and reason, if it has them.
+    pub fn get(&self, k: u32) -> Option<RankStatus> {
+        let at = self.0.partition_point(|run| run.last < k);
+        let run = self.0.get(at).filter(|run| run.first <= k)?;
+        Some(RankStatus {
+            rank: k,
+            phase: run.phase,
+            why: run.why.clone(),
+        })
+    }
+
+    /// Every rank, in order.
+    pub fn iter(&self) -> impl Iterator<Item = RankStatus> + '_ {
+        self.0.iter().flat_map(|run| {
+            (run.first..=run.last).map(|rank| RankStatus {
+                rank,
+                phase: run.phase,
+                why: run.why.clone(),
+            })
+        })
+    }
+}
+
 /// Ranks that share a phase and a reason.
 #[derive(Debug, Serialize)]
 struct RankGroup<'a> {
@@ -162,14 +220,19 @@ struct RankGroup<'a> {
     why: &'a Why,
 }
 
-/// `ranks` as [`RankGroup`]s, in the order of their lowest rank.
-fn rank_groups<S: Serializer>(ranks: &[RankStatus], s: S) -> Result<S::Ok, S::Error> {
-    let keyed = ranks.iter().map(|r| ((r.phase, &r.why), r.rank));
-    s.collect_seq(group_by_key(keyed).into_iter().map(|group| RankGroup {
-        ranks: group.ids,
-        phase: group.key.0,
-        why: group.key.1,
-    }))
+impl Serialize for RankRuns {
+    /// As [`RankGroup`]s, in the order of their lowest rank.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let keyed = self
+            .0
+            .iter()
+            .map(|run| ((run.phase, &run.why), run.first, run.last));
+        s.collect_seq(group_runs_by_key(keyed).into_iter().map(|group| RankGroup {
+            ranks: group.ids,
+            phase: group.key.0,
+            why: group.key.1,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -178,30 +241,32 @@ mod tests {
 
     #[test]
     fn ranks_serialize_as_groups_of_the_same_phase_and_reason() {
-        let rank = |rank, phase, why: &'static str| RankStatus {
-            rank,
-            phase,
-            why: why.into(),
-        };
-        let ranks = vec![
-            rank(0, RankPhase::Up, "leader"),
-            rank(1, RankPhase::Up, "up"),
-            rank(2, RankPhase::Lost, "lost: draining"),
-            rank(3, RankPhase::Up, "up"),
-            rank(4, RankPhase::Retiring, "up"),
-            rank(5, RankPhase::Up, "up"),
-        ];
-        let mut json = serde_json::Serializer::new(Vec::new());
-        rank_groups(&ranks, &mut json).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&json.into_inner()).unwrap();
+        let mut ranks = RankRuns::default();
+        let up = Why::from("up");
+        ranks.push(0, RankPhase::Up, "leader".into());
+        ranks.push(1, RankPhase::Up, up.clone());
+        ranks.push(2, RankPhase::Lost, "lost: draining".into());
+        ranks.push(3, RankPhase::Up, up.clone());
+        ranks.push(4, RankPhase::Retiring, up.clone());
+        ranks.push(5, RankPhase::Up, up.clone());
+        ranks.repeat(6);
+        // Equal words that are not the same text still make one run.
+        ranks.push(7, RankPhase::Up, "up".into());
+        assert_eq!(ranks.0.len(), 6);
+        let json = serde_json::to_value(&ranks).unwrap();
         assert_eq!(
             json,
             serde_json::json!([
                 {"ranks": "0", "phase": "up", "why": "leader"},
-                {"ranks": "1,3,5", "phase": "up", "why": "up"},
+                {"ranks": "1,3,5-7", "phase": "up", "why": "up"},
                 {"ranks": "2", "phase": "lost", "why": "lost: draining"},
                 {"ranks": "4", "phase": "retiring", "why": "up"},
             ])
         );
+        let every: Vec<(u32, RankPhase)> = ranks.iter().map(|r| (r.rank, r.phase)).collect();
+        assert_eq!(every.len(), 8);
+        assert_eq!(every[4], (4, RankPhase::Retiring));
+        assert_eq!(ranks.get(6).map(|r| r.why), Some(up));
+        assert_eq!(ranks.get(8), None);
     }
 }

@@ -185,11 +185,16 @@ fn a_drained_middle_rank_whose_broker_is_down_is_deleted_only_with_per_index_bac
     let mut reconciler = Reconciler::new(PlannerConfig::default());
     assert!(reconciler.plan(&flux, Some(&bare), 0.0).is_empty());
     let status = reconciler.status(&flux, Some(&bare), 0.0);
-    assert_eq!(status.ranks[1].phase, RankPhase::Drained);
+    assert_eq!(status.ranks.get(1).unwrap().phase, RankPhase::Drained);
     assert!(
-        status.ranks[1].why.contains("not online to be shut down"),
+        status
+            .ranks
+            .get(1)
+            .unwrap()
+            .why
+            .contains("not online to be shut down"),
         "{:?}",
-        status.ranks[1]
+        status.ranks.get(1).unwrap()
     );
     assert_eq!((status.real_size, status.expected_size), (3, 3));
 }
@@ -208,7 +213,11 @@ fn a_broker_that_keeps_coming_back_after_shutdowns_is_kept_drained() {
         event(&mut flux, JournalEvent::Offline(ids("1")));
         now += 1.0;
         assert!(reconciler.plan(&flux, Some(&kube), now).is_empty());
-        let why = reconciler.status(&flux, Some(&kube), now).ranks[1]
+        let why = reconciler
+            .status(&flux, Some(&kube), now)
+            .ranks
+            .get(1)
+            .unwrap()
             .why
             .clone();
         assert!(why.contains("waiting for its pod to complete"), "{why}");
@@ -217,13 +226,16 @@ fn a_broker_that_keeps_coming_back_after_shutdowns_is_kept_drained() {
     }
     assert!(reconciler.plan(&flux, Some(&kube), now).is_empty());
     let status = reconciler.status(&flux, Some(&kube), now);
-    assert_eq!(status.ranks[1].phase, RankPhase::Drained);
+    assert_eq!(status.ranks.get(1).unwrap().phase, RankPhase::Drained);
     assert!(
-        status.ranks[1]
+        status
+            .ranks
+            .get(1)
+            .unwrap()
             .why
             .contains("came back after 3 clean shutdowns"),
         "{:?}",
-        status.ranks[1]
+        status.ranks.get(1).unwrap()
     );
 }
 
@@ -249,7 +261,10 @@ fn a_busy_rank_is_retired_when_idle_or_after_the_grace() {
     let mut patient = Reconciler::new(PlannerConfig::default());
     assert_eq!(removals(&patient.plan(&flux, Some(&kube), 0.0)), 0);
     let status = patient.status(&flux, Some(&kube), 0.0);
-    assert_eq!(status.ranks[1].why, "draining: busy, waiting idle");
+    assert_eq!(
+        status.ranks.get(1).unwrap().why,
+        "draining: busy, waiting idle"
+    );
     assert_eq!(removals(&patient.plan(&flux, Some(&kube), 1e6)), 0);
 
     let config = PlannerConfig {
@@ -325,7 +340,7 @@ fn a_lost_rank_held_by_our_record_of_a_retirement_is_drained_over_once() {
     );
     assert!(reconciler.plan(&flux, Some(&kube), 2.0).is_empty());
     let status = reconciler.status(&flux, Some(&kube), 2.0);
-    assert_eq!(status.ranks[2].phase, RankPhase::Lost);
+    assert_eq!(status.ranks.get(2).unwrap().phase, RankPhase::Lost);
 }
 
 #[test]
@@ -344,12 +359,12 @@ fn a_lost_rank_that_was_down_first_is_a_shrink_victim_before_running_ones() {
     reconciler.plan(&flux, Some(&kube), 2.0);
     let status = reconciler.status(&flux, Some(&kube), 2.0);
     assert_eq!(
-        status.ranks[1].phase,
+        status.ranks.get(1).unwrap().phase,
         RankPhase::Retiring,
         "{:?}",
         status.ranks
     );
-    assert_eq!(status.ranks[3].phase, RankPhase::Up);
+    assert_eq!(status.ranks.get(3).unwrap().phase, RankPhase::Up);
 }
 
 #[test]
@@ -491,9 +506,9 @@ fn removals_freeze_when_too_many_ranks_are_lost() {
         if frozen {
             assert!(status.frozen.unwrap().contains("2 of 4 ranks lost"));
             assert!(
-                status.ranks[1].why.contains("frozen"),
+                status.ranks.get(1).unwrap().why.contains("frozen"),
                 "{:?}",
-                status.ranks[1]
+                status.ranks.get(1).unwrap()
             );
         }
     }
@@ -524,10 +539,10 @@ fn after_a_restart_retired_ranks_are_drained_again_and_nothing_repeats() {
     assert!(reconciler.plan(&flux, Some(&kube), 1.0).is_empty());
     let status = reconciler.status(&flux, Some(&kube), 1.0);
     assert_eq!(
-        status.ranks[2].why,
+        status.ranks.get(2).unwrap().why,
         "retired: index failed, drained by fluxk8s"
     );
-    assert_eq!(status.ranks[7].why, "retired: above size");
+    assert_eq!(status.ranks.get(7).unwrap().why, "retired: above size");
 }
 
 #[test]
@@ -873,11 +888,11 @@ fn busy_victims_are_the_ranks_whose_jobs_end_first_and_the_plan_says_until_when(
     drain(&mut flux, "1-3", "fluxk8s: retired by resize to 2");
     let status = reconciler.status(&flux, Some(&kube), 1.0);
     assert_eq!(
-        status.ranks[1].why,
+        status.ranks.get(1).unwrap().why,
         "draining: busy (until 14:05 UTC, job ƒ21), waiting idle"
     );
     assert_eq!(
-        status.ranks[2].why,
+        status.ranks.get(2).unwrap().why,
         "draining: busy (until 09:30 UTC, job ƒ22), waiting idle"
     );
 

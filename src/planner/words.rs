@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::rate::MOVES_PER_PASS;
 use super::reconciler::Reconciler;
 use super::scene::{Finished, Frozen};
-use super::status::{RankStatus, Why};
+use super::status::{RankRuns, Why};
 use super::verdict::{DrainedBy, GrowthHold, Hold, Leaving, ShrinkHold, SizeChange, Verdict};
 use crate::model::queue::Occupancy;
 
@@ -23,13 +23,21 @@ impl Reconciler {
         occupancy: &Occupancy,
         frozen: Option<&str>,
         now: f64,
-    ) -> Vec<RankStatus> {
+    ) -> RankRuns {
         // Only retiring busy ranks name their jobs, from one pass over the jobs.
         let mut last_to_end = None;
         let mut made: Vec<(Verdict, Why)> = Vec::new();
-        let mut ranks = Vec::with_capacity(verdicts.len());
+        let mut ranks = RankRuns::default();
+        let mut previous = None;
         for (k, &verdict) in (0u32..).zip(verdicts) {
-            let why = if verdict == Verdict::Leaving(Leaving::Busy) {
+            let busy = verdict == Verdict::Leaving(Leaving::Busy);
+            // A neighbour with the same verdict reads the same: no words to make or find.
+            if !busy && previous == Some(verdict) {
+                ranks.repeat(k);
+                continue;
+            }
+            previous = Some(verdict);
+            let why = if busy {
                 // Named per rank: the job whose time limit ends last.
                 let ends = last_to_end.get_or_insert_with(|| occupancy.last_to_end());
                 let job = ends.get(&k).map_or(String::new(), |a| {
@@ -50,11 +58,7 @@ impl Reconciler {
                     }
                 }
             };
-            ranks.push(RankStatus {
-                rank: k,
-                phase: verdict.phase(),
-                why,
-            });
+            ranks.push(k, verdict.phase(), why);
         }
         ranks
     }
