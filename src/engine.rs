@@ -758,11 +758,10 @@ mod tests {
         engine.assessed.borrow().as_ref().map(|kept| kept.from)
     }
 
-    #[test]
-    fn a_status_reuses_its_assessment_until_a_change_or_a_deadline() {
+    /// Rank 3's pod runs but its broker has not come up: it is starting, with a start-up
+    /// deadline 300 s after the first plan that saw it, at 10 s.
+    fn rank_3_starting() -> Engine {
         let mut engine = Engine::new(PlannerConfig::default(), false);
-        // Rank 3's pod runs but its broker has not come up: it is starting, with a
-        // start-up deadline 300 s after the first plan that saw it.
         let restart = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-2","nodelist":"mc-[0-3]"}}]}"#;
         engine.journal(restart, 0.0);
         engine.journal(BACKLOG_END, 0.0);
@@ -770,6 +769,12 @@ mod tests {
         engine.kube_report(Report::Synced, 0.0);
         engine.step(10.0);
         assert_eq!(engine.wake_at(), Some(310.0));
+        engine
+    }
+
+    #[test]
+    fn a_status_reuses_its_assessment_until_a_change_or_a_deadline() {
+        let mut engine = rank_3_starting();
 
         let starting = plan_is_current(&engine, 20.0);
         assert_eq!(starting.ranks.get(3).unwrap().phase, RankPhase::Starting);
@@ -793,14 +798,7 @@ mod tests {
 
     #[test]
     fn a_step_plans_after_a_change_the_planner_reads_or_at_a_deadline() {
-        let mut engine = Engine::new(PlannerConfig::default(), false);
-        // Rank 3 is starting, with a start-up deadline 300 s after the first plan.
-        let restart = r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-3","online":"0-2","nodelist":"mc-[0-3]"}}]}"#;
-        engine.journal(restart, 0.0);
-        engine.journal(BACKLOG_END, 0.0);
-        engine.kube_report(Report::View(Box::new(kube(4))), 0.0);
-        engine.kube_report(Report::Synced, 0.0);
-        engine.step(10.0);
+        let mut engine = rank_3_starting();
         let plans = |engine: &Engine| engine.counters().plans;
         assert_eq!(plans(&engine), 1);
         engine.step(11.0);

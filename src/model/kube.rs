@@ -53,9 +53,7 @@ impl JobView {
             desired_size: None,
         }
     }
-}
 
-impl JobView {
     /// Equal but for the pod counts (`active`, `succeeded`, `failed`), which the planner
     /// does not read: the Job's status changes with every pod that starts or ends.
     fn plans_like(&self, other: &JobView) -> bool {
