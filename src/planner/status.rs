@@ -193,22 +193,25 @@ impl RankRuns {
     pub fn get(&self, k: u32) -> Option<RankStatus> {
         let at = self.0.partition_point(|run| run.last < k);
         let run = self.0.get(at).filter(|run| run.first <= k)?;
-        Some(RankStatus {
-            rank: k,
-            phase: run.phase,
-            why: run.why.clone(),
-        })
+        Some(run.status_of(k))
     }
 
     /// Every rank, in order.
     pub fn iter(&self) -> impl Iterator<Item = RankStatus> + '_ {
-        self.0.iter().flat_map(|run| {
-            (run.first..=run.last).map(|rank| RankStatus {
-                rank,
-                phase: run.phase,
-                why: run.why.clone(),
-            })
-        })
+        self.0
+            .iter()
+            .flat_map(|run| (run.first..=run.last).map(|k| run.status_of(k)))
+    }
+}
+
+impl RankRun {
+    /// Rank `k` of this run.
+    fn status_of(&self, k: u32) -> RankStatus {
+        RankStatus {
+            rank: k,
+            phase: self.phase,
+            why: self.why.clone(),
+        }
     }
 }
 

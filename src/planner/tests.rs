@@ -185,16 +185,11 @@ fn a_drained_middle_rank_whose_broker_is_down_is_deleted_only_with_per_index_bac
     let mut reconciler = Reconciler::new(PlannerConfig::default());
     assert!(reconciler.plan(&flux, Some(&bare), 0.0).is_empty());
     let status = reconciler.status(&flux, Some(&bare), 0.0);
-    assert_eq!(status.ranks.get(1).unwrap().phase, RankPhase::Drained);
+    let rank_1 = status.ranks.get(1).unwrap();
+    assert_eq!(rank_1.phase, RankPhase::Drained);
     assert!(
-        status
-            .ranks
-            .get(1)
-            .unwrap()
-            .why
-            .contains("not online to be shut down"),
-        "{:?}",
-        status.ranks.get(1).unwrap()
+        rank_1.why.contains("not online to be shut down"),
+        "{rank_1:?}"
     );
     assert_eq!((status.real_size, status.expected_size), (3, 3));
 }
@@ -226,16 +221,11 @@ fn a_broker_that_keeps_coming_back_after_shutdowns_is_kept_drained() {
     }
     assert!(reconciler.plan(&flux, Some(&kube), now).is_empty());
     let status = reconciler.status(&flux, Some(&kube), now);
-    assert_eq!(status.ranks.get(1).unwrap().phase, RankPhase::Drained);
+    let rank_1 = status.ranks.get(1).unwrap();
+    assert_eq!(rank_1.phase, RankPhase::Drained);
     assert!(
-        status
-            .ranks
-            .get(1)
-            .unwrap()
-            .why
-            .contains("came back after 3 clean shutdowns"),
-        "{:?}",
-        status.ranks.get(1).unwrap()
+        rank_1.why.contains("came back after 3 clean shutdowns"),
+        "{rank_1:?}"
     );
 }
 
@@ -505,11 +495,8 @@ fn removals_freeze_when_too_many_ranks_are_lost() {
         assert_eq!(status.frozen.is_some(), frozen);
         if frozen {
             assert!(status.frozen.unwrap().contains("2 of 4 ranks lost"));
-            assert!(
-                status.ranks.get(1).unwrap().why.contains("frozen"),
-                "{:?}",
-                status.ranks.get(1).unwrap()
-            );
+            let rank_1 = status.ranks.get(1).unwrap();
+            assert!(rank_1.why.contains("frozen"), "{rank_1:?}");
         }
     }
 }
