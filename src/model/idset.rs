@@ -35,22 +35,37 @@ fn append(runs: &mut Vec<(u32, u32)>, id: u32) -> bool {
 
 /// See [`IdSet::ascending`].
 pub struct Ascending<'a> {
-    runs: &'a [(u32, u32)],
-    /// The first run that does not end below the last id asked.
-    at: usize,
+    /// The first run that does not end below the last id asked (`None`: past the last),
+    /// kept at hand: a pass over the ranks asks once per rank, mostly inside one run.
+    current: Option<(u32, u32)>,
+    /// The runs after it.
+    rest: &'a [(u32, u32)],
+    #[cfg(debug_assertions)]
+    last_asked: u32,
 }
 
 impl Ascending<'_> {
     /// Whether `id` is in the set. Ids asked must not decrease.
+    #[inline]
     pub fn contains(&mut self, id: u32) -> bool {
-        debug_assert!(
-            self.at == 0 || self.runs.get(self.at - 1).is_none_or(|&(_, hi)| hi < id),
-            "ids asked in ascending order"
-        );
-        while self.runs.get(self.at).is_some_and(|&(_, hi)| hi < id) {
-            self.at += 1;
+        #[cfg(debug_assertions)]
+        {
+            assert!(self.last_asked <= id, "ids asked in ascending order");
+            self.last_asked = id;
         }
-        self.runs.get(self.at).is_some_and(|&(lo, _)| lo <= id)
+        loop {
+            match self.current {
+                Some((lo, hi)) if id <= hi => return lo <= id,
+                Some(_) => self.current = self.next_run(),
+                None => return false,
+            }
+        }
+    }
+
+    fn next_run(&mut self) -> Option<(u32, u32)> {
+        let (&first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(first)
     }
 }
 
@@ -169,10 +184,14 @@ impl IdSet {
     /// Membership of ids asked in ascending order, each found by stepping along the runs
     /// rather than by a search: a pass over every rank asks several sets about each.
     pub fn ascending(&self) -> Ascending<'_> {
-        Ascending {
-            runs: &self.runs,
-            at: 0,
-        }
+        let mut cursor = Ascending {
+            current: None,
+            rest: &self.runs,
+            #[cfg(debug_assertions)]
+            last_asked: 0,
+        };
+        cursor.current = cursor.next_run();
+        cursor
     }
 
     pub fn len(&self) -> usize {
