@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use super::reasons::{self, DrainKind};
 use super::scene::settled_at;
 use super::status::{PendingStatus, RefusedStatus};
-use crate::model::flux::RankState;
 use crate::model::{Action, FluxAction, FluxView, IdSet, KubeAction, KubeView, Outcome, Refusal};
 
 /// An action the executor has not answered is issued again only after this long: the
@@ -255,10 +254,9 @@ impl InFlight {
         in_flight
     }
 
-    /// The drain of rank `k` once our pending drains/undrains land. A drain by others
-    /// stays whatever we have in flight.
-    pub fn intended_drain(&self, k: u32, state: &RankState) -> Option<DrainKind> {
-        let now = state.drain.as_ref().map(reasons::kind_of);
+    /// The drain of rank `k` once our pending drains/undrains land, from the drain Flux
+    /// holds now. A drain by others stays whatever we have in flight.
+    pub fn intended_drain(&self, k: u32, now: Option<DrainKind>) -> Option<DrainKind> {
         let pending = self.drains.get(k as usize).copied();
         match (now, pending.unwrap_or(Intended::Untouched)) {
             (Some(DrainKind::Admin), _) | (_, Intended::Untouched) => now,

@@ -1,6 +1,8 @@
 //! The drain reasons fluxk8s writes, and how it reads them back after a restart: the
 //! reason is the only memory that survives one, so each kind has a fixed wording.
 
+use std::sync::Arc;
+
 use crate::model::DRAIN_REASON_PREFIX;
 use crate::model::flux::Drain;
 
@@ -35,9 +37,25 @@ pub(crate) fn kind_of_reason(reason: &str) -> DrainKind {
     }
 }
 
-/// Classifies a drain Flux holds.
-pub(crate) fn kind_of(drain: &Drain) -> DrainKind {
-    kind_of_reason(&drain.reason)
+/// Classifies the drains Flux holds, rank after rank. The ranks of one drain event share
+/// its reason, so a pass over 10,000 drained ranks reads the reason once per event, not
+/// once per rank.
+#[derive(Default)]
+pub(crate) struct DrainKinds {
+    last: Option<(Arc<str>, DrainKind)>,
+}
+
+impl DrainKinds {
+    pub fn of(&mut self, drain: &Drain) -> DrainKind {
+        match &self.last {
+            Some((reason, kind)) if Arc::ptr_eq(reason, &drain.reason) => *kind,
+            _ => {
+                let kind = kind_of_reason(&drain.reason);
+                self.last = Some((Arc::clone(&drain.reason), kind));
+                kind
+            }
+        }
+    }
 }
 
 pub(crate) fn pod_lost() -> String {
@@ -92,5 +110,25 @@ mod tests {
             never_online(300.0),
             "fluxk8s: never came online within 300s"
         );
+    }
+
+    #[test]
+    fn drain_kinds_follow_each_reason_shared_or_not() {
+        let drain = |reason: &Arc<str>| Drain {
+            reason: Arc::clone(reason),
+            timestamp: 0.0,
+            ours: reason.starts_with(DRAIN_REASON_PREFIX),
+        };
+        let lost: Arc<str> = pod_lost().into();
+        let admin: Arc<str> = "bad disk".into();
+        // The same text in a second string (another drain event) reads alike.
+        let lost_again: Arc<str> = pod_lost().into();
+        let mut kinds = DrainKinds::default();
+        let read: Vec<DrainKind> = [&lost, &lost, &admin, &lost_again, &admin]
+            .into_iter()
+            .map(|reason| kinds.of(&drain(reason)))
+            .collect();
+        use DrainKind::{Admin, OursLost};
+        assert_eq!(read, [OursLost, OursLost, Admin, OursLost, Admin]);
     }
 }

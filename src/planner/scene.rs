@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 
 use super::pending::InFlight;
-use super::reasons::DrainKind;
+use super::reasons::{DrainKind, DrainKinds};
 use super::reconciler::Reconciler;
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
@@ -163,6 +163,7 @@ impl Reconciler {
             occupancy.may_be_busy(),
         );
         let mut tally = LossTally::default();
+        let mut kinds = DrainKinds::default();
         let ranks: Vec<Rank> = (0..max)
             .map(|k| {
                 let state = flux.rank(k).unwrap_or(&unknown);
@@ -177,7 +178,7 @@ impl Reconciler {
                     None
                 };
                 let active = k < size && finished.is_none();
-                let drain = in_flight.intended_drain(k, state);
+                let drain = in_flight.intended_drain(k, state.drain.as_ref().map(|d| kinds.of(d)));
                 let protected = protect.contains(k);
                 let retire = active
                     && k != 0
