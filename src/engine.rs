@@ -14,8 +14,8 @@ use crate::model::flux::{FluxView, JournalEvent, JournalResponse, OverlayStatus}
 use crate::model::history::{FluxState, History};
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
-    Action, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome, Problem,
-    Refusal, Report, Retry,
+    Action, ChangedRanks, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome,
+    Problem, Refusal, Report, Retry,
 };
 use crate::planner::{
     Assessment, AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError,
@@ -138,6 +138,8 @@ fn action_ranks(action: &Action) -> Option<IdSet> {
 #[derive(Debug, Default)]
 struct KubeSide {
     view: Option<KubeView>,
+    /// The indexes whose live pod changed since the last plan.
+    pods_changed: ChangedRanks,
     /// Every watch has listed once: decisions may use the view.
     synced: bool,
     problems: BTreeMap<String, Problem>,
@@ -462,8 +464,17 @@ impl Engine {
         match report {
             Report::View(view) => {
                 match self.kube.view.as_ref() {
-                    Some(before) => self.history.pods_since(now, before.pods(), view.pods()),
-                    None => self.history.pods(now, view.pods().iter().map(Arc::as_ref)),
+                    Some(before) => {
+                        self.history.pods_since(now, before.pods(), view.pods());
+                        if !plans_alike {
+                            let changed = before.pod_index().live_changes(view.pod_index());
+                            self.kube.pods_changed.add(&changed);
+                        }
+                    }
+                    None => {
+                        self.history.pods(now, view.pods().iter().map(Arc::as_ref));
+                        self.kube.pods_changed.add_all();
+                    }
                 }
                 self.history.size(now, view.requested_size());
                 return self.kube.view.replace(*view);
@@ -573,7 +584,12 @@ impl Engine {
         self.forget_assessment();
         self.counters.plans += 1;
         self.autoscale(now);
-        let mut actions = self.reconciler.plan(&self.flux, self.kube.synced(), now);
+        let mut changed = self.flux.take_changed();
+        changed.merge(self.kube.pods_changed.take());
+        let kube = self.kube.synced();
+        let mut actions = self
+            .reconciler
+            .plan_since(&self.flux, kube, changed.ranks(), now);
         let records = self.reconciler.records(self.kube.synced(), now);
         actions.extend(records);
         let mut effects = Vec::with_capacity(actions.len());

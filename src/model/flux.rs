@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::action::DRAIN_REASON_PREFIX;
+use super::changed::ChangedRanks;
 use super::derived::Derived;
 use super::hostlist;
 use super::idset::IdSet;
@@ -379,13 +380,23 @@ pub struct RankSets {
     pub never_started: IdSet,
 }
 
+/// Which ranks a change of [`FluxView::ranks_mut`] touches.
+enum Changing<'a> {
+    Ranks(&'a IdSet),
+    Rank(u32),
+    All,
+}
+
 /// The Flux side: every configured rank, 0..size.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FluxView {
-    /// Changed only through [`FluxView::ranks_mut`], which drops `sets`.
+    /// Changed only through [`FluxView::ranks_mut`], which drops `sets` and logs the
+    /// change in `changed`.
     ranks: Vec<RankState>,
     /// The ranks in each state: statuses read them far more often than ranks change.
     sets: Derived<RankSets>,
+    /// The ranks changed since the planner last took them.
+    changed: ChangedRanks,
     synced: bool,
     occupancy: Occupancy,
     /// Set by [`FluxView::restart_journal`] until the backlog's `restart` event arrives.
@@ -533,7 +544,7 @@ impl FluxView {
     /// Applies one `overlay.monitor` response.
     pub fn apply_overlay(&mut self, status: &OverlayStatus) -> Result<(), ApplyError> {
         self.check_range("overlay", Some(status.rank))?;
-        let rank = &mut self.ranks_mut()[status.rank as usize];
+        let rank = &mut self.ranks_mut(Changing::Rank(status.rank))[status.rank as usize];
         rank.lost = status.status == ChildStatus::Lost;
         rank.torpid = status.torpid;
         Ok(())
@@ -551,16 +562,27 @@ impl FluxView {
     }
 
     fn update(&mut self, ids: &IdSet, change: impl Fn(&mut RankState)) {
-        let ranks = self.ranks_mut();
+        let ranks = self.ranks_mut(Changing::Ranks(ids));
         for k in ids.iter() {
             change(&mut ranks[k as usize]);
         }
     }
 
-    /// The ranks, to change: the sets made from them are made again when next asked.
-    fn ranks_mut(&mut self) -> &mut Vec<RankState> {
+    /// The ranks, to change those `changing` names: the sets made from them are made
+    /// again when next asked, and the change is logged for the planner.
+    fn ranks_mut(&mut self, changing: Changing<'_>) -> &mut Vec<RankState> {
         self.sets.reset();
+        match changing {
+            Changing::Ranks(ranks) => self.changed.add(ranks),
+            Changing::Rank(k) => self.changed.add_rank(k),
+            Changing::All => self.changed.add_all(),
+        }
         &mut self.ranks
+    }
+
+    /// The ranks changed since this was last called (`None` in it: every rank may have).
+    pub fn take_changed(&mut self) -> ChangedRanks {
+        self.changed.take()
     }
 
     /// Rebuilds journal-derived state. Overlay-derived `lost` and the `ever_online`
@@ -578,7 +600,7 @@ impl FluxView {
                 last: ranks.last().unwrap_or(0),
             });
         }
-        let previous = std::mem::take(self.ranks_mut());
+        let previous = std::mem::take(self.ranks_mut(Changing::All));
         self.ranks = (0..size)
             .map(|k| {
                 let before = previous.get(k).cloned().unwrap_or_default();

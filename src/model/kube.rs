@@ -253,6 +253,17 @@ impl PodIndex {
         self.live.get(k as usize).copied().flatten()
     }
 
+    /// The indexes whose live pod came, went, or started or stopped running between this
+    /// index and `newer`: what a plan reads of the pods.
+    pub fn live_changes(&self, newer: &PodIndex) -> IdSet {
+        let runs = |live: Option<&Option<LivePod>>| live.copied().flatten().map(|p| p.running);
+        let len = self.live.len().max(newer.live.len());
+        (0..len)
+            .filter(|&k| runs(self.live.get(k)) != runs(newer.live.get(k)))
+            .map(|k| k as u32)
+            .collect()
+    }
+
     /// Every pod, in groups of one (phase, ready, terminating), in the order each state
     /// first comes by index.
     pub fn groups(&self) -> &[PodGroup] {

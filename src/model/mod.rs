@@ -2,6 +2,7 @@
 //! join them and how they end. No I/O.
 
 pub mod action;
+mod changed;
 mod derived;
 pub mod flux;
 pub mod history;
@@ -12,6 +13,7 @@ pub mod queue;
 pub mod report;
 
 pub use action::{Action, DRAIN_REASON_PREFIX, FIELD_MANAGER, FluxAction, KubeAction};
+pub use changed::ChangedRanks;
 pub use flux::{FluxView, JournalResponse, OverlayStatus, PayloadError};
 pub use idset::IdSet;
 pub use kube::{

@@ -338,11 +338,11 @@ impl Reconciler {
             remove(Action::Flux(FluxAction::Shutdown { rank: k }));
             return Leaving::ShutdownSent;
         }
-        if shutdowns > 0 && rank.live_pod.is_some() {
+        if shutdowns > 0 && rank.has_live_pod {
             return Leaving::PodCompleting;
         }
         let per_index_zero = scene.kube.job.backoff_limit_per_index == Some(0);
-        match rank.live_pod.map(|live| scene.kube.pod_at(live)) {
+        match scene.kube.live_pod(k) {
             Some(pod) if per_index_zero => {
                 remove(Action::Kube(KubeAction::DeletePod {
                     index: k,

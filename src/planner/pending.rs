@@ -182,6 +182,7 @@ impl Issued {
 
 /// The pending actions, indexed once per scene: a storm has hundreds, and every rank
 /// looks its own up.
+#[derive(Debug, Clone)]
 pub(super) struct InFlight {
     /// What our pending drains and undrains will make of each rank, the latest winning;
     /// indexed by rank (a drain of 5,000 ranks is 5,000 stores, not 5,000 hashes), and
@@ -265,6 +266,12 @@ impl InFlight {
             (Some(DrainKind::OursObserved) | None, Intended::Drained(kind)) => Some(kind),
             (Some(ours), Intended::Drained(_)) => Some(ours),
         }
+    }
+
+    /// Whether `other` makes the same of every rank's drain: a scene made with either
+    /// reads alike.
+    pub fn drains_like(&self, other: &InFlight) -> bool {
+        self.drains == other.drains
     }
 
     /// This move (shutdown, delete of the same pod, size change) is in flight.

@@ -12,7 +12,7 @@ use super::follow::Announcement;
 use super::pending::Issued;
 use super::rate::RateLimit;
 use super::reasons;
-use super::scene::{Frozen, RankTimes};
+use super::scene::{Frozen, KeptScene, RankTimes};
 use super::status::{PlanStatus, RankRuns, SizeWriter};
 use super::verdict::{Hold, Verdict};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
@@ -63,6 +63,10 @@ pub struct Reconciler {
     /// When the last plan ran, and whether it left moves for the next pass.
     pub(super) planned_at: f64,
     pub(super) more_now: bool,
+    /// Retire requests taken: the scene kept for the next plan holds until another.
+    pub(super) retire_requests: u64,
+    /// The last plan's scene, for the next plan to patch where ranks changed.
+    pub(super) kept: KeptScene,
 }
 
 /// What a status decides before it is put into words: one scene of every rank and one
@@ -109,6 +113,8 @@ impl Reconciler {
             shutdowns: BTreeMap::new(),
             planned_at: f64::NEG_INFINITY,
             more_now: false,
+            retire_requests: 0,
+            kept: KeptScene::default(),
         }
     }
 
@@ -259,6 +265,7 @@ impl Reconciler {
             });
         }
         let reason: Arc<str> = reason.into();
+        self.retire_requests += 1;
         for k in accepted.iter() {
             self.retiring.insert(k, Arc::clone(&reason));
         }
@@ -275,7 +282,21 @@ impl Reconciler {
     /// Decides the next actions and records them as pending. Calling it again on the same
     /// views returns nothing new; nothing is decided until both views are synced.
     pub fn plan(&mut self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> Vec<Action> {
+        self.plan_since(flux, kube, None, now)
+    }
+
+    /// [`Self::plan`], told which ranks changed since the last plan (their Flux state or
+    /// their live pod; `None`: not known): only those are read again when nothing every
+    /// rank reads changed, so a pod that starts among 10,000 costs a rank, not 10,000.
+    pub fn plan_since(
+        &mut self,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        changed: Option<&IdSet>,
+        now: f64,
+    ) -> Vec<Action> {
         let Some(kube) = both_synced(flux, kube) else {
+            self.kept = KeptScene::default();
             return Vec::new();
         };
         self.follow_annotation(flux, kube, now);
@@ -285,10 +306,11 @@ impl Reconciler {
             *self.shutdowns.entry(rank).or_default() += 1;
         }
         // One scene per plan: what observing and choosing victims change is folded into it.
-        let mut scene = self.scene(flux, kube);
+        let (mut scene, basis) = self.scene_since(flux, kube, changed);
         self.observe(&mut scene, now);
         self.choose_victims(&mut scene, now);
         let decisions = self.decide(&scene, now);
+        self.keep_scene(scene, basis);
         self.planned_at = now;
         self.more_now = decisions.more_now;
         // A refusal stands while the plan asks for that very action; a plan that asks

@@ -8,10 +8,10 @@ use super::reasons::{DrainKind, DrainKinds};
 use super::reconciler::Reconciler;
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
-use crate::model::{FluxView, KubeView, LivePod};
+use crate::model::{FluxView, IdSet, KubeView};
 
 /// What is known of one rank, with actions in flight folded in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Rank {
     pub k: u32,
     /// Below the size and not completed/failed: Kubernetes runs (or recreates) a pod.
@@ -33,7 +33,10 @@ pub(super) struct Rank {
     pub retire: bool,
     /// Expected to run: active and not on its way out.
     pub counted: bool,
-    pub live_pod: Option<LivePod>,
+    /// Its index has a live pod (the view's pod index finds it)...
+    pub has_live_pod: bool,
+    /// ...and that pod runs.
+    pub live_pod_runs: bool,
 }
 
 /// Why an index below the size does not run.
@@ -149,6 +152,52 @@ impl Scene<'_> {
     }
 }
 
+/// The most ranks there can be: broker size and MiniCluster `maxSize`.
+fn max_ranks(flux: &FluxView, kube: &KubeView) -> u32 {
+    kube.minicluster
+        .as_ref()
+        .map_or(flux.size(), |mc| mc.max_size.min(flux.size()))
+}
+
+/// What every rank's entry reads beside its own Flux state and live pod (and the drains
+/// in flight): while it stays as it was, a plan makes again only the ranks that changed.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Basis {
+    size: u32,
+    max: u32,
+    completed: IdSet,
+    failed: IdSet,
+    protect: IdSet,
+    /// `None`: which ranks run jobs is not known, and any may.
+    busy: Option<IdSet>,
+    /// Counts the retire requests taken: each names ranks to retire.
+    retire_requests: u64,
+}
+
+impl Basis {
+    fn of(reconciler: &Reconciler, flux: &FluxView, kube: &KubeView) -> Basis {
+        let occupancy = flux.occupancy();
+        Basis {
+            size: kube.requested_size(),
+            max: max_ranks(flux, kube),
+            completed: kube.job.completed_indexes.clone(),
+            failed: kube.job.failed_indexes.clone(),
+            protect: reconciler.config.protect.clone(),
+            busy: occupancy.known().then(|| occupancy.busy().clone()),
+            retire_requests: reconciler.retire_requests,
+        }
+    }
+}
+
+/// The ranks of the last plan's scene, what they were made on, and the drains that were
+/// in flight then.
+#[derive(Debug, Clone, Default)]
+pub(super) struct KeptScene {
+    ranks: Vec<Rank>,
+    in_flight: Option<InFlight>,
+    basis: Option<Basis>,
+}
+
 /// Kubernetes has applied `size`, and truncated its index lists.
 pub(super) fn settled_at(kube: &KubeView, size: u32) -> bool {
     let job = &kube.job;
@@ -159,81 +208,149 @@ pub(super) fn settled_at(kube: &KubeView, size: u32) -> bool {
 }
 
 impl Reconciler {
+    /// Every rank made from the views.
     pub(super) fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
-        let max = kube
-            .minicluster
-            .as_ref()
-            .map_or(flux.size(), |mc| mc.max_size.min(flux.size()));
+        let in_flight = self.issued.in_flight();
+        let max = max_ranks(flux, kube);
+        let mut ranks = Vec::with_capacity(max as usize);
+        self.make_ranks(flux, kube, &in_flight, 0..max, |rank| ranks.push(rank));
+        self.scene_of(flux, kube, ranks, in_flight)
+    }
+
+    /// The scene a plan starts from: the last plan's ranks with those in `changed` made
+    /// again, when what every rank reads is as it was then; else every rank. `changed`
+    /// (`None`: not known) names the ranks whose Flux state or live pod changed since.
+    pub(super) fn scene_since<'a>(
+        &mut self,
+        flux: &'a FluxView,
+        kube: &'a KubeView,
+        changed: Option<&IdSet>,
+    ) -> (Scene<'a>, Basis) {
+        let basis = Basis::of(self, flux, kube);
+        let kept = std::mem::take(&mut self.kept);
+        let in_flight = self.issued.in_flight();
+        let ranks = match (changed, kept.basis, kept.in_flight) {
+            (Some(changed), Some(kept_basis), Some(kept_in_flight))
+                if kept_basis == basis && kept_in_flight.drains_like(&in_flight) =>
+            {
+                let mut ranks = kept.ranks;
+                let patched = changed.iter().take_while(|&k| k < basis.max);
+                self.make_ranks(flux, kube, &in_flight, patched, |rank| {
+                    let k = rank.k as usize;
+                    ranks[k] = rank;
+                });
+                debug_assert_eq!(
+                    ranks,
+                    self.scene(flux, kube).ranks,
+                    "a scene patched for ranks {changed} reads as one made anew"
+                );
+                ranks
+            }
+            _ => {
+                let mut ranks = kept.ranks;
+                ranks.clear();
+                self.make_ranks(flux, kube, &in_flight, 0..basis.max, |rank| {
+                    ranks.push(rank)
+                });
+                ranks
+            }
+        };
+        (self.scene_of(flux, kube, ranks, in_flight), basis)
+    }
+
+    /// Keeps a plan's scene (after observe and the choice of victims, which the
+    /// reconciler's own records follow) for the next plan to patch.
+    pub(super) fn keep_scene(&mut self, scene: Scene<'_>, basis: Basis) {
+        self.kept = KeptScene {
+            ranks: scene.ranks,
+            in_flight: Some(scene.in_flight),
+            basis: Some(basis),
+        };
+    }
+
+    fn scene_of<'a>(
+        &self,
+        flux: &'a FluxView,
+        kube: &'a KubeView,
+        ranks: Vec<Rank>,
+        in_flight: InFlight,
+    ) -> Scene<'a> {
+        let mut tally = LossTally::default();
+        ranks.iter().for_each(|rank| tally.count(rank));
+        Scene {
+            kube,
+            size: kube.requested_size(),
+            max: max_ranks(flux, kube),
+            ranks,
+            frozen: self.frozen(tally),
+            in_flight,
+            occupancy: flux.occupancy(),
+        }
+    }
+
+    /// Makes the entry of each rank of `ranks` (ascending) and hands it to `put`.
+    fn make_ranks(
+        &self,
+        flux: &FluxView,
+        kube: &KubeView,
+        in_flight: &InFlight,
+        ranks: impl Iterator<Item = u32>,
+        mut put: impl FnMut(Rank),
+    ) {
         let size = kube.requested_size();
         let pods = kube.pod_index();
         let unknown = RankState::default();
-        let in_flight = self.issued.in_flight();
-        let occupancy = flux.occupancy();
         let mut retiring = ascending(&self.retiring);
         let (mut seen_up, mut completed, mut failed, mut protect, mut busy) = (
             self.seen_up.ascending(),
             kube.job.completed_indexes.ascending(),
             kube.job.failed_indexes.ascending(),
             self.config.protect.ascending(),
-            occupancy.may_be_busy(),
+            flux.occupancy().may_be_busy(),
         );
-        let mut tally = LossTally::default();
         let mut kinds = DrainKinds::default();
-        let ranks: Vec<Rank> = (0..max)
-            .map(|k| {
-                let state = flux.rank(k).unwrap_or(&unknown);
-                let seen_up = seen_up.contains(k);
-                let finished = if k >= size {
-                    None
-                } else if completed.contains(k) {
-                    Some(Finished::Completed)
-                } else if failed.contains(k) {
-                    Some(Finished::Failed)
-                } else {
-                    None
-                };
-                let active = k < size && finished.is_none();
-                let drain = in_flight.intended_drain(k, state.drain.as_ref().map(|d| kinds.of(d)));
-                let protected = protect.contains(k);
-                let retire = active
-                    && k != 0
-                    && !protected
-                    && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
-                        || retiring(k).is_some());
-                let rank = Rank {
-                    k,
-                    active,
-                    finished,
-                    online: state.online,
-                    ever_online: state.ever_online,
-                    lost: state.lost,
-                    seen_up,
-                    busy: busy(k),
-                    flux_drained: state.drain.is_some(),
-                    counted: active
-                        && !retire
-                        && matches!(
-                            drain,
-                            None | Some(DrainKind::OursLost | DrainKind::OursObserved)
-                        ),
-                    drain,
-                    protected,
-                    retire,
-                    live_pod: pods.live(k),
-                };
-                tally.count(&rank);
-                rank
-            })
-            .collect();
-        let frozen = self.frozen(tally);
-        Scene {
-            kube,
-            size,
-            max,
-            ranks,
-            frozen,
-            in_flight,
-            occupancy,
+        for k in ranks {
+            let state = flux.rank(k).unwrap_or(&unknown);
+            let finished = if k >= size {
+                None
+            } else if completed.contains(k) {
+                Some(Finished::Completed)
+            } else if failed.contains(k) {
+                Some(Finished::Failed)
+            } else {
+                None
+            };
+            let active = k < size && finished.is_none();
+            let drain = in_flight.intended_drain(k, state.drain.as_ref().map(|d| kinds.of(d)));
+            let protected = protect.contains(k);
+            let retire = active
+                && k != 0
+                && !protected
+                && (matches!(drain, Some(DrainKind::Admin | DrainKind::OursRetire))
+                    || retiring(k).is_some());
+            let live_pod = pods.live(k);
+            put(Rank {
+                k,
+                active,
+                finished,
+                online: state.online,
+                ever_online: state.ever_online,
+                lost: state.lost,
+                seen_up: seen_up.contains(k),
+                busy: busy(k),
+                flux_drained: state.drain.is_some(),
+                counted: active
+                    && !retire
+                    && matches!(
+                        drain,
+                        None | Some(DrainKind::OursLost | DrainKind::OursObserved)
+                    ),
+                drain,
+                protected,
+                retire,
+                has_live_pod: live_pod.is_some(),
+                live_pod_runs: live_pod.is_some_and(|pod| pod.running),
+            });
         }
     }
 
@@ -255,7 +372,7 @@ impl Reconciler {
             // The broker must be its running pod's: after a size lowered and raised again,
             // the old pod's broker may still be online beside a new pod that is pending, and
             // its end is not a lost pod.
-            let runs_in_live_pod = rank.live_pod.is_some_and(|pod| pod.running);
+            let runs_in_live_pod = rank.live_pod_runs;
             // `rank.seen_up` is still what the set held when the scene was made: the set
             // changes only for ranks that change, not with a look-up per rank each pass.
             rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::*;
 use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
 use crate::model::{
-    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, Outcome, PodView,
-    Refusal, Retry,
+    Action, ChangedRanks, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView,
+    Outcome, PodView, Refusal, Retry,
 };
 
 fn ids(text: &str) -> IdSet {
@@ -967,4 +967,54 @@ mod victims_by_occupancy {
             }
         }
     }
+}
+
+#[test]
+fn a_plan_told_which_ranks_changed_decides_as_one_that_reads_them_all() {
+    let mut flux = flux_view(6, "0-5");
+    let mut kube = kube_view(Kind::PerIndexZero, 6, 6, "0-5");
+    let mut told = Reconciler::new(PlannerConfig::default());
+    let mut reading_all = told.clone();
+    let mut pods_changed = ChangedRanks::default();
+    let mut both_plan = |flux: &mut FluxView, kube: &KubeView, pods: &mut ChangedRanks, now| {
+        let mut changed = flux.take_changed();
+        changed.merge(pods.take());
+        let actions = told.plan_since(flux, Some(kube), changed.ranks(), now);
+        assert_eq!(actions, reading_all.plan(flux, Some(kube), now), "at {now}");
+        let status = |r: &Reconciler| serde_json::to_value(r.status(flux, Some(kube), now));
+        assert_eq!(
+            status(&told).unwrap(),
+            status(&reading_all).unwrap(),
+            "at {now}"
+        );
+        actions
+    };
+    assert!(both_plan(&mut flux, &kube, &mut pods_changed, 0.0).is_empty());
+    // A lost pod: one rank's Flux state changes, and only it is read again.
+    lose(&mut flux, 2);
+    let lost = both_plan(&mut flux, &kube, &mut pods_changed, 1.0);
+    assert_eq!(lost, vec![drain_action("2", "fluxk8s: pod lost")]);
+    drain(&mut flux, "2", "fluxk8s: pod lost");
+    assert!(both_plan(&mut flux, &kube, &mut pods_changed, 2.0).is_empty());
+    // Its pod goes, and a replacement comes: one index's live pod changes each time.
+    let before = kube.clone();
+    kube.edit_pods(|pods| pods.retain(|p| p.index != 2));
+    pods_changed.add(&before.pod_index().live_changes(kube.pod_index()));
+    assert_eq!(pods_changed.ranks(), Some(&ids("2")));
+    both_plan(&mut flux, &kube, &mut pods_changed, 3.0);
+    let before = kube.clone();
+    kube.edit_pods(|pods| {
+        pods.push(Arc::new(PodView::running(
+            "mc-2b".into(),
+            "uid-2b".into(),
+            2,
+        )))
+    });
+    pods_changed.add(&before.pod_index().live_changes(kube.pod_index()));
+    event(&mut flux, JournalEvent::Online(ids("2")));
+    let back = both_plan(&mut flux, &kube, &mut pods_changed, 4.0);
+    assert_eq!(
+        back,
+        vec![Action::Flux(FluxAction::Undrain { ranks: ids("2") })]
+    );
 }
