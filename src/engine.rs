@@ -264,9 +264,11 @@ impl Engine {
         {
             return kept.assessment.clone();
         }
+        // Nothing the planner reads changed since the last plan: its scene holds.
+        let views_as_planned = !self.unplanned;
         let assessment = self
             .reconciler
-            .assess(&self.flux, self.kube.synced(), now)
+            .assess_planned(&self.flux, self.kube.synced(), views_as_planned, now)
             .map(Arc::new);
         *assessed = Some(Assessed {
             from: now,

@@ -346,8 +346,21 @@ impl Reconciler {
     /// The scene and the policies' verdicts a status puts into words; `None` until both
     /// views are synced.
     pub fn assess(&self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> Option<Assessment> {
+        self.assess_planned(flux, kube, false, now)
+    }
+
+    /// [`Self::assess`], told whether the views are as the last plan saw them: then that
+    /// plan's scene serves, unless something else every rank reads changed since.
+    pub fn assess_planned(
+        &self,
+        flux: &FluxView,
+        kube: Option<&KubeView>,
+        views_as_planned: bool,
+        now: f64,
+    ) -> Option<Assessment> {
         let kube = both_synced(flux, kube)?;
-        let scene = self.scene(flux, kube);
+        let kept = views_as_planned.then(|| self.kept_scene(flux, kube));
+        let scene = kept.flatten().unwrap_or_else(|| self.scene(flux, kube));
         let decisions = self.decide(&scene, now);
         Some(Assessment {
             expected_size: scene.counted(),

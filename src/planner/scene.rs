@@ -227,12 +227,11 @@ impl Reconciler {
         changed: Option<&IdSet>,
     ) -> (Scene<'a>, Basis) {
         let basis = Basis::of(self, flux, kube);
-        let kept = std::mem::take(&mut self.kept);
         let in_flight = self.issued.in_flight();
-        let ranks = match (changed, kept.basis, kept.in_flight) {
-            (Some(changed), Some(kept_basis), Some(kept_in_flight))
-                if kept_basis == basis && kept_in_flight.drains_like(&in_flight) =>
-            {
+        let holds = self.kept_holds(&basis, &in_flight);
+        let kept = std::mem::take(&mut self.kept);
+        let ranks = match changed {
+            Some(changed) if holds => {
                 let mut ranks = kept.ranks;
                 let patched = changed.iter().take_while(|&k| k < basis.max);
                 self.make_ranks(flux, kube, &in_flight, patched, |rank| {
@@ -256,6 +255,38 @@ impl Reconciler {
             }
         };
         (self.scene_of(flux, kube, ranks, in_flight), basis)
+    }
+
+    /// The last plan's scene, for views as that plan saw them, if nothing else every
+    /// rank reads changed since: a status just after a plan reads it instead of every
+    /// rank.
+    pub(super) fn kept_scene<'a>(
+        &self,
+        flux: &'a FluxView,
+        kube: &'a KubeView,
+    ) -> Option<Scene<'a>> {
+        let in_flight = self.issued.in_flight();
+        if !self.kept_holds(&Basis::of(self, flux, kube), &in_flight) {
+            return None;
+        }
+        let scene = self.scene_of(flux, kube, self.kept.ranks.clone(), in_flight);
+        debug_assert_eq!(
+            scene.ranks,
+            self.scene(flux, kube).ranks,
+            "the kept scene reads as one made anew"
+        );
+        Some(scene)
+    }
+
+    /// The kept ranks were made on `basis`, with the drains in flight as `in_flight` has
+    /// them.
+    fn kept_holds(&self, basis: &Basis, in_flight: &InFlight) -> bool {
+        self.kept.basis.as_ref() == Some(basis)
+            && self
+                .kept
+                .in_flight
+                .as_ref()
+                .is_some_and(|kept| kept.drains_like(in_flight))
     }
 
     /// Keeps a plan's scene (after observe and the choice of victims, which the
