@@ -15,7 +15,7 @@ use crate::model::history::{FluxState, History};
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
     Action, ChangedRanks, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome,
-    Problem, Refusal, Report, Retry,
+    PodIndex, Problem, Refusal, Report, Retry,
 };
 use crate::planner::{
     Assessment, AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError,
@@ -138,7 +138,13 @@ fn action_ranks(action: &Action) -> Option<IdSet> {
 #[derive(Debug, Default)]
 struct KubeSide {
     view: Option<KubeView>,
-    /// The indexes whose live pod changed since the last plan.
+    /// `view` is the view the last plan read.
+    view_planned: bool,
+    /// The pod index of the view the last plan read, once a newer view replaced it: the
+    /// next plan compares it with its own view's, once for all the views between.
+    planned_index: Option<PodIndex>,
+    /// Every index changed since the last plan, when that is not the comparison above
+    /// (the first view).
     pods_changed: ChangedRanks,
     /// Every watch has listed once: decisions may use the view.
     synced: bool,
@@ -466,20 +472,20 @@ impl Engine {
         match report {
             Report::View(view) => {
                 match self.kube.view.as_ref() {
-                    Some(before) => {
-                        self.history.pods_since(now, before.pods(), view.pods());
-                        if !plans_alike {
-                            let changed = before.pod_index().live_changes(view.pod_index());
-                            self.kube.pods_changed.add(&changed);
-                        }
-                    }
+                    Some(before) => self.history.pods_since(now, before.pods(), view.pods()),
                     None => {
                         self.history.pods(now, view.pods().iter().map(Arc::as_ref));
                         self.kube.pods_changed.add_all();
                     }
                 }
                 self.history.size(now, view.requested_size());
-                return self.kube.view.replace(*view);
+                let mut replaced = self.kube.view.replace(*view);
+                if let Some(planned) = replaced.as_mut()
+                    && std::mem::take(&mut self.kube.view_planned)
+                {
+                    self.kube.planned_index = Some(planned.take_pod_index());
+                }
+                return replaced;
             }
             Report::Synced => {
                 self.kube.synced = true;
@@ -588,6 +594,12 @@ impl Engine {
         self.autoscale(now);
         let mut changed = self.flux.take_changed();
         changed.merge(self.kube.pods_changed.take());
+        if let Some(planned) = self.kube.planned_index.take()
+            && let Some(view) = &self.kube.view
+        {
+            changed.add(&planned.live_changes(view.pod_index()));
+        }
+        self.kube.view_planned = true;
         let kube = self.kube.synced();
         let mut actions = self
             .reconciler

@@ -18,6 +18,11 @@ impl<T> Derived<T> {
     pub fn reset(&mut self) {
         self.0 = OnceLock::new();
     }
+
+    /// The value, if made, taken out.
+    pub fn take(&mut self) -> Option<T> {
+        self.0.take()
+    }
 }
 
 impl<T> PartialEq for Derived<T> {

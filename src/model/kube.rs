@@ -323,6 +323,14 @@ impl KubeView {
                 .all(|(a, b)| Arc::ptr_eq(a, b) || a.plans_like(b))
     }
 
+    /// The pods' [`PodIndex`] taken out (made first if it was not), for whoever frees the
+    /// view to keep.
+    pub fn take_pod_index(&mut self) -> PodIndex {
+        self.index
+            .take()
+            .unwrap_or_else(|| PodIndex::of(&self.pods))
+    }
+
     /// The pods' [`PodIndex`], made on first use.
     pub fn pod_index(&self) -> &PodIndex {
         self.index.get_or_make(|| PodIndex::of(&self.pods))
