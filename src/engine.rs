@@ -14,8 +14,8 @@ use crate::model::flux::{FluxView, JournalEvent, JournalResponse, OverlayStatus}
 use crate::model::history::{FluxState, History};
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
-    Action, ChangedRanks, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome,
-    PodIndex, Problem, Refusal, Report, Retry,
+    Action, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome, PodIndex,
+    Problem, Refusal, Report, Retry,
 };
 use crate::planner::{
     Assessment, AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError,
@@ -141,11 +141,10 @@ struct KubeSide {
     /// `view` is the view the last plan read.
     view_planned: bool,
     /// The pod index of the view the last plan read, once a newer view replaced it: the
-    /// next plan compares it with its own view's, once for all the views between.
+    /// next plan compares it with its own view's, once for all the views between. (Before
+    /// the first view there is none to compare: a plan without both views synced keeps no
+    /// scene, so the first plan on a view reads every rank.)
     planned_index: Option<PodIndex>,
-    /// Every index changed since the last plan, when that is not the comparison above
-    /// (the first view).
-    pods_changed: ChangedRanks,
     /// Every watch has listed once: decisions may use the view.
     synced: bool,
     problems: BTreeMap<String, Problem>,
@@ -473,10 +472,7 @@ impl Engine {
             Report::View(view) => {
                 match self.kube.view.as_ref() {
                     Some(before) => self.history.pods_since(now, before.pods(), view.pods()),
-                    None => {
-                        self.history.pods(now, view.pods().iter().map(Arc::as_ref));
-                        self.kube.pods_changed.add_all();
-                    }
+                    None => self.history.pods(now, view.pods().iter().map(Arc::as_ref)),
                 }
                 self.history.size(now, view.requested_size());
                 let mut replaced = self.kube.view.replace(*view);
@@ -593,7 +589,6 @@ impl Engine {
         self.counters.plans += 1;
         self.autoscale(now);
         let mut changed = self.flux.take_changed();
-        changed.merge(self.kube.pods_changed.take());
         if let Some(planned) = self.kube.planned_index.take()
             && let Some(view) = &self.kube.view
         {

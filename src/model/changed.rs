@@ -46,15 +46,6 @@ impl ChangedRanks {
         self.ranks = IdSet::new();
     }
 
-    /// Adds what another log holds.
-    pub fn merge(&mut self, other: ChangedRanks) {
-        if other.all {
-            self.add_all();
-        } else {
-            self.add(&other.ranks);
-        }
-    }
-
     /// The ranks changed, `None` if every rank may have.
     pub fn ranks(&self) -> Option<&IdSet> {
         (!self.all).then_some(&self.ranks)
@@ -87,10 +78,7 @@ mod tests {
             log.ranks().map(ToString::to_string).as_deref(),
             Some("3-5,9")
         );
-        let mut other = ChangedRanks::default();
-        other.take();
-        other.add_rank(1);
-        log.merge(other);
+        log.add_rank(1);
         assert_eq!(
             log.take().ranks().map(ToString::to_string).as_deref(),
             Some("1,3-5,9")

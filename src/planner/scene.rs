@@ -211,10 +211,23 @@ impl Reconciler {
     /// Every rank made from the views.
     pub(super) fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
         let in_flight = self.issued.in_flight();
-        let max = max_ranks(flux, kube);
-        let mut ranks = Vec::with_capacity(max as usize);
-        self.make_ranks(flux, kube, &in_flight, 0..max, |rank| ranks.push(rank));
+        let ranks = self.every_rank(flux, kube, &in_flight, Vec::new());
         self.scene_of(flux, kube, ranks, in_flight)
+    }
+
+    /// Every rank's entry, made into `ranks` (emptied first: its room is used again).
+    fn every_rank(
+        &self,
+        flux: &FluxView,
+        kube: &KubeView,
+        in_flight: &InFlight,
+        mut ranks: Vec<Rank>,
+    ) -> Vec<Rank> {
+        let max = max_ranks(flux, kube);
+        ranks.clear();
+        ranks.reserve(max as usize);
+        self.make_ranks(flux, kube, in_flight, 0..max, |rank| ranks.push(rank));
+        ranks
     }
 
     /// The scene a plan starts from: the last plan's ranks with those in `changed` made
@@ -245,14 +258,7 @@ impl Reconciler {
                 );
                 ranks
             }
-            _ => {
-                let mut ranks = kept.ranks;
-                ranks.clear();
-                self.make_ranks(flux, kube, &in_flight, 0..basis.max, |rank| {
-                    ranks.push(rank)
-                });
-                ranks
-            }
+            _ => self.every_rank(flux, kube, &in_flight, kept.ranks),
         };
         (self.scene_of(flux, kube, ranks, in_flight), basis)
     }

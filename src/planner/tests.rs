@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::*;
 use crate::model::flux::{ChildStatus, JournalEntry, JournalEvent, OverlayStatus};
 use crate::model::{
-    Action, ChangedRanks, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView,
-    Outcome, PodView, Refusal, Retry,
+    Action, FluxAction, FluxView, JobView, KubeAction, KubeView, MiniClusterView, Outcome, PodView,
+    Refusal, Retry,
 };
 
 fn ids(text: &str) -> IdSet {
@@ -975,10 +975,11 @@ fn a_plan_told_which_ranks_changed_decides_as_one_that_reads_them_all() {
     let mut kube = kube_view(Kind::PerIndexZero, 6, 6, "0-5");
     let mut told = Reconciler::new(PlannerConfig::default());
     let mut reading_all = told.clone();
-    let mut pods_changed = ChangedRanks::default();
-    let mut both_plan = |flux: &mut FluxView, kube: &KubeView, pods: &mut ChangedRanks, now| {
+    // The pods changed since the last plan, as the engine finds them.
+    let mut pods_changed = IdSet::new();
+    let mut both_plan = |flux: &mut FluxView, kube: &KubeView, pods: &mut IdSet, now| {
         let mut changed = flux.take_changed();
-        changed.merge(pods.take());
+        changed.add(&std::mem::take(pods));
         let actions = told.plan_since(flux, Some(kube), changed.ranks(), now);
         assert_eq!(actions, reading_all.plan(flux, Some(kube), now), "at {now}");
         // The told one's status reads its kept scene: the views are as it planned on.
@@ -1002,8 +1003,8 @@ fn a_plan_told_which_ranks_changed_decides_as_one_that_reads_them_all() {
     // Its pod goes, and a replacement comes: one index's live pod changes each time.
     let before = kube.clone();
     kube.edit_pods(|pods| pods.retain(|p| p.index != 2));
-    pods_changed.add(&before.pod_index().live_changes(kube.pod_index()));
-    assert_eq!(pods_changed.ranks(), Some(&ids("2")));
+    pods_changed = before.pod_index().live_changes(kube.pod_index());
+    assert_eq!(pods_changed, ids("2"));
     both_plan(&mut flux, &kube, &mut pods_changed, 3.0);
     let before = kube.clone();
     kube.edit_pods(|pods| {
@@ -1013,7 +1014,7 @@ fn a_plan_told_which_ranks_changed_decides_as_one_that_reads_them_all() {
             2,
         )))
     });
-    pods_changed.add(&before.pod_index().live_changes(kube.pod_index()));
+    pods_changed = before.pod_index().live_changes(kube.pod_index());
     event(&mut flux, JournalEvent::Online(ids("2")));
     let back = both_plan(&mut flux, &kube, &mut pods_changed, 4.0);
     assert_eq!(
