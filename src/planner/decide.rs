@@ -31,6 +31,7 @@ pub(super) struct Decisions {
 }
 
 /// An action with the bookkeeping its issue implies.
+#[derive(Debug, PartialEq)]
 pub(super) struct Planned {
     pub action: Action,
     pub effect: Effect,
@@ -47,6 +48,15 @@ pub(super) enum Effect {
     StartupTimeout(IdSet),
 }
 
+/// What a pass of the policies is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// The actions, and what holds them: the quiet ranks are passed by.
+    Act,
+    /// Also every rank's verdict and the limits on the size, for a status.
+    Explain,
+}
+
 /// How the size changes next, if growth is wanted.
 #[derive(Debug, Default)]
 struct Growth {
@@ -59,9 +69,26 @@ struct Growth {
 
 impl Reconciler {
     /// One pass of every policy over the scene. Pure: `plan` records the result.
-    pub(super) fn decide(&self, scene: &Scene<'_>, now: f64) -> Decisions {
+    pub(super) fn decide(&self, scene: &Scene<'_>, pass: Pass, now: f64) -> Decisions {
+        let decisions = self.decide_once(scene, pass, now);
+        #[cfg(debug_assertions)]
+        if pass == Pass::Act {
+            let every = self.decide_once(scene, Pass::Explain, now);
+            fn acts(d: &Decisions) -> (&[Planned], &[Hold], bool, &[Action]) {
+                (&d.actions, &d.holds, d.more_now, &d.refused_again)
+            }
+            assert_eq!(
+                acts(&decisions),
+                acts(&every),
+                "passing quiet ranks by acts alike"
+            );
+        }
+        decisions
+    }
+
+    fn decide_once(&self, scene: &Scene<'_>, pass: Pass, now: f64) -> Decisions {
         let mut holds = Vec::new();
-        let mut verdicts = Vec::with_capacity(scene.ranks.len());
+        let mut verdicts = Vec::new();
         // By reason: the ranks drained plainly, and those whose drain is overwritten.
         let mut drains: BTreeMap<String, [IdSet; 2]> = BTreeMap::new();
         // Made once: a storm of lost or late ranks shares them.
@@ -98,7 +125,23 @@ impl Reconciler {
             holds.extend(why.map(|why| Hold::Shrink { target, why }));
         }
 
-        for rank in &scene.ranks {
+        let read = match pass {
+            Pass::Explain => {
+                verdicts.reserve(scene.ranks.len());
+                scene
+                    .max
+                    .checked_sub(1)
+                    .map_or_else(IdSet::new, |last| IdSet::range(0, last))
+            }
+            Pass::Act => {
+                let timeout = self.config.startup_timeout;
+                let timed_out = self
+                    .waiting_since
+                    .ranks_where(|since| now - since >= timeout);
+                scene.totals.eventful.union(&timed_out)
+            }
+        };
+        for rank in read.iter().map(|k| &scene.ranks[k as usize]) {
             let k = rank.k;
             let verdict = if k == 0 {
                 Verdict::Leader
@@ -165,7 +208,9 @@ impl Reconciler {
                     }
                 }
             };
-            verdicts.push(verdict);
+            if pass == Pass::Explain {
+                verdicts.push(verdict);
+            }
         }
 
         holds.extend(
@@ -283,7 +328,7 @@ impl Reconciler {
             });
         }
         let limits = match self.desired {
-            Some(target) => {
+            Some(target) if pass == Pass::Explain => {
                 let (reachable, limits) = self.capacity(scene, now);
                 if reachable < target {
                     limits
@@ -291,7 +336,7 @@ impl Reconciler {
                     Vec::new()
                 }
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         Decisions {
             actions,
@@ -381,9 +426,10 @@ impl Reconciler {
 
     /// Indexes at or above `base` worth starting: those nobody else has drained.
     fn usable_from(&self, scene: &Scene<'_>, base: u32) -> IdSet {
-        (base..scene.max)
-            .filter(|&k| scene.ranks[k as usize].drain != Some(DrainKind::Admin))
-            .collect()
+        if base >= scene.max {
+            return IdSet::new();
+        }
+        IdSet::range(base, scene.max - 1).difference(&scene.totals.drained_by_others)
     }
 
     /// How many live ranks the instance can reach, and what stops it reaching more.
@@ -393,9 +439,8 @@ impl Reconciler {
         let reachable = scene.counted() + usable.len() as u32;
         let mut limits = Vec::new();
         // Below the base, an index that does not count now never will.
-        let holes: IdSet = (1..base)
-            .filter(|&k| !scene.ranks[k as usize].counted)
-            .collect();
+        let below_base = IdSet::range(1, base.saturating_sub(1));
+        let holes = scene.totals.uncounted.intersection(&below_base);
         if !holes.is_empty() {
             limits.push(SizeLimit::CannotComeBack { ranks: holes });
         }
@@ -447,12 +492,15 @@ impl Reconciler {
         }
         let reason: Arc<str> = reasons::resize(target).into();
         // Victims are only chosen while nothing is frozen, and a retiring rank does not
-        // count as lost: the scene's `frozen` stays as it is.
+        // count as lost: the scene's `frozen` stays as it is. Its totals follow.
+        let totals = &mut scene.totals;
         let mut chosen: Vec<(u32, Arc<str>)> = candidates
             .into_iter()
             .map(|victim| {
+                let before = victim.clone();
                 victim.retire = true;
                 victim.counted = false;
+                totals.replace(&before, victim);
                 (victim.k, Arc::clone(&reason))
             })
             .collect();

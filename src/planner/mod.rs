@@ -9,7 +9,9 @@
 //! A plan builds a scene of both views (`scene`), decides typed verdicts and actions
 //! (`decide`, `verdict`) and records what it issued (`pending`, `rate`); a status decides
 //! the same way and only then puts the verdicts into words (`words`). What other writers
-//! put on the object is followed in `follow`.
+//! put on the object is followed in `follow`. Between plans the scene is kept with its
+//! totals, so a plan after one event remakes, observes and decides the ranks that event
+//! touched and those that ask for something, not all 10,000.
 //!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::autoscale::Supply;
-use super::decide::{Effect, Planned};
+use super::decide::{Effect, Pass, Planned};
 use super::follow::Announcement;
 use super::pending::Issued;
 use super::rate::RateLimit;
@@ -309,7 +309,7 @@ impl Reconciler {
         let (mut scene, basis) = self.scene_since(flux, kube, changed);
         self.observe(&mut scene, now);
         self.choose_victims(&mut scene, now);
-        let decisions = self.decide(&scene, now);
+        let decisions = self.decide(&scene, Pass::Act, now);
         self.keep_scene(scene, basis);
         self.planned_at = now;
         self.more_now = decisions.more_now;
@@ -361,7 +361,7 @@ impl Reconciler {
         let kube = both_synced(flux, kube)?;
         let kept = views_as_planned.then(|| self.kept_scene(flux, kube));
         let scene = kept.flatten().unwrap_or_else(|| self.scene(flux, kube));
-        let decisions = self.decide(&scene, now);
+        let decisions = self.decide(&scene, Pass::Explain, now);
         Some(Assessment {
             expected_size: scene.counted(),
             kube_size: scene.size,

@@ -55,6 +55,7 @@ pub(super) struct Frozen {
 }
 
 /// Both views, reduced to what the policies need.
+#[derive(Clone)]
 pub(super) struct Scene<'a> {
     pub kube: &'a KubeView,
     /// The size asked of Kubernetes.
@@ -62,6 +63,11 @@ pub(super) struct Scene<'a> {
     /// The most ranks there can be: broker size and MiniCluster `maxSize`.
     pub max: u32,
     pub ranks: Vec<Rank>,
+    /// What the passes read of every rank at once, kept as the ranks change.
+    pub totals: Totals,
+    /// The ranks made again when the scene was patched from the last plan's (`None`: made
+    /// in full): only those can show anything new.
+    pub remade: Option<IdSet>,
     pub frozen: Option<Frozen>,
     pub in_flight: InFlight,
     /// Which ranks run jobs, and until when.
@@ -72,7 +78,7 @@ pub(super) struct Scene<'a> {
 /// runs of neighbours with the same time: the ranks of one grow start waiting together,
 /// so 10,000 starting ranks are one run, and the passes over the ranks step along a few
 /// runs instead of 10,000 entries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct RankTimes(Vec<(u32, u32, f64)>);
 
 /// The value of each rank asked, from entries sorted by rank, for ranks asked in ascending
@@ -103,6 +109,70 @@ impl RankTimes {
         }
     }
 
+    /// Rank `k`'s time.
+    pub fn get(&self, k: u32) -> Option<f64> {
+        let i = self.run_at(k);
+        self.0
+            .get(i)
+            .filter(|&&(lo, _, _)| lo <= k)
+            .map(|&(_, _, t)| t)
+    }
+
+    /// Sets rank `k`'s time, or takes it out (`None`), in any order.
+    pub fn set(&mut self, k: u32, since: Option<f64>) {
+        let i = self.run_at(k);
+        if let Some(&(lo, hi, t)) = self.0.get(i).filter(|&&(lo, _, _)| lo <= k) {
+            if since == Some(t) {
+                return;
+            }
+            // `lo <= k <= hi`: each arm only steps away from an end `k` is not at.
+            match (lo == k, hi == k) {
+                (true, true) => {
+                    self.0.remove(i);
+                }
+                (true, false) => self.0[i].0 = k + 1,
+                (false, true) => self.0[i].1 = k - 1,
+                (false, false) => {
+                    self.0[i].1 = k - 1;
+                    self.0.insert(i + 1, (k + 1, hi, t));
+                }
+            }
+        }
+        let Some(since) = since else { return };
+        let i = self.run_at(k);
+        // Runs before `i` end below `k` and the one at `i` starts above it.
+        let joins_previous = i > 0 && self.0[i - 1].1 + 1 == k && self.0[i - 1].2 == since;
+        let joins_next = self
+            .0
+            .get(i)
+            .is_some_and(|&(lo, _, t)| lo - 1 == k && t == since);
+        match (joins_previous, joins_next) {
+            (true, true) => {
+                self.0[i - 1].1 = self.0[i].1;
+                self.0.remove(i);
+            }
+            (true, false) => self.0[i - 1].1 = k,
+            (false, true) => self.0[i].0 = k,
+            (false, false) => self.0.insert(i, (k, k, since)),
+        }
+    }
+
+    /// The ranks whose time meets `reached`.
+    pub fn ranks_where(&self, reached: impl Fn(f64) -> bool) -> IdSet {
+        let mut ranks = IdSet::new();
+        for &(lo, hi, t) in &self.0 {
+            if reached(t) {
+                ranks.insert_range(lo, hi);
+            }
+        }
+        ranks
+    }
+
+    /// Where rank `k` is or would go: the first run that does not end below it.
+    fn run_at(&self, k: u32) -> usize {
+        self.0.partition_point(|&(_, hi, _)| hi < k)
+    }
+
     /// The time of each rank asked, for ranks asked in ascending order.
     pub fn ascending(&self) -> impl FnMut(u32) -> Option<f64> + '_ {
         let mut rest = self.0.iter().peekable();
@@ -115,21 +185,69 @@ impl RankTimes {
     }
 }
 
-/// Active ranks, and those of them lost, counted as a pass makes them: what
-/// [`Reconciler::frozen`] weighs, without passes of its own.
-#[derive(Debug, Default, Clone, Copy)]
-struct LossTally {
-    lost: usize,
+/// What the passes of the policies count or collect over every rank, kept beside the
+/// ranks: a scene patched where a few ranks changed patches these too, instead of a pass
+/// over 10,000 entries for each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Totals {
+    /// Active ranks, and those of them lost: what [`Reconciler::frozen`] weighs.
     active: usize,
+    lost: usize,
+    counted: usize,
+    /// Ranks not expected to run: below the lowering base, holes that cannot come back.
+    pub uncounted: IdSet,
+    /// Ranks someone else drained: not worth starting.
+    pub drained_by_others: IdSet,
+    /// Ranks a pass that only acts must read: every other one is [`Rank::quiet`].
+    pub eventful: IdSet,
 }
 
-impl LossTally {
-    fn count(&mut self, rank: &Rank) {
-        if rank.active {
-            self.active += 1;
-            if rank.k != 0 && rank.down() && !rank.retire {
-                self.lost += 1;
+impl Totals {
+    pub fn of(ranks: &[Rank]) -> Totals {
+        let mut totals = Totals::default();
+        ranks.iter().for_each(|rank| totals.add(rank));
+        totals
+    }
+
+    /// Adds a rank above those added so far.
+    fn add(&mut self, rank: &Rank) {
+        self.count(rank, true);
+    }
+
+    /// `old`, an entry these totals hold, is now `new` (the same rank).
+    pub fn replace(&mut self, old: &Rank, new: &Rank) {
+        if old != new {
+            self.count(old, false);
+            self.count(new, true);
+        }
+    }
+
+    /// Adds `rank` to the totals, or takes it out.
+    fn count(&mut self, rank: &Rank, add: bool) {
+        let step = |n: &mut usize| *n = if add { *n + 1 } else { *n - 1 };
+        let mark = |set: &mut IdSet| {
+            if add {
+                set.insert(rank.k);
+            } else {
+                set.remove(rank.k);
             }
+        };
+        if rank.active {
+            step(&mut self.active);
+            if rank.k != 0 && rank.down() && !rank.retire {
+                step(&mut self.lost);
+            }
+        }
+        if rank.counted {
+            step(&mut self.counted);
+        } else {
+            mark(&mut self.uncounted);
+        }
+        if rank.drain == Some(DrainKind::Admin) {
+            mark(&mut self.drained_by_others);
+        }
+        if !rank.quiet() {
+            mark(&mut self.eventful);
         }
     }
 }
@@ -139,11 +257,35 @@ impl Rank {
     pub fn down(&self) -> bool {
         self.seen_up && (self.lost || !self.online)
     }
+
+    /// Its verdict follows from its entry alone and asks for nothing, whatever the rest of
+    /// the scene: a pass of the policies that only acts passes it by. A starting rank is
+    /// quiet until its start-up timeout, which that pass finds by the waiting times.
+    pub fn quiet(&self) -> bool {
+        if self.k == 0 {
+            return true;
+        }
+        if !self.active {
+            // One that ran and has no drain may be ours, retired, with its drain lost.
+            return self.drain.is_some() || (self.finished.is_none() && !self.ever_online);
+        }
+        if self.retire {
+            return false;
+        }
+        let up = self.online && !self.down();
+        match self.drain {
+            Some(DrainKind::Admin | DrainKind::OursRetire) => true,
+            Some(DrainKind::OursLost | DrainKind::OursObserved) if up => false,
+            None if up => true,
+            Some(DrainKind::OursLost) => true,
+            None | Some(DrainKind::OursObserved) => !self.down(),
+        }
+    }
 }
 
 impl Scene<'_> {
     pub fn counted(&self) -> u32 {
-        self.ranks.iter().filter(|r| r.counted).count() as u32
+        self.totals.counted as u32
     }
 
     /// Kubernetes has applied the size it was asked, and truncated its index lists.
@@ -194,6 +336,7 @@ impl Basis {
 #[derive(Debug, Clone, Default)]
 pub(super) struct KeptScene {
     ranks: Vec<Rank>,
+    totals: Totals,
     in_flight: Option<InFlight>,
     basis: Option<Basis>,
 }
@@ -211,23 +354,28 @@ impl Reconciler {
     /// Every rank made from the views.
     pub(super) fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
         let in_flight = self.issued.in_flight();
-        let ranks = self.every_rank(flux, kube, &in_flight, Vec::new());
-        self.scene_of(flux, kube, ranks, in_flight)
+        let (ranks, totals) = self.every_rank(flux, kube, &in_flight, Vec::new());
+        self.scene_of(flux, kube, ranks, totals, in_flight)
     }
 
-    /// Every rank's entry, made into `ranks` (emptied first: its room is used again).
+    /// Every rank's entry, made into `ranks` (emptied first: its room is used again), and
+    /// their totals.
     fn every_rank(
         &self,
         flux: &FluxView,
         kube: &KubeView,
         in_flight: &InFlight,
         mut ranks: Vec<Rank>,
-    ) -> Vec<Rank> {
+    ) -> (Vec<Rank>, Totals) {
         let max = max_ranks(flux, kube);
         ranks.clear();
         ranks.reserve(max as usize);
-        self.make_ranks(flux, kube, in_flight, 0..max, |rank| ranks.push(rank));
-        ranks
+        let mut totals = Totals::default();
+        self.make_ranks(flux, kube, in_flight, 0..max, |rank| {
+            totals.add(&rank);
+            ranks.push(rank);
+        });
+        (ranks, totals)
     }
 
     /// The scene a plan starts from: the last plan's ranks with those in `changed` made
@@ -243,12 +391,13 @@ impl Reconciler {
         let in_flight = self.issued.in_flight();
         let holds = self.kept_holds(&basis, &in_flight);
         let kept = std::mem::take(&mut self.kept);
-        let ranks = match changed {
+        let (ranks, totals, remade) = match changed {
             Some(changed) if holds => {
-                let mut ranks = kept.ranks;
-                let patched = changed.iter().take_while(|&k| k < basis.max);
-                self.make_ranks(flux, kube, &in_flight, patched, |rank| {
+                let (mut ranks, mut totals) = (kept.ranks, kept.totals);
+                let remade: IdSet = changed.iter().take_while(|&k| k < basis.max).collect();
+                self.make_ranks(flux, kube, &in_flight, remade.iter(), |rank| {
                     let k = rank.k as usize;
+                    totals.replace(&ranks[k], &rank);
                     ranks[k] = rank;
                 });
                 debug_assert_eq!(
@@ -256,11 +405,16 @@ impl Reconciler {
                     self.scene(flux, kube).ranks,
                     "a scene patched for ranks {changed} reads as one made anew"
                 );
-                ranks
+                (ranks, totals, Some(remade))
             }
-            _ => self.every_rank(flux, kube, &in_flight, kept.ranks),
+            _ => {
+                let (ranks, totals) = self.every_rank(flux, kube, &in_flight, kept.ranks);
+                (ranks, totals, None)
+            }
         };
-        (self.scene_of(flux, kube, ranks, in_flight), basis)
+        let mut scene = self.scene_of(flux, kube, ranks, totals, in_flight);
+        scene.remade = remade;
+        (scene, basis)
     }
 
     /// The last plan's scene, for views as that plan saw them, if nothing else every
@@ -275,7 +429,8 @@ impl Reconciler {
         if !self.kept_holds(&Basis::of(self, flux, kube), &in_flight) {
             return None;
         }
-        let scene = self.scene_of(flux, kube, self.kept.ranks.clone(), in_flight);
+        let (ranks, totals) = (self.kept.ranks.clone(), self.kept.totals.clone());
+        let scene = self.scene_of(flux, kube, ranks, totals, in_flight);
         debug_assert_eq!(
             scene.ranks,
             self.scene(flux, kube).ranks,
@@ -300,6 +455,7 @@ impl Reconciler {
     pub(super) fn keep_scene(&mut self, scene: Scene<'_>, basis: Basis) {
         self.kept = KeptScene {
             ranks: scene.ranks,
+            totals: scene.totals,
             in_flight: Some(scene.in_flight),
             basis: Some(basis),
         };
@@ -310,16 +466,18 @@ impl Reconciler {
         flux: &'a FluxView,
         kube: &'a KubeView,
         ranks: Vec<Rank>,
+        totals: Totals,
         in_flight: InFlight,
     ) -> Scene<'a> {
-        let mut tally = LossTally::default();
-        ranks.iter().for_each(|rank| tally.count(rank));
+        debug_assert_eq!(totals, Totals::of(&ranks), "the totals are the ranks'");
         Scene {
             kube,
             size: kube.requested_size(),
             max: max_ranks(flux, kube),
             ranks,
-            frozen: self.frozen(tally),
+            frozen: self.frozen(&totals),
+            totals,
+            remade: None,
             in_flight,
             occupancy: flux.occupancy(),
         }
@@ -392,70 +550,136 @@ impl Reconciler {
     }
 
     /// Whether removals are suspended: too many ranks lost at once looks like an outage.
-    fn frozen(&self, LossTally { lost, active }: LossTally) -> Option<Frozen> {
+    fn frozen(&self, &Totals { lost, active, .. }: &Totals) -> Option<Frozen> {
         (active > 0 && lost as f64 > self.config.max_lost_fraction * active as f64)
             .then_some(Frozen { lost, active })
     }
 
     /// Records what the scene shows: ranks seen up, ranks waiting to start, retiring ranks
-    /// that are busy; the scene then reflects the ranks seen up.
+    /// that are busy; the scene then reflects the ranks seen up. A patched scene shows
+    /// nothing new but in the ranks made again, and only those are read.
     pub(super) fn observe(&mut self, scene: &mut Scene<'_>, now: f64) {
+        #[cfg(debug_assertions)]
+        let whole = scene.remade.is_some().then(|| {
+            let (mut reconciler, mut scene) = (self.clone(), scene.clone());
+            scene.remade = None;
+            reconciler.observe(&mut scene, now);
+            (reconciler, scene)
+        });
+        match scene.remade.take() {
+            Some(remade) => self.observe_ranks(scene, &remade, now),
+            None => self.observe_every_rank(scene, now),
+        }
+        scene.frozen = self.frozen(&scene.totals);
+        #[cfg(debug_assertions)]
+        if let Some((reconciler, whole)) = whole {
+            let noted = |r: &Reconciler| {
+                (
+                    r.seen_up.clone(),
+                    r.waiting_since.clone(),
+                    r.startup_failures,
+                    r.startup_failed.clone(),
+                    r.busy_since.clone(),
+                    r.retiring.clone(),
+                    r.shutdowns.clone(),
+                )
+            };
+            assert_eq!(
+                noted(self),
+                noted(&reconciler),
+                "observing ranks notes as all"
+            );
+            assert_eq!((&scene.ranks, &scene.totals), (&whole.ranks, &whole.totals));
+        }
+    }
+
+    fn observe_every_rank(&mut self, scene: &mut Scene<'_>, now: f64) {
         let was_waiting = std::mem::take(&mut self.waiting_since);
         let mut was_waiting_since = was_waiting.ascending();
         let mut waiting = RankTimes::default();
-        let mut tally = LossTally::default();
+        let mut totals = Totals::default();
         for rank in &mut scene.ranks {
-            let k = rank.k;
-            // The broker must be its running pod's: after a size lowered and raised again,
-            // the old pod's broker may still be online beside a new pod that is pending, and
-            // its end is not a lost pod.
-            let runs_in_live_pod = rank.live_pod_runs;
-            // `rank.seen_up` is still what the set held when the scene was made: the set
-            // changes only for ranks that change, not with a look-up per rank each pass.
-            rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {
-                if !rank.seen_up {
-                    self.seen_up.insert(k);
-                }
-                true
-            } else if !rank.active {
-                if rank.seen_up {
-                    self.seen_up.remove(k);
-                }
-                false
-            } else {
-                rank.seen_up
-            };
-            let starting = rank.active
-                && k != 0
-                && !rank.online
-                && !rank.seen_up
-                && matches!(rank.drain, None | Some(DrainKind::OursObserved));
-            match (was_waiting_since(k), starting) {
-                (since, true) => waiting.push(k, since.unwrap_or(now)),
-                (Some(_), false) if rank.online => self.startup_failures = 0,
-                _ => {}
+            if let Some(since) = self.observe_rank(rank, was_waiting_since(rank.k), now) {
+                waiting.push(rank.k, since);
             }
-            // The emptiness checks keep a pass over 10,000 quiet ranks from paying a look-up
-            // per rank in each of the (mostly empty) maps.
-            if (rank.online || !rank.active) && !self.startup_failed.is_empty() {
-                self.startup_failed.remove(k);
-            }
-            if rank.retire && rank.busy {
-                self.busy_since.entry(k).or_insert(now);
-            }
-            tally.count(rank);
+            totals.add(rank);
         }
         // What no longer applies is dropped by walking each map once, not by a search per
         // rank: after a shrink, thousands of ranks stop being active in one pass.
         let ranks = &scene.ranks;
         let kept = |k: u32, keep: fn(&Rank) -> bool| ranks.get(k as usize).is_none_or(keep);
-        self.busy_since
-            .retain(|&k, _| kept(k, |r| r.retire && r.busy));
+        self.busy_since.retain(|&k, _| kept(k, retiring_busy));
         self.retiring.retain(|&k, _| kept(k, |r| r.active));
         self.shutdowns.retain(|&k, _| kept(k, |r| r.active));
         self.waiting_since = waiting;
-        scene.frozen = self.frozen(tally);
+        scene.totals = totals;
     }
+
+    /// [`Self::observe_every_rank`] for the ranks in `remade`: for the others, what was
+    /// noted at the last plan still holds.
+    fn observe_ranks(&mut self, scene: &mut Scene<'_>, remade: &IdSet, now: f64) {
+        for k in remade.iter() {
+            let rank = &mut scene.ranks[k as usize];
+            let before = rank.clone();
+            let since = self.observe_rank(rank, self.waiting_since.get(k), now);
+            self.waiting_since.set(k, since);
+            scene.totals.replace(&before, rank);
+            if !retiring_busy(rank) {
+                self.busy_since.remove(&k);
+            }
+            if !rank.active {
+                self.retiring.remove(&k);
+                self.shutdowns.remove(&k);
+            }
+        }
+    }
+
+    /// Notes what one rank's entry shows (`was_waiting`: since when it waited to start at
+    /// the last plan), and returns since when it waits to start now, if it does.
+    fn observe_rank(&mut self, rank: &mut Rank, was_waiting: Option<f64>, now: f64) -> Option<f64> {
+        let k = rank.k;
+        // The broker must be its running pod's: after a size lowered and raised again,
+        // the old pod's broker may still be online beside a new pod that is pending, and
+        // its end is not a lost pod.
+        let runs_in_live_pod = rank.live_pod_runs;
+        // `rank.seen_up` is still what the set held when the entry was made: the set
+        // changes only for ranks that change, not with a look-up per rank each pass.
+        rank.seen_up = if rank.active && rank.online && !rank.down() && runs_in_live_pod {
+            if !rank.seen_up {
+                self.seen_up.insert(k);
+            }
+            true
+        } else if !rank.active {
+            if rank.seen_up {
+                self.seen_up.remove(k);
+            }
+            false
+        } else {
+            rank.seen_up
+        };
+        let starting = rank.active
+            && k != 0
+            && !rank.online
+            && !rank.seen_up
+            && matches!(rank.drain, None | Some(DrainKind::OursObserved));
+        if was_waiting.is_some() && !starting && rank.online {
+            self.startup_failures = 0;
+        }
+        // The emptiness check keeps a pass over 10,000 quiet ranks from paying a look-up
+        // per rank in a (mostly empty) set.
+        if (rank.online || !rank.active) && !self.startup_failed.is_empty() {
+            self.startup_failed.remove(k);
+        }
+        if retiring_busy(rank) {
+            self.busy_since.entry(k).or_insert(now);
+        }
+        starting.then(|| was_waiting.unwrap_or(now))
+    }
+}
+
+/// A retiring rank that runs jobs: its drain grace runs.
+fn retiring_busy(rank: &Rank) -> bool {
+    rank.retire && rank.busy
 }
 
 #[cfg(test)]
@@ -512,5 +736,32 @@ mod tests {
         );
         assert_eq!(times.times().sum::<f64>(), 32.0);
         assert_eq!(RankTimes::default().ascending()(0), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rank_times_set_in_any_order_read_as_pushed_in_order(
+            sets in proptest::collection::vec((0u32..40, proptest::option::of(0u8..3)), 0..60)
+        ) {
+            let mut times = RankTimes::default();
+            let mut model = BTreeMap::new();
+            for (k, since) in sets {
+                let since = since.map(f64::from);
+                times.set(k, since);
+                match since {
+                    Some(t) => model.insert(k, t),
+                    None => model.remove(&k),
+                };
+            }
+            let mut pushed = RankTimes::default();
+            model.iter().for_each(|(&k, &t)| pushed.push(k, t));
+            proptest::prop_assert_eq!(&times, &pushed);
+            for k in 0..41 {
+                proptest::prop_assert_eq!(times.get(k), model.get(&k).copied());
+            }
+            let late: Vec<u32> = times.ranks_where(|t| t >= 1.0).iter().collect();
+            let model_late: Vec<u32> = model.iter().filter(|&(_, &t)| t >= 1.0).map(|(&k, _)| k).collect();
+            proptest::prop_assert_eq!(late, model_late);
+        }
     }
 }
