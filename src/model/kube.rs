@@ -198,7 +198,19 @@ pub struct KubeView {
 pub struct PodIndex {
     /// By completion index: its first live pod (see [`PodView::is_live`]), if any.
     live: Vec<Option<LivePod>>,
+    /// The same as one byte per index (see [`liveness`]): two indexes compare it a slice
+    /// at a time, a memory compare, and read entries only where a slice differs.
+    liveness: Vec<u8>,
     groups: Vec<PodGroup>,
+}
+
+/// What a plan reads of an index's pods, as [`PodIndex::liveness`] keeps it.
+fn liveness(live: Option<LivePod>) -> u8 {
+    match live {
+        None => 0,
+        Some(LivePod { running: false, .. }) => 1,
+        Some(LivePod { running: true, .. }) => 2,
+    }
 }
 
 /// An index's live pod: where it is in the view's pods, and whether it runs.
@@ -245,7 +257,12 @@ impl PodIndex {
                 count: group.count,
             })
             .collect();
-        PodIndex { live, groups }
+        let liveness = live.iter().map(|&pod| liveness(pod)).collect();
+        PodIndex {
+            live,
+            liveness,
+            groups,
+        }
     }
 
     /// The live pod of index `k`, if any.
@@ -256,12 +273,25 @@ impl PodIndex {
     /// The indexes whose live pod came, went, or started or stopped running between this
     /// index and `newer`: what a plan reads of the pods.
     pub fn live_changes(&self, newer: &PodIndex) -> IdSet {
-        let runs = |live: Option<&Option<LivePod>>| live.copied().flatten().map(|p| p.running);
-        let len = self.live.len().max(newer.live.len());
-        (0..len)
-            .filter(|&k| runs(self.live.get(k)) != runs(newer.live.get(k)))
-            .map(|k| k as u32)
-            .collect()
+        // A pod that starts among 10,000 differs in one slice of this many.
+        const SLICE: usize = 256;
+        let (old, new) = (&self.liveness, &newer.liveness);
+        let at = |states: &[u8], k: usize| states.get(k).copied().unwrap_or(0);
+        let len = old.len().max(new.len());
+        let mut changed = IdSet::new();
+        for start in (0..len).step_by(SLICE) {
+            let end = (start + SLICE).min(len);
+            if old
+                .get(start..end)
+                .is_some_and(|o| new.get(start..end) == Some(o))
+            {
+                continue;
+            }
+            for k in (start..end).filter(|&k| at(old, k) != at(new, k)) {
+                changed.insert(k as u32);
+            }
+        }
+        changed
     }
 
     /// Every pod, in groups of one (phase, ready, terminating), in the order each state
@@ -445,6 +475,33 @@ mod tests {
         view.edit_pods(|pods| pods[4] = pod(3, "j-3", PodPhase::Failed, false));
         assert_eq!(live(&view, 3), None);
         assert_ne!(view, unindexed);
+    }
+
+    #[test]
+    fn live_changes_name_the_indexes_whose_live_pod_came_went_or_started() {
+        let running = |k: u32| pod(k, &format!("j-{k}"), PodPhase::Running, false);
+        let before = KubeView::new(
+            JobView::new("j", "job-uid", 700),
+            None,
+            (0..600).map(running).collect(),
+        );
+        let mut after = before.clone();
+        after.edit_pods(|pods| {
+            // Readiness is not read; a pod that stops running is, past the first slice too.
+            pods[3] = Arc::new(PodView {
+                ready: false,
+                ..(*pods[3]).clone()
+            });
+            pods[300] = pod(300, "j-300", PodPhase::Pending, false);
+            pods[5] = pod(5, "j-5", PodPhase::Running, true);
+            pods.retain(|p| p.index != 10);
+            pods.push(running(650));
+        });
+        let changes =
+            |a: &KubeView, b: &KubeView| a.pod_index().live_changes(b.pod_index()).to_string();
+        assert_eq!(changes(&before, &after), "5,10,300,650");
+        assert_eq!(changes(&after, &before), "5,10,300,650");
+        assert_eq!(changes(&before, &before.clone()), "");
     }
 
     #[test]
