@@ -472,6 +472,32 @@ fn a_rank_that_never_comes_online_is_drained_and_growth_backs_off() {
 }
 
 #[test]
+fn a_starting_rank_under_our_record_of_a_retirement_is_drained_over_at_its_timeout() {
+    let mut flux = flux_view(6, "0-2");
+    let kube = kube_view(Kind::PerIndexZero, 4, 6, "0-3");
+    // Our record of a retirement, left on a rank that is wanted again and starts.
+    drain(&mut flux, "3", "fluxk8s: retired (above size)");
+    let mut reconciler = Reconciler::new(PlannerConfig::default());
+    assert!(reconciler.plan(&flux, Some(&kube), 0.0).is_empty());
+    assert!(reconciler.plan(&flux, Some(&kube), 299.0).is_empty());
+    let never_online = Action::Flux(FluxAction::Drain {
+        ranks: ids("3"),
+        reason: "fluxk8s: never came online within 300s".into(),
+        overwrite: true,
+    });
+    assert_eq!(
+        reconciler.plan(&flux, Some(&kube), 300.0),
+        vec![never_online]
+    );
+    assert_eq!(
+        reconciler
+            .status(&flux, Some(&kube), 300.0)
+            .startup_failures,
+        1
+    );
+}
+
+#[test]
 fn removals_freeze_when_too_many_ranks_are_lost() {
     let kube = kube_view(Kind::PerIndexZero, 4, 4, "0-3");
     for (fraction, frozen) in [(0.5, false), (0.25, true)] {
