@@ -397,7 +397,9 @@ async fn record_desired_size(ctx: &Ctx, scene: &Scene, area: &str, size: u32) ->
     let patch = with_desired(json!({}), Some(size));
     match patch_sized_object(ctx, scene, area, patch).await {
         Ok((Ok(()), object)) => {
-            info!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
+            // The module logged the decision as it issued it; its bookkeeping landing is
+            // a detail, not a second line for the administrator.
+            debug!("{area}: {object} annotated {DESIRED_SIZE_ANNOTATION}={size}");
             Outcome::Done
         }
         Ok((Err(failure), object)) => patch_failed(failure, object),
