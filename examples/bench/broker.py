@@ -1,8 +1,9 @@
 # The broker section's script, run by `flux python` inside a real broker: loads the
 # module against the simulated API server, takes it through the section's phases and
 # writes what it measured to $BENCH_DIR/results.json. Before and after each phase it
-# touches a mark file ($BENCH_DIR/<phase>-start, -end), so that the bench can count the
-# API requests of that phase in the simulator's log.
+# writes a mark file ($BENCH_DIR/<phase>-start, -end) holding the wall clock in
+# nanoseconds, so that the bench can count the API requests of that phase in the
+# simulator's log.
 #
 # Environment: BENCH_DIR, BENCH_RANKS, BENCH_IDLE_SECS, BENCH_CYCLES ("HIGH:LOW:COUNT" or
 # empty), BENCH_LOAD (the `flux module load` arguments after the module path), SO.
@@ -33,8 +34,9 @@ def rss_kib():
     raise RuntimeError("no VmRSS line")
 
 
-def touch(name):
-    open(os.path.join(DIR, name), "w").close()
+def mark(name):
+    with open(os.path.join(DIR, name), "w") as out:
+        out.write(str(time.time_ns()))
 
 
 def status_text(payload=None):
@@ -75,15 +77,21 @@ def idset_len(text):
     return total
 
 
+def done(s):
+    """Nothing pending in the plan and no command at the driver: a phase that ends here has
+    sent every request of its own (an Event follows its size patch)."""
+    return not s["plan"]["pending"] and s["in_flight"] == 0
+
+
 def phase(name, body):
     """Runs one phase between its marks; keeps its wall time and the module's callbacks
     before and after, for per-phase means."""
     before = status()["callbacks"]
-    touch(f"{name}-start")
+    mark(f"{name}-start")
     started = time.monotonic()
     extra = body()
     wall = time.monotonic() - started
-    touch(f"{name}-end")
+    mark(f"{name}-end")
     results["phases"][name] = {
         "wall_s": wall,
         "callbacks_before": before,
@@ -123,7 +131,7 @@ def resize(size):
 
 def grow():
     resize(RANKS)
-    until(lambda s: pods(s, "Running") == RANKS, f"{RANKS} pods running")
+    until(lambda s: pods(s, "Running") == RANKS and done(s), f"{RANKS} pods running")
 
 
 def plain_statuses():
@@ -172,7 +180,8 @@ def storm():
 def startup_timeout():
     until(
         lambda s: idset_len(s["flux"]["drained"]) >= RANKS - 1
-        and ranks_in_phase(s, "starting") == 0,
+        and ranks_in_phase(s, "starting") == 0
+        and done(s),
         "every rank that never started drained",
     )
 
@@ -180,7 +189,7 @@ def startup_timeout():
 def shrink():
     resize(1)
     until(
-        lambda s: pods(s) == 1 and not s["plan"]["pending"],
+        lambda s: pods(s) == 1 and done(s),
         "one pod left and nothing pending",
     )
 
@@ -208,7 +217,7 @@ def cycles():
         until(lambda s: pods(s, "Running") == high, f"{high} pods running")
         resize(low)
         until(
-            lambda s: pods(s) == low and not s["plan"]["pending"],
+            lambda s: pods(s) == low and done(s),
             f"{low} pods and nothing pending",
         )
         results["cycles"].append(rss_kib())

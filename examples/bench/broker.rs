@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fluxk8s::sim::{MiniClusterSpec, RequestLog};
 use serde_json::Value;
@@ -127,35 +127,17 @@ fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
         .env("BENCH_IDLE_SECS", idle_secs.to_string())
         .env("BENCH_CYCLES", cycles)
         .env("BENCH_LOAD", load);
-    let broker = std::thread::spawn(move || command.output().expect("run flux start"));
-    let marks: Vec<(&'static str, [std::path::PathBuf; 2])> = PHASES
-        .iter()
-        .map(|&phase| {
-            let at = |end| scratch.path(&format!("{phase}-{end}"));
-            (phase, [at("start"), at("end")])
-        })
-        .collect();
-    // When each mark appeared, as the sim's request log counts time.
-    let mut seen: BTreeMap<(&'static str, usize), Instant> = BTreeMap::new();
-    while !broker.is_finished() {
-        for (phase, paths) in &marks {
-            for (end, path) in paths.iter().enumerate() {
-                if !seen.contains_key(&(*phase, end)) && path.exists() {
-                    seen.insert((*phase, end), Instant::now());
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let output = broker.join().expect("the broker thread");
+    let output = command.output().expect("run flux start");
     assert!(output.status.success(), "{}", transcript(&output));
     let log = sim.requests();
     let mut requests = BTreeMap::new();
     let mut walls = BTreeMap::new();
-    for (phase, _) in &marks {
-        if let (Some(from), Some(to)) = (seen.get(&(*phase, 0)), seen.get(&(*phase, 1))) {
-            requests.insert(*phase, counts_text(&requests_between(&log, *from, *to)));
-            walls.insert(*phase, *to - *from);
+    let clocks = (Instant::now(), SystemTime::now());
+    for phase in PHASES {
+        let mark = |end| mark_instant(&scratch.path(&format!("{phase}-{end}")), clocks);
+        if let (Some(from), Some(to)) = (mark("start"), mark("end")) {
+            requests.insert(phase, counts_text(&requests_between(&log, from, to)));
+            walls.insert(phase, to - from);
         }
     }
     Run {
@@ -165,6 +147,17 @@ fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
         walls,
         sim_cost: answer_times(&log),
     }
+}
+
+/// When the script wrote the mark at `path` (its text: the wall clock in nanoseconds), as
+/// the sim's request log counts time: `clocks` reads both clocks at one moment. A mark's
+/// own time, not when someone saw the file: a request right after a mark stays after it.
+fn mark_instant(path: &Path, (instant, wall): (Instant, SystemTime)) -> Option<Instant> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let nanos: u64 = text.trim().parse().expect("a mark holds nanoseconds");
+    let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+    let before_now = wall.duration_since(at).expect("a mark written before now");
+    Some(instant - before_now)
 }
 
 /// How long the simulated server took to answer each request other than a watch.
