@@ -30,6 +30,7 @@ use crate::engine::{Effect, Engine, FluxRequest, RankDetail};
 use crate::k8s::{Command, Driver, DriverConfig, K8sError, Outcome, Report, Tuning};
 use crate::model::{Action, IdSet, KubeAction, Retry};
 use crate::planner::{PlannerConfig, RankPhase, RequestError, ResizeAnswer, RetireAnswer};
+use crate::rpc::detail_page;
 use crate::sim::flux::{RpcFailure, SimFlux};
 use crate::sim::{
     ApiError, IndexedJobSpec, MiniClusterSpec, PodEvent, SimCluster, SimOptions, Verb,
@@ -448,16 +449,17 @@ impl World {
     }
 
     /// What the module's status requests do (the engine's status, serialized): the plain
-    /// request, timed as `status`, and one asking for every rank one by one, timed as
-    /// `status, every rank`.
+    /// request, timed as `status`, and the first page of every rank's detail, as the
+    /// module answers `flux k8s status all`, timed as `status, a page of ranks`.
     pub fn time_status_requests(&mut self) {
         let now = self.now();
         let Some(k) = &self.fluxk8s else {
             return;
         };
         let engine = &k.engine;
-        let every_rank = IdSet::range(0, engine.flux().size().saturating_sub(1));
-        for (kind, detail) in [("status", None), ("status, every rank", Some(&every_rank))] {
+        let size = engine.flux().size();
+        let (page, _) = detail_page(&IdSet::range(0, size.saturating_sub(1)), size);
+        for (kind, detail) in [("status", None), ("status, a page of ranks", Some(&page))] {
             self.timings.time(kind, || {
                 serde_json::to_string(&engine.status(now, detail)).expect("the status serializes")
             });
