@@ -100,14 +100,17 @@ pub fn print_engine_calls(timings: &CallTimings) {
          also counts the time the bench's other threads (simulated server, driver) ran \
          instead:\n"
     );
-    println!("| call | calls | longest CPU | mean CPU | longest wall | mean wall |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| call | calls | longest CPU | CPU over 1 ms | mean CPU | longest wall | mean wall |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (kind, stats) in &timings.0 {
         let calls = u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
         println!(
-            "| {kind} | {} | {} | {} | {} | {} |",
+            "| {kind} | {} | {} | {} | {} | {} | {} |",
             stats.calls,
             ms(stats.longest_cpu),
+            stats.over_bound_cpu,
             ms(stats.total_cpu / calls),
             ms(stats.longest),
             ms(stats.total / calls)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::flux::thread_cpu_time;
+use crate::flux::{CALLBACK_BOUND, thread_cpu_time};
 
 /// The longest and total time of one kind of engine call: wall time, and the CPU time of
 /// the calling thread (what the call itself cost; on a busy machine the wall time also
@@ -16,6 +16,8 @@ pub struct CallStats {
     pub total: Duration,
     pub longest_cpu: Duration,
     pub total_cpu: Duration,
+    /// Calls whose CPU time passed the module's bound on a reactor callback.
+    pub over_bound_cpu: u64,
 }
 
 impl CallStats {
@@ -25,6 +27,7 @@ impl CallStats {
         self.longest = self.longest.max(took);
         self.total_cpu += cpu;
         self.longest_cpu = self.longest_cpu.max(cpu);
+        self.over_bound_cpu += u64::from(cpu > CALLBACK_BOUND);
     }
 
     /// Adds `more` in, keeping the longest and summing the rest.
@@ -34,6 +37,7 @@ impl CallStats {
         self.longest = self.longest.max(more.longest);
         self.total_cpu += more.total_cpu;
         self.longest_cpu = self.longest_cpu.max(more.longest_cpu);
+        self.over_bound_cpu += more.over_bound_cpu;
     }
 }
 
