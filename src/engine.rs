@@ -14,8 +14,8 @@ use crate::model::flux::{FluxView, JournalEvent, JournalResponse, OverlayStatus}
 use crate::model::history::{FluxState, History};
 use crate::model::queue::{JobJournalResponse, Occupancy, QueueView};
 use crate::model::{
-    Action, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome, PodIndex,
-    Problem, Refusal, Report, Retry,
+    Action, ChangedRanks, DRAIN_REASON_PREFIX, FluxAction, IdSet, KubeAction, KubeView, Outcome,
+    PodIndex, Problem, Refusal, Report, Retry,
 };
 use crate::planner::{
     Assessment, AutoscaleConfig, Autoscaler, Decision, PlannerConfig, Reconciler, RequestError,
@@ -269,11 +269,11 @@ impl Engine {
         {
             return kept.assessment.clone();
         }
-        // Nothing the planner reads changed since the last plan: its scene holds.
-        let views_as_planned = !self.unplanned;
+        // The last plan's scene holds but for the ranks changed since.
+        let changed = self.changed_since_plan();
         let assessment = self
             .reconciler
-            .assess_planned(&self.flux, self.kube.synced(), views_as_planned, now)
+            .assess_since(&self.flux, self.kube.synced(), changed.ranks(), now)
             .map(Arc::new);
         *assessed = Some(Assessed {
             from: now,
@@ -588,12 +588,9 @@ impl Engine {
         self.forget_assessment();
         self.counters.plans += 1;
         self.autoscale(now);
-        let mut changed = self.flux.take_changed();
-        if let Some(planned) = self.kube.planned_index.take()
-            && let Some(view) = &self.kube.view
-        {
-            changed.add(&planned.live_changes(view.pod_index()));
-        }
+        let changed = self.changed_since_plan();
+        self.flux.take_changed();
+        self.kube.planned_index = None;
         self.kube.view_planned = true;
         let kube = self.kube.synced();
         let mut actions = self
@@ -626,6 +623,17 @@ impl Engine {
             self.in_flight.insert(id, action);
         }
         effects
+    }
+
+    /// The ranks whose Flux state or live pod changed since the last plan.
+    fn changed_since_plan(&self) -> ChangedRanks {
+        let mut changed = self.flux.changed().clone();
+        if let Some(planned) = &self.kube.planned_index
+            && let Some(view) = &self.kube.view
+        {
+            changed.add(&planned.live_changes(view.pod_index()));
+        }
+        changed
     }
 
     /// An action that changes the cluster, for the history; Events and annotations only

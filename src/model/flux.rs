@@ -580,6 +580,11 @@ impl FluxView {
         &mut self.ranks
     }
 
+    /// The ranks changed since [`Self::take_changed`] was last called.
+    pub fn changed(&self) -> &ChangedRanks {
+        &self.changed
+    }
+
     /// The ranks changed since this was last called (`None` in it: every rank may have).
     pub fn take_changed(&mut self) -> ChangedRanks {
         self.changed.take()

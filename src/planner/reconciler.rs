@@ -346,21 +346,22 @@ impl Reconciler {
     /// The scene and the policies' verdicts a status puts into words; `None` until both
     /// views are synced.
     pub fn assess(&self, flux: &FluxView, kube: Option<&KubeView>, now: f64) -> Option<Assessment> {
-        self.assess_planned(flux, kube, false, now)
+        self.assess_since(flux, kube, None, now)
     }
 
-    /// [`Self::assess`], told whether the views are as the last plan saw them: then that
-    /// plan's scene serves, unless something else every rank reads changed since.
-    pub fn assess_planned(
+    /// [`Self::assess`], told which ranks changed since the last plan (`None`: maybe
+    /// every rank): that plan's scene serves with them made again, unless something else
+    /// every rank reads changed since.
+    pub fn assess_since(
         &self,
         flux: &FluxView,
         kube: Option<&KubeView>,
-        views_as_planned: bool,
+        changed: Option<&IdSet>,
         now: f64,
     ) -> Option<Assessment> {
         let kube = both_synced(flux, kube)?;
-        let kept = views_as_planned.then(|| self.kept_scene(flux, kube));
-        let scene = kept.flatten().unwrap_or_else(|| self.scene(flux, kube));
+        let kept = changed.and_then(|changed| self.kept_scene(flux, kube, changed));
+        let scene = kept.unwrap_or_else(|| self.scene(flux, kube));
         let decisions = self.decide(&scene, Pass::Explain, now);
         Some(Assessment {
             expected_size: scene.counted(),

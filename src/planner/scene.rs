@@ -394,17 +394,7 @@ impl Reconciler {
         let (ranks, totals, remade) = match changed {
             Some(changed) if holds => {
                 let (mut ranks, mut totals) = (kept.ranks, kept.totals);
-                let remade: IdSet = changed.iter().take_while(|&k| k < basis.max).collect();
-                self.make_ranks(flux, kube, &in_flight, remade.iter(), |rank| {
-                    let k = rank.k as usize;
-                    totals.replace(&ranks[k], &rank);
-                    ranks[k] = rank;
-                });
-                debug_assert_eq!(
-                    ranks,
-                    self.scene(flux, kube).ranks,
-                    "a scene patched for ranks {changed} reads as one made anew"
-                );
+                let remade = self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
                 (ranks, totals, Some(remade))
             }
             _ => {
@@ -417,26 +407,48 @@ impl Reconciler {
         (scene, basis)
     }
 
-    /// The last plan's scene, for views as that plan saw them, if nothing else every
-    /// rank reads changed since: a status just after a plan reads it instead of every
-    /// rank.
+    /// The last plan's scene with the ranks in `changed` since made again, if nothing
+    /// else every rank reads changed since: a status between plans reads it instead of
+    /// every rank.
     pub(super) fn kept_scene<'a>(
         &self,
         flux: &'a FluxView,
         kube: &'a KubeView,
+        changed: &IdSet,
     ) -> Option<Scene<'a>> {
         let in_flight = self.issued.in_flight();
         if !self.kept_holds(&Basis::of(self, flux, kube), &in_flight) {
             return None;
         }
-        let (ranks, totals) = (self.kept.ranks.clone(), self.kept.totals.clone());
-        let scene = self.scene_of(flux, kube, ranks, totals, in_flight);
+        let (mut ranks, mut totals) = (self.kept.ranks.clone(), self.kept.totals.clone());
+        self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
+        Some(self.scene_of(flux, kube, ranks, totals, in_flight))
+    }
+
+    /// Makes again the ranks of `changed` in a kept scene's `ranks`, keeping `totals`
+    /// theirs. Returns the ranks made again.
+    fn patch(
+        &self,
+        flux: &FluxView,
+        kube: &KubeView,
+        in_flight: &InFlight,
+        changed: &IdSet,
+        ranks: &mut [Rank],
+        totals: &mut Totals,
+    ) -> IdSet {
+        let max = max_ranks(flux, kube);
+        let remade: IdSet = changed.iter().take_while(|&k| k < max).collect();
+        self.make_ranks(flux, kube, in_flight, remade.iter(), |rank| {
+            let k = rank.k as usize;
+            totals.replace(&ranks[k], &rank);
+            ranks[k] = rank;
+        });
         debug_assert_eq!(
-            scene.ranks,
+            ranks,
             self.scene(flux, kube).ranks,
-            "the kept scene reads as one made anew"
+            "a scene patched for ranks {changed} reads as one made anew"
         );
-        Some(scene)
+        remade
     }
 
     /// The kept ranks were made on `basis`, with the drains in flight as `in_flight` has

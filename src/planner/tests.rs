@@ -1003,18 +1003,24 @@ fn a_plan_told_which_ranks_changed_decides_as_one_that_reads_them_all() {
     let mut reading_all = told.clone();
     // The pods changed since the last plan, as the engine finds them.
     let mut pods_changed = IdSet::new();
+    let status_json = |status| serde_json::to_value(status).unwrap();
     let mut both_plan = |flux: &mut FluxView, kube: &KubeView, pods: &mut IdSet, now| {
         let mut changed = flux.take_changed();
         changed.add(&std::mem::take(pods));
+        // A status between plans reads the kept scene with the changed ranks made again.
+        let between = told.assess_since(flux, Some(kube), changed.ranks(), now);
+        assert_eq!(
+            status_json(told.status_of(flux, Some(kube), between.as_ref(), now)),
+            status_json(reading_all.status(flux, Some(kube), now)),
+            "between plans at {now}"
+        );
         let actions = told.plan_since(flux, Some(kube), changed.ranks(), now);
         assert_eq!(actions, reading_all.plan(flux, Some(kube), now), "at {now}");
         // The told one's status reads its kept scene: the views are as it planned on.
-        let kept = told.assess_planned(flux, Some(kube), true, now);
-        let told_status = told.status_of(flux, Some(kube), kept.as_ref(), now);
-        let status = serde_json::to_value(reading_all.status(flux, Some(kube), now));
+        let kept = told.assess_since(flux, Some(kube), Some(&IdSet::new()), now);
         assert_eq!(
-            serde_json::to_value(told_status).unwrap(),
-            status.unwrap(),
+            status_json(told.status_of(flux, Some(kube), kept.as_ref(), now)),
+            status_json(reading_all.status(flux, Some(kube), now)),
             "at {now}"
         );
         actions
