@@ -11,7 +11,8 @@
 //! the same way and only then puts the verdicts into words (`words`). What other writers
 //! put on the object is followed in `follow`. Between plans the scene is kept with its
 //! totals, so a plan after one event remakes, observes and decides the ranks that event
-//! touched and those that ask for something, not all 10,000.
+//! touched and those that ask for something, not all 10,000. A status reads the kept
+//! scene the same way, with the ranks changed since the last plan made again.
 //!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 
