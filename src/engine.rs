@@ -270,7 +270,7 @@ impl Engine {
             return kept.assessment.clone();
         }
         // The last plan's scene holds but for the ranks changed since.
-        let changed = self.changed_since_plan();
+        let changed = self.with_pod_changes(self.flux.changed().clone());
         let assessment = self
             .reconciler
             .assess_since(&self.flux, self.kube.synced(), changed.ranks(), now)
@@ -588,8 +588,8 @@ impl Engine {
         self.forget_assessment();
         self.counters.plans += 1;
         self.autoscale(now);
-        let changed = self.changed_since_plan();
-        self.flux.take_changed();
+        let flux_changed = self.flux.take_changed();
+        let changed = self.with_pod_changes(flux_changed);
         self.kube.planned_index = None;
         self.kube.view_planned = true;
         let kube = self.kube.synced();
@@ -625,9 +625,9 @@ impl Engine {
         effects
     }
 
-    /// The ranks whose Flux state or live pod changed since the last plan.
-    fn changed_since_plan(&self) -> ChangedRanks {
-        let mut changed = self.flux.changed().clone();
+    /// `changed`, the ranks whose Flux state changed since the last plan, with those whose
+    /// live pod changed since added.
+    fn with_pod_changes(&self, mut changed: ChangedRanks) -> ChangedRanks {
         if let Some(planned) = &self.kube.planned_index
             && let Some(view) = &self.kube.view
         {
