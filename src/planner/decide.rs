@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::SizeLimit;
+use super::rank_map::RankMap;
 use super::reasons::{self, DrainKind};
 use super::reconciler::Reconciler;
 use super::scene::{Rank, Scene, ascending};
-use super::verdict::{DrainedBy, GrowthHold, Hold, Leaving, ShrinkHold, SizeChange, Verdict};
+use super::verdict::{GrowthHold, Hold, Leaving, Quiet, ShrinkHold, SizeChange, Verdict};
 use crate::model::{Action, FluxAction, IdSet, KubeAction};
 
 /// A broker that comes back this many times after a clean shutdown has a pod that
@@ -20,8 +21,8 @@ pub(super) const MAX_SHUTDOWNS: u32 = 3;
 /// What one pass decided, for `plan` to record and `status` to put into words.
 pub(super) struct Decisions {
     pub actions: Vec<Planned>,
-    /// One per rank of the scene, in order.
-    pub verdicts: Vec<Verdict>,
+    /// Every rank's verdict, when the pass explains.
+    pub verdicts: RankMap<Verdict>,
     pub holds: Vec<Hold>,
     pub limits: Vec<SizeLimit>,
     /// Moves were left for the next pass: plan again right away.
@@ -48,13 +49,17 @@ pub(super) enum Effect {
     StartupTimeout(IdSet),
 }
 
-/// What a pass of the policies is for.
+/// What a pass of the policies is for. Both pass the quiet ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pass {
-    /// The actions, and what holds them: the quiet ranks are passed by.
+    /// The actions, and what holds them.
     Act,
-    /// Also every rank's verdict and the limits on the size, for a status.
+    /// Also every rank's verdict (the quiet ones' from the scene's totals) and the limits
+    /// on the size, for a status.
     Explain,
+    /// [`Pass::Explain`], reading every rank: what debug builds check the others against.
+    #[cfg(debug_assertions)]
+    Every,
 }
 
 /// How the size changes next, if growth is wanted.
@@ -72,8 +77,8 @@ impl Reconciler {
     pub(super) fn decide(&self, scene: &Scene<'_>, pass: Pass, now: f64) -> Decisions {
         let decisions = self.decide_once(scene, pass, now);
         #[cfg(debug_assertions)]
-        if pass == Pass::Act {
-            let every = self.decide_once(scene, Pass::Explain, now);
+        {
+            let every = self.decide_once(scene, Pass::Every, now);
             fn acts(d: &Decisions) -> (&[Planned], &[Hold], bool, &[Action]) {
                 (&d.actions, &d.holds, d.more_now, &d.refused_again)
             }
@@ -82,13 +87,21 @@ impl Reconciler {
                 acts(&every),
                 "passing quiet ranks by acts alike"
             );
+            if pass == Pass::Explain {
+                assert_eq!(
+                    (&decisions.verdicts, &decisions.limits),
+                    (&every.verdicts, &every.limits),
+                    "the quiet ranks' kept verdicts read as the ranks"
+                );
+            }
         }
         decisions
     }
 
     fn decide_once(&self, scene: &Scene<'_>, pass: Pass, now: f64) -> Decisions {
         let mut holds = Vec::new();
-        let mut verdicts = Vec::new();
+        // The verdicts of the ranks read, when the pass explains.
+        let mut verdicts: Vec<(u32, Verdict)> = Vec::new();
         // By reason: the ranks drained plainly, and those whose drain is overwritten.
         let mut drains: BTreeMap<String, [IdSet; 2]> = BTreeMap::new();
         // Made once: a storm of lost or late ranks shares them.
@@ -126,14 +139,12 @@ impl Reconciler {
         }
 
         let read = match pass {
-            Pass::Explain => {
-                verdicts.reserve(scene.ranks.len());
-                scene
-                    .max
-                    .checked_sub(1)
-                    .map_or_else(IdSet::new, |last| IdSet::range(0, last))
-            }
-            Pass::Act => {
+            #[cfg(debug_assertions)]
+            Pass::Every => scene
+                .max
+                .checked_sub(1)
+                .map_or_else(IdSet::new, |last| IdSet::range(0, last)),
+            Pass::Act | Pass::Explain => {
                 let timeout = self.config.startup_timeout;
                 let timed_out = self
                     .waiting_since
@@ -153,15 +164,7 @@ impl Reconciler {
                     let why = rank.finished.map_or("above size", |f| f.words());
                     add_drain(&mut drains, &reasons::still_retired(why), rank);
                 }
-                let drained = match rank.drain {
-                    None => None,
-                    Some(DrainKind::Admin) => Some(DrainedBy::Others),
-                    Some(_) => Some(DrainedBy::Fluxk8s),
-                };
-                Verdict::Retired {
-                    finished: rank.finished,
-                    drained,
-                }
+                rank.retired()
             } else if rank.retire {
                 let leaving =
                     self.retire_step(scene, rank, base, now, &mut |action| removals.push(action));
@@ -208,8 +211,8 @@ impl Reconciler {
                     }
                 }
             };
-            if pass == Pass::Explain {
-                verdicts.push(verdict);
+            if pass != Pass::Act {
+                verdicts.push((k, verdict));
             }
         }
 
@@ -328,7 +331,7 @@ impl Reconciler {
             });
         }
         let limits = match self.desired {
-            Some(target) if pass == Pass::Explain => {
+            Some(target) if pass != Pass::Act => {
                 let (reachable, limits) = self.capacity(scene, now);
                 if reachable < target {
                     limits
@@ -338,6 +341,16 @@ impl Reconciler {
             }
             _ => Vec::new(),
         };
+        let verdicts = match pass {
+            Pass::Act => RankMap::default(),
+            Pass::Explain => self.verdict_runs(scene, verdicts, now),
+            #[cfg(debug_assertions)]
+            Pass::Every => {
+                let mut runs = RankMap::default();
+                verdicts.into_iter().for_each(|(k, v)| runs.push(k, v));
+                runs
+            }
+        };
         Decisions {
             actions,
             verdicts,
@@ -346,6 +359,50 @@ impl Reconciler {
             more_now: budget.next_pass > 0,
             refused_again,
         }
+    }
+
+    /// Every rank's verdict: the quiet ranks' kept in the scene's totals (a starting one's
+    /// with since when it waits), the others' from `read`, those of the ranks a pass read,
+    /// in order. Steps along runs, not ranks.
+    fn verdict_runs(
+        &self,
+        scene: &Scene<'_>,
+        read: Vec<(u32, Verdict)>,
+        now: f64,
+    ) -> RankMap<Verdict> {
+        let mut runs = RankMap::default();
+        let mut read = read.into_iter().peekable();
+        // Ranks `from..=to` read as `quiet` where no verdict was read for them.
+        let mut put = |from: u32, to: u32, quiet: Option<Verdict>| {
+            let mut at = from;
+            while let Some((k, verdict)) = read.next_if(|&(k, _)| k <= to) {
+                if let Some(quiet) = quiet.filter(|_| at < k) {
+                    runs.push_run(at, k - 1, quiet);
+                }
+                runs.push(k, verdict);
+                at = k + 1;
+            }
+            if let Some(quiet) = quiet.filter(|_| at <= to) {
+                runs.push_run(at, to, quiet);
+            }
+        };
+        let Some(last) = scene.max.checked_sub(1) else {
+            return RankMap::default();
+        };
+        for (from, to, quiet) in scene.totals.quiet.pieces(0, last) {
+            match quiet {
+                // Eventful ranks: every one was read.
+                None => put(from, to, None),
+                Some(Quiet::Is(verdict)) => put(from, to, Some(verdict)),
+                Some(Quiet::Starting) => {
+                    for (from, to, since) in self.waiting_since.pieces(from, to) {
+                        let since = since.unwrap_or(now);
+                        put(from, to, Some(Verdict::Starting { since }));
+                    }
+                }
+            }
+        }
+        runs
     }
 
     /// Where a retiring rank is on its way out, and the removal to issue if it can go now.

@@ -20,6 +20,7 @@ pub mod autoscale;
 mod decide;
 mod follow;
 mod pending;
+mod rank_map;
 mod rate;
 mod reasons;
 mod reconciler;

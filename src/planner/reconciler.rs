@@ -10,9 +10,10 @@ use super::autoscale::Supply;
 use super::decide::{Effect, Pass, Planned};
 use super::follow::Announcement;
 use super::pending::Issued;
+use super::rank_map::RankMap;
 use super::rate::RateLimit;
 use super::reasons;
-use super::scene::{Frozen, KeptScene, RankTimes};
+use super::scene::{Frozen, KeptScene};
 use super::status::{PlanStatus, RankRuns, SizeWriter};
 use super::verdict::{Hold, Verdict};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
@@ -47,7 +48,7 @@ pub struct Reconciler {
     /// lost behind our back. Rebuilt from the views after a restart.
     pub(super) seen_up: IdSet,
     /// Active ranks not seen up yet, and when they were first expected.
-    pub(super) waiting_since: RankTimes,
+    pub(super) waiting_since: RankMap<f64>,
     /// Retiring ranks that run jobs, and since when (for `drain_grace`).
     pub(super) busy_since: BTreeMap<u32, f64>,
     /// Ranks already counted as failed starts (so a re-issued drain does not count twice).
@@ -79,7 +80,7 @@ pub struct Assessment {
     kube_size: u32,
     max_size: u32,
     frozen: Option<Frozen>,
-    verdicts: Vec<Verdict>,
+    verdicts: RankMap<Verdict>,
     holds: Vec<Hold>,
     limits: Vec<SizeLimit>,
 }
@@ -102,7 +103,7 @@ impl Reconciler {
             retiring: BTreeMap::new(),
             issued: Issued::default(),
             seen_up: IdSet::new(),
-            waiting_since: RankTimes::default(),
+            waiting_since: RankMap::default(),
             busy_since: BTreeMap::new(),
             startup_failed: IdSet::new(),
             startup_failures: 0,
@@ -138,7 +139,7 @@ impl Reconciler {
         .flatten()
         .chain(
             self.waiting_since
-                .times()
+                .values()
                 .map(|t| t + self.config.startup_timeout),
         )
         .chain(

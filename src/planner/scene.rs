@@ -4,8 +4,10 @@
 use std::borrow::Borrow;
 
 use super::pending::InFlight;
+use super::rank_map::RankMap;
 use super::reasons::{DrainKind, DrainKinds};
 use super::reconciler::Reconciler;
+use super::verdict::{DrainedBy, Quiet, Verdict};
 use crate::model::flux::RankState;
 use crate::model::queue::Occupancy;
 use crate::model::{FluxView, IdSet, KubeView};
@@ -74,13 +76,6 @@ pub(super) struct Scene<'a> {
     pub occupancy: &'a Occupancy,
 }
 
-/// A time per rank (when an active rank was first expected up), kept in rank order as
-/// runs of neighbours with the same time: the ranks of one grow start waiting together,
-/// so 10,000 starting ranks are one run, and the passes over the ranks step along a few
-/// runs instead of 10,000 entries.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct RankTimes(Vec<(u32, u32, f64)>);
-
 /// The value of each rank asked, from entries sorted by rank, for ranks asked in ascending
 /// order: a pass over the ranks steps along the entries once instead of searching them per
 /// rank.
@@ -93,95 +88,6 @@ pub(super) fn ascending<K: Borrow<u32>, V: Copy>(
         rest.peek()
             .filter(|(first, _)| *first.borrow() == k)
             .map(|&(_, v)| v)
-    }
-}
-
-impl RankTimes {
-    pub fn times(&self) -> impl Iterator<Item = f64> + '_ {
-        self.0.iter().map(|&(_, _, t)| t)
-    }
-
-    /// Adds rank `k`, waiting since `since`; ranks are added in ascending order.
-    pub fn push(&mut self, k: u32, since: f64) {
-        match self.0.last_mut() {
-            Some((_, hi, t)) if *hi + 1 == k && *t == since => *hi = k,
-            _ => self.0.push((k, k, since)),
-        }
-    }
-
-    /// Rank `k`'s time.
-    pub fn get(&self, k: u32) -> Option<f64> {
-        let i = self.run_at(k);
-        self.0
-            .get(i)
-            .filter(|&&(lo, _, _)| lo <= k)
-            .map(|&(_, _, t)| t)
-    }
-
-    /// Sets rank `k`'s time, or takes it out (`None`), in any order.
-    pub fn set(&mut self, k: u32, since: Option<f64>) {
-        let i = self.run_at(k);
-        if let Some(&(lo, hi, t)) = self.0.get(i).filter(|&&(lo, _, _)| lo <= k) {
-            if since == Some(t) {
-                return;
-            }
-            // `lo <= k <= hi`: each arm only steps away from an end `k` is not at.
-            match (lo == k, hi == k) {
-                (true, true) => {
-                    self.0.remove(i);
-                }
-                (true, false) => self.0[i].0 = k + 1,
-                (false, true) => self.0[i].1 = k - 1,
-                (false, false) => {
-                    self.0[i].1 = k - 1;
-                    self.0.insert(i + 1, (k + 1, hi, t));
-                }
-            }
-        }
-        let Some(since) = since else { return };
-        let i = self.run_at(k);
-        // Runs before `i` end below `k` and the one at `i` starts above it.
-        let joins_previous = i > 0 && self.0[i - 1].1 + 1 == k && self.0[i - 1].2 == since;
-        let joins_next = self
-            .0
-            .get(i)
-            .is_some_and(|&(lo, _, t)| lo - 1 == k && t == since);
-        match (joins_previous, joins_next) {
-            (true, true) => {
-                self.0[i - 1].1 = self.0[i].1;
-                self.0.remove(i);
-            }
-            (true, false) => self.0[i - 1].1 = k,
-            (false, true) => self.0[i].0 = k,
-            (false, false) => self.0.insert(i, (k, k, since)),
-        }
-    }
-
-    /// The ranks whose time meets `reached`.
-    pub fn ranks_where(&self, reached: impl Fn(f64) -> bool) -> IdSet {
-        let mut ranks = IdSet::new();
-        for &(lo, hi, t) in &self.0 {
-            if reached(t) {
-                ranks.insert_range(lo, hi);
-            }
-        }
-        ranks
-    }
-
-    /// Where rank `k` is or would go: the first run that does not end below it.
-    fn run_at(&self, k: u32) -> usize {
-        self.0.partition_point(|&(_, hi, _)| hi < k)
-    }
-
-    /// The time of each rank asked, for ranks asked in ascending order.
-    pub fn ascending(&self) -> impl FnMut(u32) -> Option<f64> + '_ {
-        let mut rest = self.0.iter().peekable();
-        move |k| {
-            while rest.next_if(|&&(_, hi, _)| hi < k).is_some() {}
-            rest.peek()
-                .filter(|&&&(lo, _, _)| lo <= k)
-                .map(|&&(_, _, t)| t)
-        }
     }
 }
 
@@ -198,8 +104,10 @@ pub(super) struct Totals {
     pub uncounted: IdSet,
     /// Ranks someone else drained: not worth starting.
     pub drained_by_others: IdSet,
-    /// Ranks a pass that only acts must read: every other one is [`Rank::quiet`].
+    /// Ranks a pass that only acts must read: every other one is [`Rank::quiet`]...
     pub eventful: IdSet,
+    /// ...and has its verdict here.
+    pub quiet: RankMap<Quiet>,
 }
 
 impl Totals {
@@ -211,19 +119,22 @@ impl Totals {
 
     /// Adds a rank above those added so far.
     fn add(&mut self, rank: &Rank) {
-        self.count(rank, true);
+        if let Some(quiet) = self.count(rank, true) {
+            self.quiet.push(rank.k, quiet);
+        }
     }
 
     /// `old`, an entry these totals hold, is now `new` (the same rank).
     pub fn replace(&mut self, old: &Rank, new: &Rank) {
         if old != new {
             self.count(old, false);
-            self.count(new, true);
+            let quiet = self.count(new, true);
+            self.quiet.set(new.k, quiet);
         }
     }
 
-    /// Adds `rank` to the totals, or takes it out.
-    fn count(&mut self, rank: &Rank, add: bool) {
+    /// Adds `rank` to the counts and sets, or takes it out; returns its quiet verdict.
+    fn count(&mut self, rank: &Rank, add: bool) -> Option<Quiet> {
         let step = |n: &mut usize| *n = if add { *n + 1 } else { *n - 1 };
         let mark = |set: &mut IdSet| {
             if add {
@@ -246,9 +157,11 @@ impl Totals {
         if rank.drain == Some(DrainKind::Admin) {
             mark(&mut self.drained_by_others);
         }
-        if !rank.quiet() {
+        let quiet = rank.quiet();
+        if quiet.is_none() {
             mark(&mut self.eventful);
         }
+        quiet
     }
 }
 
@@ -258,27 +171,42 @@ impl Rank {
         self.seen_up && (self.lost || !self.online)
     }
 
-    /// Its verdict follows from its entry alone and asks for nothing, whatever the rest of
-    /// the scene: a pass of the policies that only acts passes it by. A starting rank is
-    /// quiet until its start-up timeout, which that pass finds by the waiting times.
-    pub fn quiet(&self) -> bool {
+    /// Its verdict, when that follows from its entry alone and asks for nothing, whatever
+    /// the rest of the scene: a pass of the policies that only acts passes it by, and a
+    /// status reads it from the scene's totals. A starting rank is quiet until its
+    /// start-up timeout, which the passes find by the waiting times.
+    pub fn quiet(&self) -> Option<Quiet> {
         if self.k == 0 {
-            return true;
+            return Some(Quiet::Is(Verdict::Leader));
         }
         if !self.active {
             // One that ran and has no drain may be ours, retired, with its drain lost.
-            return self.drain.is_some() || (self.finished.is_none() && !self.ever_online);
+            let quiet = self.drain.is_some() || (self.finished.is_none() && !self.ever_online);
+            return quiet.then_some(Quiet::Is(self.retired()));
         }
         if self.retire {
-            return false;
+            return None;
         }
         let up = self.online && !self.down();
         match self.drain {
-            Some(DrainKind::Admin | DrainKind::OursRetire) => true,
-            Some(DrainKind::OursLost | DrainKind::OursObserved) if up => false,
-            None if up => true,
-            Some(DrainKind::OursLost) => true,
-            None | Some(DrainKind::OursObserved) => !self.down(),
+            Some(DrainKind::Admin | DrainKind::OursRetire) => Some(Quiet::Is(Verdict::Protected)),
+            Some(DrainKind::OursLost | DrainKind::OursObserved) if up => None,
+            None if up => Some(Quiet::Is(Verdict::Up)),
+            Some(DrainKind::OursLost) => Some(Quiet::Is(Verdict::LostDrained)),
+            None | Some(DrainKind::OursObserved) => (!self.down()).then_some(Quiet::Starting),
+        }
+    }
+
+    /// The verdict of a rank whose index does not run.
+    pub fn retired(&self) -> Verdict {
+        let drained = match self.drain {
+            None => None,
+            Some(DrainKind::Admin) => Some(DrainedBy::Others),
+            Some(_) => Some(DrainedBy::Fluxk8s),
+        };
+        Verdict::Retired {
+            finished: self.finished,
+            drained,
         }
     }
 }
@@ -608,7 +536,7 @@ impl Reconciler {
     fn observe_every_rank(&mut self, scene: &mut Scene<'_>, now: f64) {
         let was_waiting = std::mem::take(&mut self.waiting_since);
         let mut was_waiting_since = was_waiting.ascending();
-        let mut waiting = RankTimes::default();
+        let mut waiting = RankMap::default();
         let mut totals = Totals::default();
         for rank in &mut scene.ranks {
             if let Some(since) = self.observe_rank(rank, was_waiting_since(rank.k), now) {
@@ -698,7 +626,7 @@ fn retiring_busy(rank: &Rank) -> bool {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{RankTimes, ascending};
+    use super::ascending;
 
     #[test]
     fn a_map_answers_ascending_ranks_by_stepping() {
@@ -718,62 +646,5 @@ mod tests {
             ]
         );
         assert_eq!(ascending(&BTreeMap::<u32, ()>::new())(0), None);
-    }
-
-    #[test]
-    fn rank_times_keep_neighbours_with_one_time_as_a_run() {
-        let mut times = RankTimes::default();
-        for (k, t) in [(2, 10.0), (3, 10.0), (4, 11.0), (7, 11.0), (8, 11.0)] {
-            times.push(k, t);
-        }
-        assert_eq!(times.0, [(2, 3, 10.0), (4, 4, 11.0), (7, 8, 11.0)]);
-        let mut since = times.ascending();
-        let asked: Vec<Option<f64>> = [0, 2, 3, 4, 5, 7, 8, 8, 9]
-            .into_iter()
-            .map(&mut since)
-            .collect();
-        assert_eq!(
-            asked,
-            [
-                None,
-                Some(10.0),
-                Some(10.0),
-                Some(11.0),
-                None,
-                Some(11.0),
-                Some(11.0),
-                Some(11.0),
-                None
-            ]
-        );
-        assert_eq!(times.times().sum::<f64>(), 32.0);
-        assert_eq!(RankTimes::default().ascending()(0), None);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn rank_times_set_in_any_order_read_as_pushed_in_order(
-            sets in proptest::collection::vec((0u32..40, proptest::option::of(0u8..3)), 0..60)
-        ) {
-            let mut times = RankTimes::default();
-            let mut model = BTreeMap::new();
-            for (k, since) in sets {
-                let since = since.map(f64::from);
-                times.set(k, since);
-                match since {
-                    Some(t) => model.insert(k, t),
-                    None => model.remove(&k),
-                };
-            }
-            let mut pushed = RankTimes::default();
-            model.iter().for_each(|(&k, &t)| pushed.push(k, t));
-            proptest::prop_assert_eq!(&times, &pushed);
-            for k in 0..41 {
-                proptest::prop_assert_eq!(times.get(k), model.get(&k).copied());
-            }
-            let late: Vec<u32> = times.ranks_where(|t| t >= 1.0).iter().collect();
-            let model_late: Vec<u32> = model.iter().filter(|&(_, &t)| t >= 1.0).map(|(&k, _)| k).collect();
-            proptest::prop_assert_eq!(late, model_late);
-        }
     }
 }

@@ -167,25 +167,18 @@ struct RankRun {
 }
 
 impl RankRuns {
-    /// Adds rank `k`, the one after the last added.
-    pub(super) fn push(&mut self, k: u32, phase: RankPhase, why: Why) {
+    /// Adds ranks `first..=last`, the ones after the last added.
+    pub(super) fn push(&mut self, first: u32, last: u32, phase: RankPhase, why: Why) {
         match self.0.last_mut() {
-            Some(run) if run.last + 1 == k && run.phase == phase && run.why == why => {
-                run.last = k;
+            Some(run) if run.last + 1 == first && run.phase == phase && run.why == why => {
+                run.last = last;
             }
             _ => self.0.push(RankRun {
-                first: k,
-                last: k,
+                first,
+                last,
                 phase,
                 why,
             }),
-        }
-    }
-
-    /// Adds rank `k`, the one after the last added, as the last added reads.
-    pub(super) fn repeat(&mut self, k: u32) {
-        if let Some(run) = self.0.last_mut() {
-            run.last = k;
         }
     }
 
@@ -246,15 +239,14 @@ mod tests {
     fn ranks_serialize_as_groups_of_the_same_phase_and_reason() {
         let mut ranks = RankRuns::default();
         let up = Why::from("up");
-        ranks.push(0, RankPhase::Up, "leader".into());
-        ranks.push(1, RankPhase::Up, up.clone());
-        ranks.push(2, RankPhase::Lost, "lost: draining".into());
-        ranks.push(3, RankPhase::Up, up.clone());
-        ranks.push(4, RankPhase::Retiring, up.clone());
-        ranks.push(5, RankPhase::Up, up.clone());
-        ranks.repeat(6);
+        ranks.push(0, 0, RankPhase::Up, "leader".into());
+        ranks.push(1, 1, RankPhase::Up, up.clone());
+        ranks.push(2, 2, RankPhase::Lost, "lost: draining".into());
+        ranks.push(3, 3, RankPhase::Up, up.clone());
+        ranks.push(4, 4, RankPhase::Retiring, up.clone());
+        ranks.push(5, 6, RankPhase::Up, up.clone());
         // Equal words that are not the same text still make one run.
-        ranks.push(7, RankPhase::Up, "up".into());
+        ranks.push(7, 7, RankPhase::Up, "up".into());
         assert_eq!(ranks.0.len(), 6);
         let json = serde_json::to_value(&ranks).unwrap();
         assert_eq!(

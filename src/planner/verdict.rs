@@ -38,6 +38,14 @@ pub(super) enum Verdict {
     NeverOnline,
 }
 
+/// What a quiet rank's entry alone says of it (see [`super::scene::Rank::quiet`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Quiet {
+    Is(Verdict),
+    /// Expected online: its verdict also reads since when, from the reconciler's records.
+    Starting,
+}
+
 /// Who holds the drain of a retired rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DrainedBy {

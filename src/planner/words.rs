@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::rank_map::RankMap;
 use super::rate::MOVES_PER_PASS;
 use super::reconciler::Reconciler;
 use super::scene::{Finished, Frozen};
@@ -16,10 +17,10 @@ use crate::model::queue::Occupancy;
 const RECENT_TEXTS: usize = 8;
 
 impl Reconciler {
-    /// Each rank's phase and why, from its verdict (in rank order, rank 0 first).
+    /// Each rank's phase and why, from the runs of ranks with one verdict.
     pub(super) fn rank_words(
         &self,
-        verdicts: &[Verdict],
+        verdicts: &RankMap<Verdict>,
         occupancy: &Occupancy,
         frozen: Option<&str>,
         now: f64,
@@ -28,37 +29,32 @@ impl Reconciler {
         let mut last_to_end = None;
         let mut made: Vec<(Verdict, Why)> = Vec::new();
         let mut ranks = RankRuns::default();
-        let mut previous = None;
-        for (k, &verdict) in (0u32..).zip(verdicts) {
-            let busy = verdict == Verdict::Leaving(Leaving::Busy);
-            // A neighbour with the same verdict reads the same: no words to make or find.
-            if !busy && previous == Some(verdict) {
-                ranks.repeat(k);
-                continue;
-            }
-            previous = Some(verdict);
-            let why = if busy {
+        for (first, last, verdict) in verdicts.runs() {
+            if verdict == Verdict::Leaving(Leaving::Busy) {
                 // Named per rank: the job whose time limit ends last.
                 let ends = last_to_end.get_or_insert_with(|| occupancy.last_to_end());
-                let job = ends.get(&k).map_or(String::new(), |a| {
-                    let until = a.expiration.map_or("no time limit".to_owned(), |t| {
-                        format!("until {}", utc_clock(t))
+                for k in first..=last {
+                    let job = ends.get(&k).map_or(String::new(), |a| {
+                        let until = a.expiration.map_or("no time limit".to_owned(), |t| {
+                            format!("until {}", utc_clock(t))
+                        });
+                        format!(" ({until}, job {})", a.job)
                     });
-                    format!(" ({until}, job {})", a.job)
-                });
-                Why::from(self.leaving_words(Leaving::Busy, frozen, &job))
-            } else {
-                let recent = made.len().saturating_sub(RECENT_TEXTS);
-                match made[recent..].iter().find(|(v, _)| *v == verdict) {
-                    Some((_, text)) => text.clone(),
-                    None => {
-                        let text = Why::from(self.verdict_words(verdict, frozen, now));
-                        made.push((verdict, text.clone()));
-                        text
-                    }
+                    let why = Why::from(self.leaving_words(Leaving::Busy, frozen, &job));
+                    ranks.push(k, k, verdict.phase(), why);
+                }
+                continue;
+            }
+            let recent = made.len().saturating_sub(RECENT_TEXTS);
+            let why = match made[recent..].iter().find(|(v, _)| *v == verdict) {
+                Some((_, text)) => text.clone(),
+                None => {
+                    let text = Why::from(self.verdict_words(verdict, frozen, now));
+                    made.push((verdict, text.clone()));
+                    text
                 }
             };
-            ranks.push(k, verdict.phase(), why);
+            ranks.push(first, last, verdict.phase(), why);
         }
         ranks
     }
