@@ -10,7 +10,7 @@ use super::SizeLimit;
 use super::rank_map::RankMap;
 use super::reasons::{self, DrainKind};
 use super::reconciler::Reconciler;
-use super::scene::{Rank, Scene, ascending};
+use super::scene::{Finished, Rank, Scene, ascending};
 use super::verdict::{GrowthHold, Hold, Leaving, Quiet, ShrinkHold, SizeChange, Verdict};
 use crate::model::{Action, FluxAction, IdSet, KubeAction};
 
@@ -104,9 +104,14 @@ impl Reconciler {
         let mut verdicts: Vec<(u32, Verdict)> = Vec::new();
         // By reason: the ranks drained plainly, and those whose drain is overwritten.
         let mut drains: BTreeMap<String, [IdSet; 2]> = BTreeMap::new();
-        // Made once: a storm of lost or late ranks shares them.
+        // Made once: a storm of lost or late ranks shares them, and a shrink retires
+        // thousands above the size at once (by why the index does not run).
         let lost_reason = reasons::pod_lost();
         let never_online_reason = reasons::never_online(self.config.startup_timeout);
+        let [above_size, completed, failed] =
+            [None, Some(Finished::Completed), Some(Finished::Failed)].map(|finished| {
+                reasons::still_retired(finished.map_or("above size", Finished::words))
+            });
         let mut timed_out = IdSet::new();
         let mut undrain = IdSet::new();
         let mut removals: Vec<Action> = Vec::new();
@@ -161,8 +166,12 @@ impl Reconciler {
                 let retired_by_us =
                     rank.finished.is_some() || (rank.ever_online && k >= growing_to);
                 if rank.drain.is_none() && retired_by_us {
-                    let why = rank.finished.map_or("above size", |f| f.words());
-                    add_drain(&mut drains, &reasons::still_retired(why), rank);
+                    let reason = match rank.finished {
+                        None => &above_size,
+                        Some(Finished::Completed) => &completed,
+                        Some(Finished::Failed) => &failed,
+                    };
+                    add_drain(&mut drains, reason, rank);
                 }
                 rank.retired()
             } else if rank.retire {
