@@ -12,7 +12,9 @@
 //! put on the object is followed in `follow`. Between plans the scene is kept with its
 //! totals, so a plan after one event remakes, observes and decides the ranks that event
 //! touched and those that ask for something, not all 10,000. A status reads the kept
-//! scene the same way, with the ranks changed since the last plan made again.
+//! scene the same way, with the ranks changed since the last plan made again: it decides
+//! the eventful ranks, and the quiet ones (most of them) read as the scene's totals keep
+//! their verdicts, in runs of neighbours.
 //!
 //! No I/O, no clock: time comes in as `now` (seconds, any monotonic origin).
 

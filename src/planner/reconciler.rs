@@ -70,10 +70,10 @@ pub struct Reconciler {
     pub(super) kept: KeptScene,
 }
 
-/// What a status decides before it is put into words: one scene of every rank and one
-/// pass of the policies, the costs that grow with the ranks. It holds until the views or
-/// the reconciler change or a deadline of [`Reconciler::wake_at`] passes, so a caller that
-/// tracks those (the engine) can put it into words again and again.
+/// What a status decides before it is put into words: a scene, one pass of the policies
+/// and every rank's verdict as runs. It holds until the views or the reconciler change or
+/// a deadline of [`Reconciler::wake_at`] passes, so a caller that tracks those (the
+/// engine) can put it into words again and again.
 #[derive(Debug)]
 pub struct Assessment {
     expected_size: u32,
