@@ -3,6 +3,7 @@
 //! words). The policies are in [`super::decide`], the bookkeeping of actions in
 //! [`super::pending`] and [`super::rate`].
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use super::pending::Issued;
 use super::rank_map::RankMap;
 use super::rate::RateLimit;
 use super::reasons;
-use super::scene::{Frozen, KeptScene};
+use super::scene::{Frozen, KeptScene, Rank};
 use super::status::{PlanStatus, RankRuns, SizeWriter};
 use super::verdict::{Hold, Verdict};
 use super::{PlannerConfig, RequestError, ResizeAnswer, RetireAnswer, SizeLimit};
@@ -68,6 +69,10 @@ pub struct Reconciler {
     pub(super) retire_requests: u64,
     /// The last plan's scene, for the next plan to patch where ranks changed.
     pub(super) kept: KeptScene,
+    /// Where a status copies that scene, kept between statuses: a copy made afresh had
+    /// its pages faulted in again by every status after a change, as the allocator gives
+    /// freed room of that size back to the system.
+    status_room: RefCell<Vec<Rank>>,
 }
 
 /// What a status decides before it is put into words: a scene, one pass of the policies
@@ -116,6 +121,7 @@ impl Reconciler {
             more_now: false,
             retire_requests: 0,
             kept: KeptScene::default(),
+            status_room: RefCell::default(),
         }
     }
 
@@ -361,10 +367,9 @@ impl Reconciler {
         now: f64,
     ) -> Option<Assessment> {
         let kube = both_synced(flux, kube)?;
-        let kept = changed.and_then(|changed| self.kept_scene(flux, kube, changed));
-        let scene = kept.unwrap_or_else(|| self.scene(flux, kube));
+        let scene = self.status_scene(flux, kube, changed, self.status_room.take());
         let decisions = self.decide(&scene, Pass::Explain, now);
-        Some(Assessment {
+        let assessment = Assessment {
             expected_size: scene.counted(),
             kube_size: scene.size,
             max_size: scene.max,
@@ -372,7 +377,9 @@ impl Reconciler {
             verdicts: decisions.verdicts,
             holds: decisions.holds,
             limits: decisions.limits,
-        })
+        };
+        self.status_room.replace(scene.ranks);
+        Some(assessment)
     }
 
     /// [`Self::status`] from an assessment of these views (`None`: not synced).

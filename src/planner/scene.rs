@@ -335,22 +335,27 @@ impl Reconciler {
         (scene, basis)
     }
 
-    /// The last plan's scene with the ranks in `changed` since made again, if nothing
-    /// else every rank reads changed since: a status between plans reads it instead of
-    /// every rank.
-    pub(super) fn kept_scene<'a>(
+    /// The scene a status reads, made in `room`: the last plan's with the ranks in
+    /// `changed` since made again, if nothing else every rank reads changed since (`None`:
+    /// not known); else every rank.
+    pub(super) fn status_scene<'a>(
         &self,
         flux: &'a FluxView,
         kube: &'a KubeView,
-        changed: &IdSet,
-    ) -> Option<Scene<'a>> {
+        changed: Option<&IdSet>,
+        room: Vec<Rank>,
+    ) -> Scene<'a> {
         let in_flight = self.issued.in_flight();
-        if !self.kept_holds(&Basis::of(self, flux, kube), &in_flight) {
-            return None;
-        }
-        let (mut ranks, mut totals) = (self.kept.ranks.clone(), self.kept.totals.clone());
-        self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
-        Some(self.scene_of(flux, kube, ranks, totals, in_flight))
+        let (ranks, totals) = match changed {
+            Some(changed) if self.kept_holds(&Basis::of(self, flux, kube), &in_flight) => {
+                let (mut ranks, mut totals) = (room, self.kept.totals.clone());
+                ranks.clone_from(&self.kept.ranks);
+                self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
+                (ranks, totals)
+            }
+            _ => self.every_rank(flux, kube, &in_flight, room),
+        };
+        self.scene_of(flux, kube, ranks, totals, in_flight)
     }
 
     /// Makes again the ranks of `changed` in a kept scene's `ranks`, keeping `totals`
