@@ -100,8 +100,9 @@ impl Reconciler {
 
     fn decide_once(&self, scene: &Scene<'_>, pass: Pass, now: f64) -> Decisions {
         let mut holds = Vec::new();
-        // The verdicts of the ranks read, when the pass explains.
-        let mut verdicts: Vec<(u32, Verdict)> = Vec::new();
+        // The verdicts of the ranks read, when the pass explains: runs, as thousands of
+        // ranks leaving together read alike.
+        let mut verdicts = RankMap::default();
         // By reason: the ranks drained plainly, and those whose drain is overwritten.
         let mut drains: BTreeMap<String, [IdSet; 2]> = BTreeMap::new();
         // Made once: a storm of lost or late ranks shares them, and a shrink retires
@@ -221,7 +222,7 @@ impl Reconciler {
                 }
             };
             if pass != Pass::Act {
-                verdicts.push((k, verdict));
+                verdicts.push(k, verdict);
             }
         }
 
@@ -350,16 +351,9 @@ impl Reconciler {
             }
             _ => Vec::new(),
         };
-        let verdicts = match pass {
-            Pass::Act => RankMap::default(),
-            Pass::Explain => self.verdict_runs(scene, verdicts, now),
-            #[cfg(debug_assertions)]
-            Pass::Every => {
-                let mut runs = RankMap::default();
-                verdicts.into_iter().for_each(|(k, v)| runs.push(k, v));
-                runs
-            }
-        };
+        if pass == Pass::Explain {
+            verdicts = self.verdict_runs(scene, &verdicts, now);
+        }
         Decisions {
             actions,
             verdicts,
@@ -370,29 +364,22 @@ impl Reconciler {
         }
     }
 
-    /// Every rank's verdict: the quiet ranks' kept in the scene's totals (a starting one's
-    /// with since when it waits), the others' from `read`, those of the ranks a pass read,
-    /// in order. Steps along runs, not ranks.
+    /// Every rank's verdict: those of the ranks a pass read from `read`, the quiet
+    /// ranks' as the scene's totals keep them (a starting one's with since when it waits).
+    /// Steps along runs, not ranks.
     fn verdict_runs(
         &self,
         scene: &Scene<'_>,
-        read: Vec<(u32, Verdict)>,
+        read: &RankMap<Verdict>,
         now: f64,
     ) -> RankMap<Verdict> {
         let mut runs = RankMap::default();
-        let mut read = read.into_iter().peekable();
-        // Ranks `from..=to` read as `quiet` where no verdict was read for them.
+        // Ranks `from..=to`, as read, or as `quiet` where not read.
         let mut put = |from: u32, to: u32, quiet: Option<Verdict>| {
-            let mut at = from;
-            while let Some((k, verdict)) = read.next_if(|&(k, _)| k <= to) {
-                if let Some(quiet) = quiet.filter(|_| at < k) {
-                    runs.push_run(at, k - 1, quiet);
+            for (from, to, verdict) in read.pieces(from, to) {
+                if let Some(verdict) = verdict.or(quiet) {
+                    runs.push_run(from, to, verdict);
                 }
-                runs.push(k, verdict);
-                at = k + 1;
-            }
-            if let Some(quiet) = quiet.filter(|_| at <= to) {
-                runs.push_run(at, to, quiet);
             }
         };
         let Some(last) = scene.max.checked_sub(1) else {
