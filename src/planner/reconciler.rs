@@ -69,10 +69,10 @@ pub struct Reconciler {
     pub(super) retire_requests: u64,
     /// The last plan's scene, for the next plan to patch where ranks changed.
     pub(super) kept: KeptScene,
-    /// Where a status copies that scene, kept between statuses: a copy made afresh had
-    /// its pages faulted in again by every status after a change, as the allocator gives
-    /// freed room of that size back to the system.
-    status_room: RefCell<Vec<Rank>>,
+    /// Where a scene read outside a plan is made, kept between them: a scene made afresh
+    /// (200 KB at 10,000 ranks) had its pages faulted in again by many statuses and
+    /// requests, as the allocator gives freed room of that size back to the system.
+    pub(super) scene_room: RefCell<Vec<Rank>>,
 }
 
 /// What a status decides before it is put into words: a scene, one pass of the policies
@@ -121,7 +121,7 @@ impl Reconciler {
             more_now: false,
             retire_requests: 0,
             kept: KeptScene::default(),
-            status_room: RefCell::default(),
+            scene_room: RefCell::default(),
         }
     }
 
@@ -193,23 +193,25 @@ impl Reconciler {
             return Err(RequestError::ZeroSize);
         }
         let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
-        let scene = self.scene(flux, kube);
-        let mut limited_by = Vec::new();
-        let mut target = n;
-        if target > scene.max {
-            target = scene.max;
-            limited_by.push(SizeLimit::MaximumSize { max: scene.max });
-        }
-        if target < self.config.min_size {
-            target = self.config.min_size.min(scene.max);
-            limited_by.push(SizeLimit::MinSize {
-                min: self.config.min_size,
-            });
-        }
-        let (reachable, capacity_limits) = self.capacity(&scene, now);
-        if reachable < target {
-            limited_by.extend(capacity_limits);
-        }
+        let (target, reachable, limited_by) = self.with_scene(flux, kube, None, |scene| {
+            let mut limited_by = Vec::new();
+            let mut target = n;
+            if target > scene.max {
+                target = scene.max;
+                limited_by.push(SizeLimit::MaximumSize { max: scene.max });
+            }
+            if target < self.config.min_size {
+                target = self.config.min_size.min(scene.max);
+                limited_by.push(SizeLimit::MinSize {
+                    min: self.config.min_size,
+                });
+            }
+            let (reachable, capacity_limits) = self.capacity(scene, now);
+            if reachable < target {
+                limited_by.extend(capacity_limits);
+            }
+            (target, reachable, limited_by)
+        });
         let changed = self.desired != Some(target) || self.size_set_by.is_some();
         self.desired = Some(target);
         self.grow_reason = why;
@@ -245,32 +247,34 @@ impl Reconciler {
             return Err(RequestError::RankZero);
         }
         let kube = both_synced(flux, kube).ok_or(RequestError::NotSynced)?;
-        let scene = self.scene(flux, kube);
-        if let Some(rank) = ranks.last().filter(|&k| k >= scene.max) {
-            return Err(RequestError::OutOfRange {
-                rank,
-                size: scene.max,
-            });
-        }
-        let protected = ranks.intersection(&self.config.protect);
-        if !protected.is_empty() {
-            return Err(RequestError::Protected(protected));
-        }
-        let rank = |k: u32| &scene.ranks[k as usize];
-        let accepted: IdSet = ranks
-            .iter()
-            .filter(|&k| rank(k).active && !rank(k).retire)
-            .collect();
-        let already = ranks.difference(&accepted);
-        let leaving = accepted.iter().filter(|&k| rank(k).counted).count() as u32;
-        let left = scene.counted() - leaving;
-        if leaving > 0 && left < self.config.min_size {
-            return Err(RequestError::BelowMinSize {
-                ranks: accepted,
-                left,
-                min_size: self.config.min_size,
-            });
-        }
+        let (accepted, already, leaving) = self.with_scene(flux, kube, None, |scene| {
+            if let Some(rank) = ranks.last().filter(|&k| k >= scene.max) {
+                return Err(RequestError::OutOfRange {
+                    rank,
+                    size: scene.max,
+                });
+            }
+            let protected = ranks.intersection(&self.config.protect);
+            if !protected.is_empty() {
+                return Err(RequestError::Protected(protected));
+            }
+            let rank = |k: u32| &scene.ranks[k as usize];
+            let accepted: IdSet = ranks
+                .iter()
+                .filter(|&k| rank(k).active && !rank(k).retire)
+                .collect();
+            let already = ranks.difference(&accepted);
+            let leaving = accepted.iter().filter(|&k| rank(k).counted).count() as u32;
+            let left = scene.counted() - leaving;
+            if leaving > 0 && left < self.config.min_size {
+                return Err(RequestError::BelowMinSize {
+                    ranks: accepted,
+                    left,
+                    min_size: self.config.min_size,
+                });
+            }
+            Ok((accepted, already, leaving))
+        })?;
         let reason: Arc<str> = reason.into();
         self.retire_requests += 1;
         for k in accepted.iter() {
@@ -367,19 +371,18 @@ impl Reconciler {
         now: f64,
     ) -> Option<Assessment> {
         let kube = both_synced(flux, kube)?;
-        let scene = self.status_scene(flux, kube, changed, self.status_room.take());
-        let decisions = self.decide(&scene, Pass::Explain, now);
-        let assessment = Assessment {
-            expected_size: scene.counted(),
-            kube_size: scene.size,
-            max_size: scene.max,
-            frozen: scene.frozen,
-            verdicts: decisions.verdicts,
-            holds: decisions.holds,
-            limits: decisions.limits,
-        };
-        self.status_room.replace(scene.ranks);
-        Some(assessment)
+        Some(self.with_scene(flux, kube, changed, |scene| {
+            let decisions = self.decide(scene, Pass::Explain, now);
+            Assessment {
+                expected_size: scene.counted(),
+                kube_size: scene.size,
+                max_size: scene.max,
+                frozen: scene.frozen,
+                verdicts: decisions.verdicts,
+                holds: decisions.holds,
+                limits: decisions.limits,
+            }
+        }))
     }
 
     /// [`Self::status`] from an assessment of these views (`None`: not synced).
@@ -433,17 +436,18 @@ impl Reconciler {
     /// The ranks autoscaling can count on, once both views are synced.
     pub fn supply(&self, flux: &FluxView, kube: Option<&KubeView>) -> Option<Supply> {
         let kube = both_synced(flux, kube)?;
-        let scene = self.scene(flux, kube);
-        let counted = || scene.ranks.iter().filter(|r| r.counted);
-        Some(Supply {
-            expected: counted().map(|r| r.k).collect(),
-            up: counted()
-                .filter(|r| r.online && !r.down())
-                .map(|r| r.k)
-                .collect(),
-            max: scene.max,
-            desired: self.desired,
-        })
+        Some(self.with_scene(flux, kube, None, |scene| {
+            let counted = || scene.ranks.iter().filter(|r| r.counted);
+            Supply {
+                expected: counted().map(|r| r.k).collect(),
+                up: counted()
+                    .filter(|r| r.online && !r.down())
+                    .map(|r| r.k)
+                    .collect(),
+                max: scene.max,
+                desired: self.desired,
+            }
+        }))
     }
 
     fn record(&mut self, planned: &Planned, now: f64) {

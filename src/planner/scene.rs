@@ -279,13 +279,6 @@ pub(super) fn settled_at(kube: &KubeView, size: u32) -> bool {
 }
 
 impl Reconciler {
-    /// Every rank made from the views.
-    pub(super) fn scene<'a>(&self, flux: &'a FluxView, kube: &'a KubeView) -> Scene<'a> {
-        let in_flight = self.issued.in_flight();
-        let (ranks, totals) = self.every_rank(flux, kube, &in_flight, Vec::new());
-        self.scene_of(flux, kube, ranks, totals, in_flight)
-    }
-
     /// Every rank's entry, made into `ranks` (emptied first: its room is used again), and
     /// their totals.
     fn every_rank(
@@ -335,16 +328,18 @@ impl Reconciler {
         (scene, basis)
     }
 
-    /// The scene a status reads, made in `room`: the last plan's with the ranks in
-    /// `changed` since made again, if nothing else every rank reads changed since (`None`:
-    /// not known); else every rank.
-    pub(super) fn status_scene<'a>(
+    /// Runs `body` on a scene read outside a plan (by a status, a request): the last
+    /// plan's with the ranks in `changed` since made again, if nothing else every rank
+    /// reads changed since (`None`: not known); else every rank. It is made in the room
+    /// kept for such scenes.
+    pub(super) fn with_scene<R>(
         &self,
-        flux: &'a FluxView,
-        kube: &'a KubeView,
+        flux: &FluxView,
+        kube: &KubeView,
         changed: Option<&IdSet>,
-        room: Vec<Rank>,
-    ) -> Scene<'a> {
+        body: impl FnOnce(&Scene<'_>) -> R,
+    ) -> R {
+        let room = self.scene_room.take();
         let in_flight = self.issued.in_flight();
         let (ranks, totals) = match changed {
             Some(changed) if self.kept_holds(&Basis::of(self, flux, kube), &in_flight) => {
@@ -355,7 +350,10 @@ impl Reconciler {
             }
             _ => self.every_rank(flux, kube, &in_flight, room),
         };
-        self.scene_of(flux, kube, ranks, totals, in_flight)
+        let scene = self.scene_of(flux, kube, ranks, totals, in_flight);
+        let result = body(&scene);
+        self.scene_room.replace(scene.ranks);
+        result
     }
 
     /// Makes again the ranks of `changed` in a kept scene's `ranks`, keeping `totals`
@@ -378,7 +376,7 @@ impl Reconciler {
         });
         debug_assert_eq!(
             ranks,
-            self.scene(flux, kube).ranks,
+            self.every_rank(flux, kube, in_flight, Vec::new()).0,
             "a scene patched for ranks {changed} reads as one made anew"
         );
         remade
