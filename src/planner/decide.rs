@@ -522,6 +522,7 @@ impl Reconciler {
         let occupancy = scene.occupancy;
         let mut candidates: Vec<&mut Rank> = scene
             .ranks
+            .to_mut()
             .iter_mut()
             .filter(|r| r.counted && r.k != 0 && !r.protected)
             .collect();

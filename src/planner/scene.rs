@@ -1,7 +1,7 @@
 //! Both views reduced to what the policies need, one [`Rank`] per rank with the actions
 //! in flight folded in; and what the reconciler notes from each scene.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 
 use super::pending::InFlight;
 use super::rank_map::RankMap;
@@ -64,7 +64,8 @@ pub(super) struct Scene<'a> {
     pub size: u32,
     /// The most ranks there can be: broker size and MiniCluster `maxSize`.
     pub max: u32,
-    pub ranks: Vec<Rank>,
+    /// The last plan's, read in place by a status when no rank changed since.
+    pub ranks: Cow<'a, [Rank]>,
     /// What the passes read of every rank at once, kept as the ranks change.
     pub totals: Totals,
     /// The ranks made again when the scene was patched from the last plan's (`None`: made
@@ -323,15 +324,15 @@ impl Reconciler {
                 (ranks, totals, None)
             }
         };
-        let mut scene = self.scene_of(flux, kube, ranks, totals, in_flight);
+        let mut scene = self.scene_of(flux, kube, Cow::Owned(ranks), totals, in_flight);
         scene.remade = remade;
         (scene, basis)
     }
 
     /// Runs `body` on a scene read outside a plan (by a status, a request): the last
     /// plan's with the ranks in `changed` since made again, if nothing else every rank
-    /// reads changed since (`None`: not known); else every rank. It is made in the room
-    /// kept for such scenes.
+    /// reads changed since (`None`: not known); else every rank. A changed scene is made
+    /// in the room kept for such scenes; an unchanged one is read in place.
     pub(super) fn with_scene<R>(
         &self,
         flux: &FluxView,
@@ -339,20 +340,30 @@ impl Reconciler {
         changed: Option<&IdSet>,
         body: impl FnOnce(&Scene<'_>) -> R,
     ) -> R {
-        let room = self.scene_room.take();
         let in_flight = self.issued.in_flight();
         let (ranks, totals) = match changed {
             Some(changed) if self.kept_holds(&Basis::of(self, flux, kube), &in_flight) => {
-                let (mut ranks, mut totals) = (room, self.kept.totals.clone());
-                ranks.clone_from(&self.kept.ranks);
-                self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
-                (ranks, totals)
+                let mut totals = self.kept.totals.clone();
+                if changed.is_empty() {
+                    (Cow::Borrowed(&self.kept.ranks[..]), totals)
+                } else {
+                    let mut ranks = self.scene_room.take();
+                    ranks.clone_from(&self.kept.ranks);
+                    self.patch(flux, kube, &in_flight, changed, &mut ranks, &mut totals);
+                    (Cow::Owned(ranks), totals)
+                }
             }
-            _ => self.every_rank(flux, kube, &in_flight, room),
+            _ => {
+                let room = self.scene_room.take();
+                let (ranks, totals) = self.every_rank(flux, kube, &in_flight, room);
+                (Cow::Owned(ranks), totals)
+            }
         };
         let scene = self.scene_of(flux, kube, ranks, totals, in_flight);
         let result = body(&scene);
-        self.scene_room.replace(scene.ranks);
+        if let Cow::Owned(room) = scene.ranks {
+            self.scene_room.replace(room);
+        }
         result
     }
 
@@ -397,7 +408,7 @@ impl Reconciler {
     /// reconciler's own records follow) for the next plan to patch.
     pub(super) fn keep_scene(&mut self, scene: Scene<'_>, basis: Basis) {
         self.kept = KeptScene {
-            ranks: scene.ranks,
+            ranks: scene.ranks.into_owned(),
             totals: scene.totals,
             in_flight: Some(scene.in_flight),
             basis: Some(basis),
@@ -408,7 +419,7 @@ impl Reconciler {
         &self,
         flux: &'a FluxView,
         kube: &'a KubeView,
-        ranks: Vec<Rank>,
+        ranks: Cow<'a, [Rank]>,
         totals: Totals,
         in_flight: InFlight,
     ) -> Scene<'a> {
@@ -541,7 +552,7 @@ impl Reconciler {
         let mut was_waiting_since = was_waiting.ascending();
         let mut waiting = RankMap::default();
         let mut totals = Totals::default();
-        for rank in &mut scene.ranks {
+        for rank in scene.ranks.to_mut() {
             if let Some(since) = self.observe_rank(rank, was_waiting_since(rank.k), now) {
                 waiting.push(rank.k, since);
             }
@@ -562,7 +573,7 @@ impl Reconciler {
     /// noted at the last plan still holds.
     fn observe_ranks(&mut self, scene: &mut Scene<'_>, remade: &IdSet, now: f64) {
         for k in remade.iter() {
-            let rank = &mut scene.ranks[k as usize];
+            let rank = &mut scene.ranks.to_mut()[k as usize];
             let before = rank.clone();
             let since = self.observe_rank(rank, self.waiting_since.get(k), now);
             self.waiting_since.set(k, since);
