@@ -13,6 +13,35 @@ impl<V> Default for RankMap<V> {
     }
 }
 
+impl<V: PartialEq> RankMap<V> {
+    /// Gives ranks `first..=last` the value `v`; they come after every rank given one.
+    pub fn push_run(&mut self, first: u32, last: u32, v: V) {
+        match self.0.last_mut() {
+            Some((_, hi, value)) if *hi + 1 == first && *value == v => *hi = last,
+            _ => self.0.push((first, last, v)),
+        }
+    }
+
+    /// Rank `k`'s value, where it is kept.
+    pub fn value_of(&self, k: u32) -> Option<&V> {
+        let i = self.run_at(k);
+        self.0
+            .get(i)
+            .filter(|&&(lo, _, _)| lo <= k)
+            .map(|(_, _, v)| v)
+    }
+
+    /// The runs, ascending, where they are kept.
+    pub fn runs_kept(&self) -> impl Iterator<Item = &(u32, u32, V)> {
+        self.0.iter()
+    }
+
+    /// Where rank `k` is or would go: the first run that does not end below it.
+    fn run_at(&self, k: u32) -> usize {
+        self.0.partition_point(|&(_, hi, _)| hi < k)
+    }
+}
+
 impl<V: Copy + PartialEq> RankMap<V> {
     pub fn values(&self) -> impl Iterator<Item = V> + '_ {
         self.0.iter().map(|&(_, _, v)| v)
@@ -23,14 +52,6 @@ impl<V: Copy + PartialEq> RankMap<V> {
         self.0.iter().copied()
     }
 
-    /// Gives ranks `first..=last` the value `v`; they come after every rank given one.
-    pub fn push_run(&mut self, first: u32, last: u32, v: V) {
-        match self.0.last_mut() {
-            Some((_, hi, value)) if *hi + 1 == first && *value == v => *hi = last,
-            _ => self.0.push((first, last, v)),
-        }
-    }
-
     /// Gives rank `k` the value `v`; it comes after every rank given one.
     pub fn push(&mut self, k: u32, v: V) {
         self.push_run(k, k, v);
@@ -38,11 +59,7 @@ impl<V: Copy + PartialEq> RankMap<V> {
 
     /// Rank `k`'s value.
     pub fn get(&self, k: u32) -> Option<V> {
-        let i = self.run_at(k);
-        self.0
-            .get(i)
-            .filter(|&&(lo, _, _)| lo <= k)
-            .map(|&(_, _, v)| v)
+        self.value_of(k).copied()
     }
 
     /// Sets rank `k`'s value, or takes it out (`None`), in any order.
@@ -114,11 +131,6 @@ impl<V: Copy + PartialEq> RankMap<V> {
             at = to.checked_add(1);
             Some((from, to, value))
         })
-    }
-
-    /// Where rank `k` is or would go: the first run that does not end below it.
-    fn run_at(&self, k: u32) -> usize {
-        self.0.partition_point(|&(_, hi, _)| hi < k)
     }
 
     /// The value of each rank asked, for ranks asked in ascending order.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::SizeLimit;
+use super::rank_map::RankMap;
 use crate::model::idset::group_runs_by_key;
 use crate::model::{Action, IdSet, RefusalKind};
 
@@ -156,55 +157,33 @@ pub struct SizeWriter {
 /// ranks in the same phase for the same reason, the way `flux resource status` writes
 /// states.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RankRuns(Vec<RankRun>);
-
-#[derive(Debug, Clone, PartialEq)]
-struct RankRun {
-    first: u32,
-    last: u32,
-    phase: RankPhase,
-    why: Why,
-}
+pub struct RankRuns(RankMap<(RankPhase, Why)>);
 
 impl RankRuns {
     /// Adds ranks `first..=last`, the ones after the last added.
     pub(super) fn push(&mut self, first: u32, last: u32, phase: RankPhase, why: Why) {
-        match self.0.last_mut() {
-            Some(run) if run.last + 1 == first && run.phase == phase && run.why == why => {
-                run.last = last;
-            }
-            _ => self.0.push(RankRun {
-                first,
-                last,
-                phase,
-                why,
-            }),
-        }
+        self.0.push_run(first, last, (phase, why));
     }
 
     /// Rank `k`'s phase and reason, if it has them.
     pub fn get(&self, k: u32) -> Option<RankStatus> {
-        let at = self.0.partition_point(|run| run.last < k);
-        let run = self.0.get(at).filter(|run| run.first <= k)?;
-        Some(run.status_of(k))
+        self.0.value_of(k).map(|read| rank_status(k, read))
     }
 
     /// Every rank, in order.
     pub fn iter(&self) -> impl Iterator<Item = RankStatus> + '_ {
         self.0
-            .iter()
-            .flat_map(|run| (run.first..=run.last).map(|k| run.status_of(k)))
+            .runs_kept()
+            .flat_map(|(first, last, read)| (*first..=*last).map(move |k| rank_status(k, read)))
     }
 }
 
-impl RankRun {
-    /// Rank `k` of this run.
-    fn status_of(&self, k: u32) -> RankStatus {
-        RankStatus {
-            rank: k,
-            phase: self.phase,
-            why: self.why.clone(),
-        }
+/// Rank `k`, which reads as `(phase, why)`.
+fn rank_status(k: u32, (phase, why): &(RankPhase, Why)) -> RankStatus {
+    RankStatus {
+        rank: k,
+        phase: *phase,
+        why: why.clone(),
     }
 }
 
@@ -221,8 +200,8 @@ impl Serialize for RankRuns {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let keyed = self
             .0
-            .iter()
-            .map(|run| ((run.phase, &run.why), run.first, run.last));
+            .runs_kept()
+            .map(|(first, last, (phase, why))| ((*phase, why), *first, *last));
         s.collect_seq(group_runs_by_key(keyed).into_iter().map(|group| RankGroup {
             ranks: group.ids,
             phase: group.key.0,
@@ -247,7 +226,7 @@ mod tests {
         ranks.push(5, 6, RankPhase::Up, up.clone());
         // Equal words that are not the same text still make one run.
         ranks.push(7, 7, RankPhase::Up, "up".into());
-        assert_eq!(ranks.0.len(), 6);
+        assert_eq!(ranks.0.runs_kept().count(), 6);
         let json = serde_json::to_value(&ranks).unwrap();
         assert_eq!(
             json,
