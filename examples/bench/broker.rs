@@ -44,6 +44,44 @@ pub struct Run {
     walls: BTreeMap<&'static str, Duration>,
     /// The simulated server's own time per answered request (watches excluded).
     sim_cost: Vec<Duration>,
+    /// The same idle, measured on a computation outside the broker.
+    idle_control: Option<IdleControl>,
+}
+
+/// What this machine charges a computation for the memory it left idle: a plain status
+/// of an engine of as many ranks, in the bench's own process (no broker, no Flux), timed
+/// with the module's clock before an idle as long as the broker's and just after it.
+struct IdleControl {
+    idle: Duration,
+    /// The least of five statuses before the idle.
+    warm: Duration,
+    first_after: Duration,
+    again: Duration,
+}
+
+impl IdleControl {
+    /// Runs beside the broker's idle window, on a thread of its own.
+    fn beside(ranks: u32, idle: Duration) -> std::thread::JoinHandle<IdleControl> {
+        std::thread::spawn(move || {
+            let (engine, _) = crate::planning::synced_engine(ranks, false);
+            let timed = |now: f64| {
+                fluxk8s::flux::cpu_time_of(|| crate::planning::status_text(&engine, now))
+                    .1
+                    .unwrap_or_default()
+            };
+            let warm = (0..5)
+                .map(|run| timed(2.0 + f64::from(run)))
+                .min()
+                .expect("five runs");
+            std::thread::sleep(idle);
+            IdleControl {
+                idle,
+                warm,
+                first_after: timed(10.0),
+                again: timed(10.5),
+            }
+        })
+    }
 }
 
 fn read_json(path: &Path) -> Value {
@@ -127,6 +165,8 @@ fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
         .env("BENCH_IDLE_SECS", idle_secs.to_string())
         .env("BENCH_CYCLES", cycles)
         .env("BENCH_LOAD", load);
+    let control =
+        (idle_secs > 0).then(|| IdleControl::beside(ranks, Duration::from_secs(idle_secs)));
     let output = command.output().expect("run flux start");
     assert!(output.status.success(), "{}", transcript(&output));
     let log = sim.requests();
@@ -146,6 +186,7 @@ fn one(ranks: u32, idle_secs: u64, cycles: &str) -> Run {
         requests,
         walls,
         sim_cost: answer_times(&log),
+        idle_control: control.map(|c| c.join().expect("the idle control ran")),
     }
 }
 
@@ -332,8 +373,24 @@ fn print_sized(sized: &[&Run]) {
             });
         }
     }
+    row(
+        "callbacks over 1 ms: at load, then by phase",
+        &over_bound_by_phase,
+    );
     for r in sized {
         print_longest(r);
+        if let Some(control) = &r.idle_control {
+            println!(
+                "\nThe idle window beside work with no broker: a plain status of an engine of \
+                 {} ranks in the bench's own process, on the module's clock, took {} before an \
+                 idle of {} s, {} the first time after it and {} once more.",
+                r.ranks,
+                ms(control.warm),
+                control.idle.as_secs(),
+                ms(control.first_after),
+                ms(control.again)
+            );
+        }
     }
     // As many samples as the largest run had callbacks, each about a quiet status's work.
     let callbacks = sized
@@ -378,6 +435,44 @@ fn sim_cost_text(costs: &[Duration]) -> String {
         ms(longest),
         costs.len()
     )
+}
+
+/// Callbacks of every kind over 1 ms: from the load to the first phase, then in each
+/// phase, with the phase's longest callback where it raised the run's.
+fn over_bound_by_phase(run: &Run) -> String {
+    let over = |callbacks: &Value| -> u64 {
+        callbacks.as_object().map_or(0, |kinds| {
+            kinds
+                .values()
+                .filter_map(|k| k["calls_over_1ms"].as_u64())
+                .sum()
+        })
+    };
+    let mut parts = Vec::new();
+    for phase in PHASES {
+        let figures = &run.results["phases"][phase];
+        if figures.is_null() {
+            continue;
+        }
+        let (before, after) = (&figures["callbacks_before"], &figures["callbacks_after"]);
+        if parts.is_empty() {
+            parts.push(format!("load {}", over(before)));
+        }
+        let count = over(after) - over(before);
+        let raised = after
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(kind, cost)| {
+                let longest = millis(&cost["cpu_ms_longest"]);
+                (longest > millis(&before[kind]["cpu_ms_longest"])).then_some(longest)
+            });
+        match raised.max().filter(|_| count > 0) {
+            Some(longest) => parts.push(format!("{phase} {count} ({})", ms(longest))),
+            None => parts.push(format!("{phase} {count}")),
+        }
+    }
+    parts.join(", ")
 }
 
 /// The verdict on the 1 ms bound for one run.

@@ -112,9 +112,34 @@ fn measure(
     }
 }
 
-/// The module thread's share of a driver report and of a plain status, on an engine
-/// synced with every rank up and every pod running, or with every worker starting (its
-/// pod pending, its broker not up yet), as in a grow.
+/// An engine synced with `ranks` brokers and their pods, every one up and running, or
+/// with every worker starting (its pod pending, its broker not up yet), as in a grow;
+/// and the pod view it was given.
+pub fn synced_engine(ranks: u32, starting: bool) -> (Engine, KubeView) {
+    let mut engine = Engine::new(crate::storm::planner(), false);
+    for payload in journal(ranks, None, starting) {
+        engine.journal(&payload, 1.0);
+    }
+    let mut kube = kube_view(ranks);
+    if starting {
+        kube.edit_pods(|pods| {
+            for pod in pods.iter_mut().skip(1) {
+                *pod = Arc::new(PodView {
+                    phase: PodPhase::Pending,
+                    ready: false,
+                    ..PodView::clone(pod)
+                });
+            }
+        });
+    }
+    engine.kube_report(Report::View(Box::new(kube.clone())), 1.0);
+    engine.kube_report(Report::Synced, 1.0);
+    engine.step(1.0);
+    (engine, kube)
+}
+
+/// The module thread's share of a driver report and of a plain status, on a
+/// [`synced_engine`].
 pub struct EngineCost {
     ranks: u32,
     situation: &'static str,
@@ -131,25 +156,7 @@ pub fn engine_costs() -> Vec<EngineCost> {
     [(1_000, false), (10_000, false), (10_000, true)]
         .into_iter()
         .map(|(ranks, starting)| {
-            let mut engine = Engine::new(crate::storm::planner(), false);
-            for payload in journal(ranks, None, starting) {
-                engine.journal(&payload, 1.0);
-            }
-            let mut kube = kube_view(ranks);
-            if starting {
-                kube.edit_pods(|pods| {
-                    for pod in pods.iter_mut().skip(1) {
-                        *pod = Arc::new(PodView {
-                            phase: PodPhase::Pending,
-                            ready: false,
-                            ..PodView::clone(pod)
-                        });
-                    }
-                });
-            }
-            engine.kube_report(Report::View(Box::new(kube.clone())), 1.0);
-            engine.kube_report(Report::Synced, 1.0);
-            engine.step(1.0);
+            let (mut engine, kube) = synced_engine(ranks, starting);
             let mut cost = EngineCost {
                 ranks,
                 situation: if starting {
@@ -199,7 +206,7 @@ fn report_and_step(engine: &mut Engine, view: KubeView, now: f64) {
 }
 
 #[inline(never)]
-fn status_text(engine: &Engine, now: f64) -> String {
+pub fn status_text(engine: &Engine, now: f64) -> String {
     serde_json::to_string(&engine.status(now, None)).expect("status encodes")
 }
 
