@@ -113,10 +113,16 @@ def load():
 
 
 def idle():
+    """The idle window, with the broker's RSS read each minute (the module is not asked)."""
     start = handle.rpc(f"{MODULE}.stats-get").get()
-    time.sleep(IDLE_SECS)
+    each_minute = []
+    deadline = time.monotonic() + IDLE_SECS
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(60.0, left))
+        each_minute.append(rss_kib())
     end = handle.rpc(f"{MODULE}.stats-get").get()
     return {
+        "rss_kib_each_minute": each_minute,
         "wakeups": end["counters"]["wakeups"] - start["counters"]["wakeups"],
         "journal_replies": end["flux"]["journal"]["replies"]
         - start["flux"]["journal"]["replies"],

@@ -344,6 +344,16 @@ fn print_sized(sized: &[&Run]) {
             "-".to_owned()
         }
     });
+    row("RSS in the idle window, each minute, over loaded", &|r| {
+        match r.results["phases"]["idle"]["rss_kib_each_minute"].as_array() {
+            Some(minutes) => minutes
+                .iter()
+                .map(|rss| format!("{:+}", rss.as_i64().unwrap_or(0) - kib(r, "loaded")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => "-".to_owned(),
+        }
+    });
     row("sim: its own time per answer p50 / p99 / max", &|r| {
         sim_cost_text(&r.sim_cost)
     });
