@@ -335,6 +335,9 @@ impl Store {
                 .collect(),
         };
         let (sender, feed) = mpsc::unbounded_channel();
+        // A quiet store notifies no one, so ended watches are also let go here: a client
+        // renewing its watches against an idle cluster would otherwise pile them up.
+        self.watchers.retain(|watcher| !watcher.sender.is_closed());
         self.watchers.push(Watcher { filter, sender });
         Ok(OpenWatch { initial, feed })
     }
@@ -455,6 +458,18 @@ mod tests {
         );
         let mut current = store.watch(filter(""), WatchStart::CurrentState).unwrap();
         assert_eq!(drain(&mut current).len(), 3);
+    }
+
+    #[test]
+    fn renewed_watches_on_a_quiet_store_do_not_pile_up() {
+        let mut store = Store::new(10);
+        for _ in 0..100 {
+            let renewed = store.watch(filter(""), WatchStart::CurrentState).unwrap();
+            drop(renewed);
+        }
+        let _open = store.watch(filter(""), WatchStart::CurrentState).unwrap();
+        assert_eq!(store.watchers.len(), 1, "only the open watch is kept");
+        assert_eq!(store.open_watches(), 1);
     }
 
     fn owned(owner_uid: &str) -> Value {
