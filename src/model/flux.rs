@@ -651,8 +651,10 @@ impl FluxView {
 
     /// The real size: online ranks that are not drained.
     pub fn real_size(&self) -> u32 {
-        let up = self.ranks.iter().filter(|r| r.online && r.drain.is_none());
-        up.count() as u32
+        // From the sets a status reads anyway, not a pass over every rank per status.
+        let sets = self.rank_sets();
+        let drained_online = sets.online.intersection(&sets.drained).len();
+        (sets.online.len() - drained_online) as u32
     }
 }
 
@@ -845,6 +847,22 @@ mod tests {
             let err = OverlayStatus::parse(payload).unwrap_err().to_string();
             assert!(err.contains(expected), "{payload}: {err}");
         }
+    }
+
+    #[test]
+    fn the_real_size_leaves_out_drained_ranks_online_or_not() {
+        let mut view = FluxView::new();
+        apply(
+            &mut view,
+            &[
+                r#"{"events":[{"timestamp":1.0,"name":"restart","context":{"ranks":"0-9","online":"0-5","nodelist":"r-[0-9]"}}]}"#,
+                r#"{"events":[{"timestamp":2.0,"name":"drain","context":{"idset":"4-8","reason":"r"}}]}"#,
+                r#"{"events":[]}"#,
+            ],
+        );
+        assert_eq!(view.rank_sets().online, ids("0-5"));
+        assert_eq!(view.rank_sets().drained, ids("4-8"));
+        assert_eq!(view.real_size(), 4, "ranks 0-3: online, not drained");
     }
 
     #[test]
