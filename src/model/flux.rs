@@ -390,11 +390,13 @@ enum Changing<'a> {
 /// The Flux side: every configured rank, 0..size.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FluxView {
-    /// Changed only through [`FluxView::ranks_mut`], which drops `sets` and logs the
-    /// change in `changed`.
+    /// Changed only through [`FluxView::ranks_mut`], which drops `sets` and `real_size`
+    /// and logs the change in `changed`.
     ranks: Vec<RankState>,
     /// The ranks in each state: statuses read them far more often than ranks change.
     sets: Derived<RankSets>,
+    /// Counted once per change: every status and every watcher's update reads it.
+    real_size: Derived<u32>,
     /// The ranks changed since the planner last took them.
     changed: ChangedRanks,
     synced: bool,
@@ -572,6 +574,7 @@ impl FluxView {
     /// again when next asked, and the change is logged for the planner.
     fn ranks_mut(&mut self, changing: Changing<'_>) -> &mut Vec<RankState> {
         self.sets.reset();
+        self.real_size.reset();
         match changing {
             Changing::Ranks(ranks) => self.changed.add(ranks),
             Changing::Rank(k) => self.changed.add_rank(k),
@@ -651,10 +654,10 @@ impl FluxView {
 
     /// The real size: online ranks that are not drained.
     pub fn real_size(&self) -> u32 {
-        // From the sets a status reads anyway, not a pass over every rank per status.
-        let sets = self.rank_sets();
-        let drained_online = sets.online.intersection(&sets.drained).len();
-        (sets.online.len() - drained_online) as u32
+        *self.real_size.get_or_make(|| {
+            let up = self.ranks.iter().filter(|r| r.online && r.drain.is_none());
+            up.count() as u32
+        })
     }
 }
 
@@ -863,6 +866,11 @@ mod tests {
         assert_eq!(view.rank_sets().online, ids("0-5"));
         assert_eq!(view.rank_sets().drained, ids("4-8"));
         assert_eq!(view.real_size(), 4, "ranks 0-3: online, not drained");
+        apply(
+            &mut view,
+            &[r#"{"events":[{"timestamp":3.0,"name":"undrain","context":{"idset":"4-5"}}]}"#],
+        );
+        assert_eq!(view.real_size(), 6, "counted again after the change");
     }
 
     #[test]
